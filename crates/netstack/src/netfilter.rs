@@ -1,0 +1,123 @@
+//! Netfilter as one thing: the verdict and trace shapes shared by the iptables and nftables
+//! evaluators, and the composition that runs every table registered at a hook in kernel priority
+//! order (iptables' raw/mangle/nat/filter/security tables and native nft base chains alike).
+//!
+//! The evaluators ([`crate::iptables`], [`crate::nft`]) fill these types; path building reads them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::packet::Packet;
+
+/// Netfilter hook points, in the order a forwarded packet meets them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Hook {
+    Prerouting,
+    Input,
+    Forward,
+    Output,
+    Postrouting,
+}
+
+impl Hook {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Hook::Prerouting => "PREROUTING",
+            Hook::Input => "INPUT",
+            Hook::Forward => "FORWARD",
+            Hook::Output => "OUTPUT",
+            Hook::Postrouting => "POSTROUTING",
+        }
+    }
+}
+
+/// Where a rule came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleSource {
+    /// `iptables-save` (IPv4).
+    Iptables,
+    /// `ip6tables-save`.
+    Ip6tables,
+    /// `nft -j list ruleset`.
+    Nftables,
+}
+
+/// A rule (or a chain policy) cited as evidence: enough to find it again in the dump.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RuleRef {
+    pub source: RuleSource,
+    /// `filter`, `nat`, … for iptables; `family name` (e.g. `inet filter`) for nft.
+    pub table: String,
+    pub chain: String,
+    /// 1-based position of the rule in its chain; 0 means the chain's policy.
+    pub position: usize,
+    /// 1-based line in the dump text it was parsed from (0 when not from text, as for nft JSON
+    /// where the rule `handle` is used instead).
+    pub line: usize,
+    /// nft rule handle, when the source is nftables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handle: Option<u64>,
+    /// The rule as it appears in the dump (`-A KUBE-SERVICES -d 10.96.0.1/32 … -j KUBE-SVC-…`), or
+    /// `:FORWARD DROP` for a policy.
+    pub text: String,
+}
+
+/// Final verdict of one hook for one packet.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum NetfilterVerdict {
+    Accept,
+    Drop,
+    /// REJECT: dropped, and an ICMP error or TCP RST is sent back (`with` as iptables names it).
+    Reject { with: String },
+    /// NFQUEUE: handed to userspace; we cannot know what it decides.
+    Queue { num: u16 },
+    /// TPROXY / REDIRECT to a local socket: delivered locally instead of forwarded.
+    Redirect,
+}
+
+impl NetfilterVerdict {
+    /// Whether the packet continues.
+    pub fn passes(&self) -> bool {
+        matches!(self, NetfilterVerdict::Accept | NetfilterVerdict::Redirect)
+    }
+}
+
+/// One step of the evaluation trace: a rule that matched (or a policy that applied) and what it did.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TraceStep {
+    pub rule: RuleRef,
+    /// What the step did, as a short phrase: `jump KUBE-SERVICES`, `goto KUBE-SVC-X`, `return`,
+    /// `DNAT to 10.244.1.5:8080`, `MARK set 0x4000`, `DROP`, `policy ACCEPT`.
+    pub action: String,
+}
+
+/// A match or target the evaluator does not model. It affects only the rule it is on; the
+/// evaluator assumed `assumed_match` for it and went on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Unsupported {
+    pub rule: RuleRef,
+    /// The module or expression, e.g. `-m bpf` or `-j CLASSIFY`.
+    pub feature: String,
+    pub assumed_match: bool,
+}
+
+/// One possible outcome of running a hook. Probabilistic rules (kube-proxy's `statistic` chains)
+/// fan out: every branch is a separate outcome with its share of the probability.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HookOutcome {
+    pub verdict: NetfilterVerdict,
+    /// The packet after every transformation on the way (NAT, marks).
+    pub packet: Packet,
+    /// Every rule that matched, in order, across all tables of the hook.
+    pub trace: Vec<TraceStep>,
+    /// The rule or policy that decided the verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<RuleRef>,
+    /// Share of flows that take this branch (1.0 when there is no fan-out).
+    pub probability: f64,
+    /// Unmodelled matches/targets met on the way.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unsupported: Vec<Unsupported>,
+}
