@@ -6,9 +6,11 @@
 pub mod codec;
 pub mod diagnosis;
 pub mod finding;
+pub mod inventory;
 pub mod snapshot;
 
 pub use codec::SnapshotError;
+pub use inventory::{Inventory, NetnsLocation};
 pub use finding::{Evidence, Finding, FindingCode, Level, Owner, Place};
 pub use snapshot::{
     ClusterInfo, CniMode, KubeObjects, KubeProxyMode, NetnsOwner, NetnsRecord, Snapshot, SnapshotSource,
