@@ -21,6 +21,7 @@ declare -A NEED=(
   [promtool]=prometheus
   [prometheus-node-exporter]=prometheus-node-exporter
   [ping]=iputils-ping
+  [python3]=python3-minimal
 )
 
 missing=()
