@@ -70,9 +70,13 @@ pub enum NetfilterVerdict {
     Accept,
     Drop,
     /// REJECT: dropped, and an ICMP error or TCP RST is sent back (`with` as iptables names it).
-    Reject { with: String },
+    Reject {
+        with: String,
+    },
     /// NFQUEUE: handed to userspace; we cannot know what it decides.
-    Queue { num: u16 },
+    Queue {
+        num: u16,
+    },
     /// TPROXY / REDIRECT to a local socket: delivered locally instead of forwarded.
     Redirect,
 }
@@ -120,4 +124,100 @@ pub struct HookOutcome {
     /// Unmodelled matches/targets met on the way.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unsupported: Vec<Unsupported>,
+}
+
+/// A problem met while reading a netns's rulesets. The rest of the rules still work.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RulesetProblem {
+    /// `iptables`, `ip6tables` or `ipset`.
+    pub source: String,
+    pub line: usize,
+    pub message: String,
+}
+
+impl std::fmt::Display for RulesetProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: line {}: {}", self.source, self.line, self.message)
+    }
+}
+
+/// Everything netfilter will do in one netns: the iptables rulesets of both families and the
+/// ipsets they use.
+#[derive(Debug, Clone, Default)]
+pub struct Netfilter {
+    pub ipv4: Option<crate::iptables::Ruleset>,
+    pub ipv6: Option<crate::iptables::Ruleset>,
+    pub ipsets: crate::ipset::IpSets,
+}
+
+impl Netfilter {
+    /// Parse what the state holds. A dump that cannot be parsed is reported and left out, so the
+    /// caller can say the verdict is unknown rather than pretend there are no rules.
+    pub fn from_state(state: &crate::state::NetnsState) -> (Netfilter, Vec<RulesetProblem>) {
+        let mut problems = Vec::new();
+        let mut nf = Netfilter::default();
+        if let Some(dump) = &state.iptables {
+            for (text, ipv6, source) in [
+                (&dump.ipv4, false, "iptables"),
+                (&dump.ipv6, true, "ip6tables"),
+            ] {
+                let Some(text) = text else { continue };
+                match crate::iptables::parse(text) {
+                    Ok(mut rs) => {
+                        rs.ipv6 = ipv6;
+                        if ipv6 {
+                            nf.ipv6 = Some(rs);
+                        } else {
+                            nf.ipv4 = Some(rs);
+                        }
+                    }
+                    Err(e) => problems.push(RulesetProblem {
+                        source: source.into(),
+                        line: e.line,
+                        message: e.message,
+                    }),
+                }
+            }
+        }
+        if let Some(text) = &state.ipsets {
+            match crate::ipset::IpSets::parse(text) {
+                Ok(sets) => nf.ipsets = sets,
+                Err(e) => problems.push(RulesetProblem {
+                    source: "ipset".into(),
+                    line: e.line,
+                    message: e.message,
+                }),
+            }
+        }
+        (nf, problems)
+    }
+
+    /// The ruleset for the packet's family, if one was read.
+    pub fn ruleset_for(&self, packet: &Packet) -> Option<&crate::iptables::Ruleset> {
+        if packet.is_ipv6() {
+            self.ipv6.as_ref()
+        } else {
+            self.ipv4.as_ref()
+        }
+    }
+
+    /// Run `hook` for `packet`. With no ruleset for the family, the packet passes untouched.
+    pub fn run_hook(
+        &self,
+        hook: Hook,
+        packet: &Packet,
+        ctx: &dyn crate::iptables::EvalContext,
+    ) -> Vec<HookOutcome> {
+        match self.ruleset_for(packet) {
+            Some(rs) => rs.run_hook(hook, packet, ctx),
+            None => vec![HookOutcome {
+                verdict: NetfilterVerdict::Accept,
+                packet: packet.clone(),
+                trace: Vec::new(),
+                decided_by: None,
+                probability: 1.0,
+                unsupported: Vec::new(),
+            }],
+        }
+    }
 }

@@ -60,7 +60,9 @@ impl std::str::FromStr for Protocol {
             "udp" | "17" => Ok(Protocol::Udp),
             "icmp" | "1" | "icmpv6" | "ipv6-icmp" | "58" => Ok(Protocol::Icmp),
             "sctp" | "132" => Ok(Protocol::Sctp),
-            other => Err(format!("unknown protocol {other:?} (expected tcp, udp, icmp or sctp)")),
+            other => Err(format!(
+                "unknown protocol {other:?} (expected tcp, udp, icmp or sctp)"
+            )),
         }
     }
 }
@@ -109,12 +111,30 @@ pub struct TcpFlags {
 }
 
 impl TcpFlags {
-    pub const SYN: TcpFlags =
-        TcpFlags { syn: true, ack: false, fin: false, rst: false, psh: false, urg: false };
-    pub const SYN_ACK: TcpFlags =
-        TcpFlags { syn: true, ack: true, fin: false, rst: false, psh: false, urg: false };
-    pub const ACK: TcpFlags =
-        TcpFlags { syn: false, ack: true, fin: false, rst: false, psh: false, urg: false };
+    pub const SYN: TcpFlags = TcpFlags {
+        syn: true,
+        ack: false,
+        fin: false,
+        rst: false,
+        psh: false,
+        urg: false,
+    };
+    pub const SYN_ACK: TcpFlags = TcpFlags {
+        syn: true,
+        ack: true,
+        fin: false,
+        rst: false,
+        psh: false,
+        urg: false,
+    };
+    pub const ACK: TcpFlags = TcpFlags {
+        syn: false,
+        ack: true,
+        fin: false,
+        rst: false,
+        psh: false,
+        urg: false,
+    };
 }
 
 /// One simulated packet with its skb metadata.

@@ -596,7 +596,10 @@ impl NetnsState {
 
     /// Why a part is missing, if it is.
     pub fn missing_reason(&self, part: StatePart) -> Option<&str> {
-        self.missing.iter().find(|m| m.part == part).map(|m| m.reason.as_str())
+        self.missing
+            .iter()
+            .find(|m| m.part == part)
+            .map(|m| m.reason.as_str())
     }
 
     /// Addresses assigned to a device.

@@ -1,0 +1,423 @@
+//! `iptables-save` rulesets: parsing, printing and rule-by-rule evaluation.
+//!
+//! Our own parser, because no maintained Rust crate parses `iptables-save` text (the `iptables`
+//! crate shells out; the others are abandoned). It is written for speed (a kube-proxy node has
+//! 100k+ rules): a quote-aware splitter over borrowed text, no regular expressions.
+//!
+//! Every rule keeps its table, chain, position and source line so that evidence can cite it.
+//! A match or target we do not model is kept as [`MatchKind::Unknown`] / [`Target::Unknown`] and
+//! affects only its own rule: the evaluator assumes the match holds (or the target continues) and
+//! reports the assumption, instead of giving up on the whole namespace.
+//!
+//! Must not know about Kubernetes: kube-proxy's chains are just chains here.
+
+mod eval;
+mod parse;
+mod print;
+
+pub use eval::{Branch, EvalContext, StateContext, TableOutcome, MAX_BRANCHES};
+pub use parse::{parse, ParseError};
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::netfilter::Hook;
+
+/// The five iptables tables, in the order the kernel registers them at a hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TableName {
+    Raw,
+    Mangle,
+    Nat,
+    Filter,
+    Security,
+}
+
+impl TableName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TableName::Raw => "raw",
+            TableName::Mangle => "mangle",
+            TableName::Nat => "nat",
+            TableName::Filter => "filter",
+            TableName::Security => "security",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<TableName> {
+        Some(match name {
+            "raw" => TableName::Raw,
+            "mangle" => TableName::Mangle,
+            "nat" => TableName::Nat,
+            "filter" => TableName::Filter,
+            "security" => TableName::Security,
+            _ => return None,
+        })
+    }
+
+    /// Tables consulted at a hook, in kernel priority order (raw -300, mangle -150, nat/DNAT
+    /// -100, filter 0, security 50, nat/SNAT 100).
+    pub fn at_hook(hook: Hook) -> &'static [TableName] {
+        use TableName::*;
+        match hook {
+            Hook::Prerouting => &[Raw, Mangle, Nat],
+            Hook::Input => &[Mangle, Filter, Security, Nat],
+            Hook::Forward => &[Mangle, Filter, Security],
+            Hook::Output => &[Raw, Mangle, Nat, Filter, Security],
+            Hook::Postrouting => &[Mangle, Nat],
+        }
+    }
+}
+
+impl fmt::Display for TableName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A parsed `iptables-save` dump (one address family).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ruleset {
+    pub tables: Vec<Table>,
+    /// Parsed from `ip6tables-save` (evidence then cites `ip6tables`).
+    pub ipv6: bool,
+}
+
+impl Ruleset {
+    pub fn table(&self, name: TableName) -> Option<&Table> {
+        self.tables.iter().find(|t| t.name == name)
+    }
+
+    pub fn rule_count(&self) -> usize {
+        self.tables
+            .iter()
+            .flat_map(|t| &t.chains)
+            .map(|c| c.rules.len())
+            .sum()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table {
+    pub name: TableName,
+    pub chains: Vec<Chain>,
+    index: HashMap<String, usize>,
+}
+
+impl Table {
+    fn new(name: TableName) -> Table {
+        Table {
+            name,
+            chains: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+
+    pub fn chain(&self, name: &str) -> Option<&Chain> {
+        self.index.get(name).map(|&i| &self.chains[i])
+    }
+
+    fn chain_index(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+}
+
+/// Policy of a built-in chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    Accept,
+    Drop,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chain {
+    pub name: String,
+    /// `Some` for built-in chains (`:INPUT ACCEPT [0:0]`), `None` for user chains (`:X - [0:0]`).
+    pub policy: Option<Policy>,
+    /// Line of the `:CHAIN` declaration.
+    pub line: usize,
+    pub rules: Vec<Rule>,
+}
+
+/// One `-A` line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    /// 1-based line in the dump.
+    pub line: usize,
+    /// The rule as it appeared (without a leading `[pkts:bytes]` counter).
+    pub text: String,
+    pub matches: Vec<Match>,
+    pub target: Target,
+}
+
+impl Rule {
+    /// The `--comment` text, if any (kube-proxy and CNIs name their objects there).
+    pub fn comment(&self) -> Option<&str> {
+        self.matches.iter().find_map(|m| match &m.kind {
+            MatchKind::Comment(c) => Some(c.as_str()),
+            _ => None,
+        })
+    }
+}
+
+/// A match option, possibly inverted with `!`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Match {
+    pub invert: bool,
+    pub kind: MatchKind,
+}
+
+/// An inclusive port range; a single port has `lo == hi`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub lo: u16,
+    pub hi: u16,
+}
+
+impl PortRange {
+    pub fn contains(self, port: u16) -> bool {
+        self.lo <= port && port <= self.hi
+    }
+}
+
+/// An interface name pattern: exact, or a prefix when written with a trailing `+`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IfacePattern {
+    pub name: String,
+    pub wildcard: bool,
+}
+
+impl IfacePattern {
+    pub fn matches(&self, dev: &str) -> bool {
+        if self.wildcard {
+            dev.starts_with(&self.name)
+        } else {
+            dev == self.name
+        }
+    }
+}
+
+/// Which direction of a conntrack connection (`--ctdir`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CtDirMatch {
+    Original,
+    Reply,
+}
+
+/// Address types of the `addrtype` match (`RTN_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AddrType {
+    Unspec,
+    Unicast,
+    Local,
+    Broadcast,
+    Anycast,
+    Multicast,
+    Blackhole,
+    Unreachable,
+    Prohibit,
+}
+
+/// Conntrack states a rule may test (`--ctstate`, `--state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CtStateBit {
+    New,
+    Established,
+    Related,
+    Invalid,
+    Untracked,
+    Snat,
+    Dnat,
+}
+
+/// `statistic` match modes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Statistic {
+    Random { probability: f64 },
+    Nth { every: u32, packet: u32 },
+}
+
+/// Which packet field an ipset dimension looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetDirection {
+    Src,
+    Dst,
+}
+
+/// The matches we model. The printed form (see `print.rs`) is `iptables-save`'s.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MatchKind {
+    Source(IpNet),
+    Destination(IpNet),
+    /// `-p`: IP protocol number (0 = `all`).
+    Protocol(u8),
+    InInterface(IfacePattern),
+    OutInterface(IfacePattern),
+    /// `-f`: non-first fragments.
+    Fragment,
+    /// `--sport` of `-m tcp`/`udp`/`sctp`.
+    SourcePort(PortRange),
+    DestinationPort(PortRange),
+    /// `-m tcp --tcp-flags MASK COMP` (bit set: FIN 1, SYN 2, RST 4, PSH 8, ACK 16, URG 32).
+    TcpFlags {
+        mask: u8,
+        comp: u8,
+    },
+    /// `-m multiport --sports/--dports/--ports`.
+    Multiport {
+        source: bool,
+        destination: bool,
+        ports: Vec<PortRange>,
+    },
+    /// `--icmp-type T[/C]` (or `--icmpv6-type`); `None` type means `any`.
+    IcmpType {
+        icmp_type: Option<u8>,
+        code: Option<u8>,
+    },
+    /// `-m mark --mark V[/M]`.
+    Mark {
+        value: u32,
+        mask: u32,
+    },
+    /// `-m connmark --mark V[/M]`.
+    Connmark {
+        value: u32,
+        mask: u32,
+    },
+    /// `-m conntrack --ctstate …` or `-m state --state …`.
+    CtState(Vec<CtStateBit>),
+    CtDirection(CtDirMatch),
+    /// `-m comment --comment …`.
+    Comment(String),
+    Statistic(Statistic),
+    /// `-m addrtype --src-type` (when `source`) or `--dst-type`, with `--limit-iface-in/out`.
+    AddrType {
+        source: bool,
+        types: Vec<AddrType>,
+        limit_iface_in: bool,
+        limit_iface_out: bool,
+    },
+    /// `-m set --match-set NAME src,dst…`.
+    Set {
+        name: String,
+        directions: Vec<SetDirection>,
+    },
+    /// `-m physdev --physdev-in/--physdev-out/--physdev-is-bridged/-is-in/-is-out`.
+    PhysdevIn(IfacePattern),
+    PhysdevOut(IfacePattern),
+    PhysdevIsBridged,
+    PhysdevIsIn,
+    PhysdevIsOut,
+    /// `-m length --length LO[:HI]` (IP total length).
+    Length {
+        lo: u32,
+        hi: u32,
+    },
+    /// `-m iprange --src-range A-B` / `--dst-range A-B`.
+    IpRange {
+        source: bool,
+        from: IpAddr,
+        to: IpAddr,
+    },
+    /// `-m rpfilter [--loose] [--validmark] [--accept-local] [--invert]`.
+    RpFilter {
+        loose: bool,
+        validmark: bool,
+        accept_local: bool,
+        invert: bool,
+    },
+    /// A module whose outcome depends on things a snapshot cannot know (rate limits, socket
+    /// owners, …). Assumed to match; the assumption is reported.
+    Assumed {
+        module: String,
+        args: String,
+    },
+    /// A module or option we do not model at all. Assumed to match; reported as unsupported.
+    Unknown {
+        module: String,
+        args: String,
+    },
+}
+
+/// What a rule does when it matches.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// No `-j`: the rule only counts packets.
+    None,
+    Accept,
+    Drop,
+    Return,
+    Reject {
+        with: String,
+    },
+    /// `-j CHAIN` (`goto: false`) or `-g CHAIN` (`goto: true`).
+    Chain {
+        name: String,
+        goto: bool,
+    },
+    Dnat {
+        addr: Option<IpAddr>,
+        port: Option<PortRange>,
+    },
+    Snat {
+        addr: Option<IpAddr>,
+        port: Option<PortRange>,
+    },
+    Masquerade {
+        port: Option<PortRange>,
+    },
+    Redirect {
+        port: Option<PortRange>,
+    },
+    /// `-j MARK`: new = (old & !mask) ^ value for xmark; set/or/and are printed as iptables does.
+    Mark(MarkOp),
+    Connmark(ConnmarkOp),
+    Notrack,
+    Tproxy {
+        port: u16,
+        mark: Option<(u32, u32)>,
+    },
+    Queue {
+        num: u16,
+    },
+    /// Non-terminating targets with no effect on the path: LOG, NFLOG, TRACE, CHECKSUM,
+    /// TCPMSS, CLASSIFY…, kept by name with their options.
+    Passive {
+        name: String,
+        args: String,
+    },
+    /// A target we do not model; assumed to continue, reported as unsupported.
+    Unknown {
+        name: String,
+        args: String,
+    },
+}
+
+/// `MARK` operations as the kernel applies them: `mark = (mark & !mask) ^ value`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarkOp {
+    pub value: u32,
+    pub mask: u32,
+}
+
+impl MarkOp {
+    pub fn apply(self, mark: u32) -> u32 {
+        (mark & !self.mask) ^ self.value
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnmarkOp {
+    /// `--set-xmark value/mask` on the connection mark.
+    SetXmark(MarkOp),
+    /// `--save-mark`: ctmark = (ctmark & !ctmask) | (mark & nfmask).
+    Save { nfmask: u32, ctmask: u32 },
+    /// `--restore-mark`: mark = (mark & !nfmask) | (ctmark & ctmask).
+    Restore { nfmask: u32, ctmask: u32 },
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,975 @@
+//! The `iptables-save` text parser.
+//!
+//! Grammar (as `iptables-save` and `iptables-restore` use it): `*TABLE`, then `:CHAIN POLICY
+//! [pkts:bytes]` declarations, `-A CHAIN options…` rules (optionally prefixed by `[pkts:bytes]`
+//! with `-c`), and `COMMIT`. `#` starts a comment line. Options are split on blanks; double quotes
+//! group (`--comment "a b"`) with `\"` as an escaped quote. `!` before an option inverts it.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use thiserror::Error;
+
+use super::*;
+
+/// Why a dump could not be read; `line` is 1-based.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("line {line}: {message}")]
+pub struct ParseError {
+    pub line: usize,
+    pub message: String,
+}
+
+fn err<T>(line: usize, message: impl Into<String>) -> Result<T, ParseError> {
+    Err(ParseError {
+        line,
+        message: message.into(),
+    })
+}
+
+/// Parse a whole `iptables-save` (or `ip6tables-save`) dump.
+pub fn parse(text: &str) -> Result<Ruleset, ParseError> {
+    let mut ruleset = Ruleset::default();
+    let mut current: Option<Table> = None;
+    let mut table_line = 0;
+    for (idx, raw) in text.lines().enumerate() {
+        let line_no = idx + 1;
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('*') {
+            if current.is_some() {
+                return err(
+                    line_no,
+                    format!("table *{name} starts before the previous table's COMMIT"),
+                );
+            }
+            let table = TableName::from_name(name.trim()).ok_or_else(|| ParseError {
+                line: line_no,
+                message: format!("unknown table {name:?}"),
+            })?;
+            if ruleset.table(table).is_some() {
+                return err(line_no, format!("table *{name} appears twice"));
+            }
+            current = Some(Table::new(table));
+            table_line = line_no;
+            continue;
+        }
+        let Some(table) = current.as_mut() else {
+            return err(
+                line_no,
+                "rule or chain outside a table (expected a `*table` line first)",
+            );
+        };
+        if line == "COMMIT" {
+            let mut done = current.take().expect("checked above");
+            resolve_targets(&mut done)?;
+            ruleset.tables.push(done);
+        } else if let Some(decl) = line.strip_prefix(':') {
+            declare_chain(table, decl, line_no)?;
+        } else {
+            let rule_text = strip_counters(line);
+            let Some(rest) = rule_text.strip_prefix("-A ") else {
+                return err(
+                    line_no,
+                    format!(
+                        "expected `-A CHAIN …`, `:CHAIN`, `COMMIT` or `*table`, found {line:?}"
+                    ),
+                );
+            };
+            let tokens = tokenize(rest, line_no)?;
+            let (chain_name, options) = tokens.split_first().ok_or_else(|| ParseError {
+                line: line_no,
+                message: "`-A` without a chain name".into(),
+            })?;
+            let chain = table.chain_index(chain_name).ok_or_else(|| ParseError {
+                line: line_no,
+                message: format!(
+                    "rule appended to chain {chain_name:?}, which is not declared in table {}",
+                    table.name
+                ),
+            })?;
+            let (matches, target) = parse_rule(options, line_no)?;
+            table.chains[chain].rules.push(Rule {
+                line: line_no,
+                text: rule_text.to_string(),
+                matches,
+                target,
+            });
+        }
+    }
+    if let Some(table) = current {
+        return err(
+            table_line,
+            format!("table *{} is never committed (missing COMMIT)", table.name),
+        );
+    }
+    Ok(ruleset)
+}
+
+fn strip_counters(line: &str) -> &str {
+    if line.starts_with('[') {
+        if let Some(end) = line.find(']') {
+            return line[end + 1..].trim_start();
+        }
+    }
+    line
+}
+
+fn declare_chain(table: &mut Table, decl: &str, line: usize) -> Result<(), ParseError> {
+    let mut parts = decl.split_whitespace();
+    let name = parts.next().ok_or_else(|| ParseError {
+        line,
+        message: "chain declaration without a name".into(),
+    })?;
+    let policy = match parts.next() {
+        Some("-") => None,
+        Some("ACCEPT") => Some(Policy::Accept),
+        Some("DROP") => Some(Policy::Drop),
+        Some(other) => {
+            return err(
+                line,
+                format!("chain {name}: unknown policy {other:?} (expected ACCEPT, DROP or -)"),
+            )
+        }
+        None => return err(line, format!("chain {name}: missing policy")),
+    };
+    if table.index.contains_key(name) {
+        return err(
+            line,
+            format!("chain {name} declared twice in table {}", table.name),
+        );
+    }
+    table.index.insert(name.to_string(), table.chains.len());
+    table.chains.push(Chain {
+        name: name.to_string(),
+        policy,
+        line,
+        rules: Vec::new(),
+    });
+    Ok(())
+}
+
+/// `-j NAME` is a user chain when the table declares it; otherwise it is an extension target we
+/// do not model (iptables-save never jumps to an undeclared chain). A `-g` must name a chain.
+fn resolve_targets(table: &mut Table) -> Result<(), ParseError> {
+    let Table { chains, index, .. } = table;
+    for chain in chains.iter_mut() {
+        for rule in &mut chain.rules {
+            if let Target::Chain { name, goto } = &rule.target {
+                if !index.contains_key(name) {
+                    if *goto {
+                        return err(
+                            rule.line,
+                            format!("goto chain {name:?}, which is not declared in this table"),
+                        );
+                    }
+                    rule.target = Target::Unknown {
+                        name: name.clone(),
+                        args: String::new(),
+                    };
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Split a rule into tokens, honouring double quotes.
+pub(super) fn tokenize(text: &str, line: usize) -> Result<Vec<Cow<'_, str>>, ParseError> {
+    let mut tokens = Vec::with_capacity(24);
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i >= bytes.len() {
+            break;
+        }
+        if bytes[i] == b'"' {
+            let mut value = String::new();
+            let mut j = i + 1;
+            loop {
+                match bytes.get(j) {
+                    None => return err(line, "unterminated double quote"),
+                    Some(b'\\') if bytes.get(j + 1) == Some(&b'"') => {
+                        value.push('"');
+                        j += 2;
+                    }
+                    Some(b'"') => break,
+                    Some(_) => {
+                        let ch_len = text[j..].chars().next().map_or(1, char::len_utf8);
+                        value.push_str(&text[j..j + ch_len]);
+                        j += ch_len;
+                    }
+                }
+            }
+            tokens.push(Cow::Owned(value));
+            i = j + 1;
+        } else {
+            let start = i;
+            while i < bytes.len() && !bytes[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            tokens.push(Cow::Borrowed(&text[start..i]));
+        }
+    }
+    Ok(tokens)
+}
+
+/// Cursor over a rule's tokens.
+struct Tokens<'a, 'b> {
+    tokens: &'b [Cow<'a, str>],
+    pos: usize,
+    line: usize,
+    /// Set when a module prints its `!` after its first option (`statistic --mode random !
+    /// --probability P`): the inversion belongs to the match being parsed.
+    inner_invert: bool,
+}
+
+impl<'a, 'b> Tokens<'a, 'b> {
+    fn next(&mut self) -> Option<&'b str> {
+        let t = self.tokens.get(self.pos)?;
+        self.pos += 1;
+        Some(t.as_ref())
+    }
+
+    fn peek(&self) -> Option<&'b str> {
+        self.tokens.get(self.pos).map(|t| t.as_ref())
+    }
+
+    fn value(&mut self, option: &str) -> Result<&'b str, ParseError> {
+        match self.next() {
+            Some(v) => Ok(v),
+            None => err(self.line, format!("option {option} needs a value")),
+        }
+    }
+
+    /// Consume a `!` that stands right before `option`, remembering the inversion.
+    fn skip_inner_invert(&mut self, option: &str) {
+        if self.peek() == Some("!")
+            && self.tokens.get(self.pos + 1).map(|t| t.as_ref()) == Some(option)
+        {
+            self.pos += 1;
+            self.inner_invert = true;
+        }
+    }
+
+    /// Tokens up to the next option, joined: arguments of options we keep opaque.
+    fn rest_of_option(&mut self) -> String {
+        let mut args = Vec::new();
+        while let Some(t) = self.peek() {
+            if t.starts_with('-') && t.len() > 1 || t == "!" {
+                break;
+            }
+            args.push(t);
+            self.pos += 1;
+        }
+        args.join(" ")
+    }
+}
+
+fn parse_rule(tokens: &[Cow<'_, str>], line: usize) -> Result<(Vec<Match>, Target), ParseError> {
+    let mut t = Tokens {
+        tokens,
+        pos: 0,
+        line,
+        inner_invert: false,
+    };
+    let mut matches = Vec::new();
+    let mut target = Target::None;
+    let mut module: Option<&str> = None;
+    let mut protocol: u8 = 0;
+    let mut invert = false;
+    while let Some(tok) = t.next() {
+        if tok == "!" {
+            invert = true;
+            continue;
+        }
+        let kind = match tok {
+            "-s" | "--source" => Some(MatchKind::Source(parse_net(t.value(tok)?, line)?)),
+            "-d" | "--destination" => Some(MatchKind::Destination(parse_net(t.value(tok)?, line)?)),
+            "-p" | "--protocol" => {
+                protocol = parse_protocol(t.value(tok)?, line)?;
+                Some(MatchKind::Protocol(protocol))
+            }
+            "-i" | "--in-interface" => Some(MatchKind::InInterface(parse_iface(t.value(tok)?))),
+            "-o" | "--out-interface" => Some(MatchKind::OutInterface(parse_iface(t.value(tok)?))),
+            "-f" | "--fragment" => Some(MatchKind::Fragment),
+            "-m" | "--match" => {
+                module = Some(t.value(tok)?);
+                None
+            }
+            "-j" | "--jump" | "-g" | "--goto" => {
+                let name = t.value(tok)?;
+                target = parse_target(name, tok.starts_with("-g") || tok == "--goto", &mut t)?;
+                None
+            }
+            "-c" | "--set-counters" => {
+                t.value(tok)?;
+                t.value(tok)?;
+                None
+            }
+            opt if opt.starts_with("--") => {
+                // A module option; iptables accepts `-p tcp --dport` without `-m tcp`.
+                let owner = module.unwrap_or(match protocol {
+                    6 => "tcp",
+                    17 => "udp",
+                    132 => "sctp",
+                    1 => "icmp",
+                    58 => "icmp6",
+                    _ => "",
+                });
+                parse_module_option(owner, opt, &mut t, &mut matches)?
+            }
+            other => return err(line, format!("unexpected token {other:?}")),
+        };
+        if let Some(kind) = kind {
+            matches.push(Match {
+                invert: invert || t.inner_invert,
+                kind,
+            });
+        }
+        invert = false;
+        t.inner_invert = false;
+    }
+    Ok((matches, target))
+}
+
+/// One `--option …` of module `module`. Returns the match, or `None` when the option only
+/// amends the previous match (as `--limit-iface-in` does for addrtype).
+fn parse_module_option(
+    module: &str,
+    opt: &str,
+    t: &mut Tokens<'_, '_>,
+    matches: &mut [Match],
+) -> Result<Option<MatchKind>, ParseError> {
+    let line = t.line;
+    let kind = match (module, opt) {
+        ("tcp" | "udp" | "sctp" | "udplite" | "dccp", "--sport" | "--source-port") => {
+            MatchKind::SourcePort(parse_port_range(t.value(opt)?, line)?)
+        }
+        ("tcp" | "udp" | "sctp" | "udplite" | "dccp", "--dport" | "--destination-port") => {
+            MatchKind::DestinationPort(parse_port_range(t.value(opt)?, line)?)
+        }
+        ("tcp", "--tcp-flags") => {
+            let mask = parse_tcp_flags(t.value(opt)?, line)?;
+            let comp = parse_tcp_flags(t.value(opt)?, line)?;
+            MatchKind::TcpFlags { mask, comp }
+        }
+        ("tcp", "--syn") => MatchKind::TcpFlags {
+            mask: 0b10111,
+            comp: 0b10,
+        },
+        (
+            "multiport",
+            "--sports" | "--source-ports" | "--dports" | "--destination-ports" | "--ports",
+        ) => {
+            let ports = t
+                .value(opt)?
+                .split(',')
+                .map(|p| parse_port_range(p, line))
+                .collect::<Result<Vec<_>, _>>()?;
+            let (source, destination) = match opt {
+                "--sports" | "--source-ports" => (true, false),
+                "--dports" | "--destination-ports" => (false, true),
+                _ => (true, true),
+            };
+            MatchKind::Multiport {
+                source,
+                destination,
+                ports,
+            }
+        }
+        ("icmp" | "icmp6", "--icmp-type" | "--icmpv6-type") => {
+            parse_icmp_type(t.value(opt)?, line)?
+        }
+        ("mark", "--mark") => {
+            let (value, mask) = parse_mark(t.value(opt)?, line)?;
+            MatchKind::Mark { value, mask }
+        }
+        ("connmark", "--mark") => {
+            let (value, mask) = parse_mark(t.value(opt)?, line)?;
+            MatchKind::Connmark { value, mask }
+        }
+        ("conntrack", "--ctstate") | ("state", "--state") => MatchKind::CtState(
+            t.value(opt)?
+                .split(',')
+                .map(|s| parse_ct_state(s, line))
+                .collect::<Result<_, _>>()?,
+        ),
+        ("conntrack", "--ctdir") => MatchKind::CtDirection(match t.value(opt)? {
+            "ORIGINAL" => CtDirMatch::Original,
+            "REPLY" => CtDirMatch::Reply,
+            other => {
+                return err(
+                    line,
+                    format!("--ctdir: expected ORIGINAL or REPLY, found {other:?}"),
+                )
+            }
+        }),
+        ("comment", "--comment") => MatchKind::Comment(t.value(opt)?.to_string()),
+        ("statistic", "--mode") => {
+            let mode = t.value(opt)?;
+            parse_statistic(mode, t)?
+        }
+        ("addrtype", "--src-type" | "--dst-type") => MatchKind::AddrType {
+            source: opt == "--src-type",
+            types: t
+                .value(opt)?
+                .split(',')
+                .map(|s| parse_addr_type(s, line))
+                .collect::<Result<_, _>>()?,
+            limit_iface_in: false,
+            limit_iface_out: false,
+        },
+        ("addrtype", "--limit-iface-in" | "--limit-iface-out") => {
+            if let Some(Match {
+                kind:
+                    MatchKind::AddrType {
+                        limit_iface_in,
+                        limit_iface_out,
+                        ..
+                    },
+                ..
+            }) = matches.last_mut()
+            {
+                if opt == "--limit-iface-in" {
+                    *limit_iface_in = true;
+                } else {
+                    *limit_iface_out = true;
+                }
+                return Ok(None);
+            }
+            return err(
+                line,
+                format!("{opt} without a preceding --src-type/--dst-type"),
+            );
+        }
+        ("set", "--match-set") => {
+            let name = t.value(opt)?.to_string();
+            let directions = t
+                .value(opt)?
+                .split(',')
+                .map(|d| match d {
+                    "src" => Ok(SetDirection::Src),
+                    "dst" => Ok(SetDirection::Dst),
+                    other => err(
+                        line,
+                        format!("--match-set {name}: direction {other:?} is not src or dst"),
+                    ),
+                })
+                .collect::<Result<_, _>>()?;
+            MatchKind::Set { name, directions }
+        }
+        ("physdev", "--physdev-in") => MatchKind::PhysdevIn(parse_iface(t.value(opt)?)),
+        ("physdev", "--physdev-out") => MatchKind::PhysdevOut(parse_iface(t.value(opt)?)),
+        ("physdev", "--physdev-is-bridged") => MatchKind::PhysdevIsBridged,
+        ("physdev", "--physdev-is-in") => MatchKind::PhysdevIsIn,
+        ("physdev", "--physdev-is-out") => MatchKind::PhysdevIsOut,
+        ("length", "--length") => {
+            let v = t.value(opt)?;
+            let (lo, hi) = v.split_once(':').unwrap_or((v, v));
+            MatchKind::Length {
+                lo: parse_num(lo, line, opt)?,
+                hi: parse_num(hi, line, opt)?,
+            }
+        }
+        ("iprange", "--src-range" | "--dst-range") => {
+            let v = t.value(opt)?;
+            let (from, to) = v.split_once('-').unwrap_or((v, v));
+            MatchKind::IpRange {
+                source: opt == "--src-range",
+                from: parse_ip(from, line)?,
+                to: parse_ip(to, line)?,
+            }
+        }
+        ("rpfilter", "--loose" | "--validmark" | "--accept-local" | "--invert") => {
+            if let Some(Match {
+                kind:
+                    MatchKind::RpFilter {
+                        loose,
+                        validmark,
+                        accept_local,
+                        invert,
+                    },
+                ..
+            }) = matches.last_mut()
+            {
+                match opt {
+                    "--loose" => *loose = true,
+                    "--validmark" => *validmark = true,
+                    "--accept-local" => *accept_local = true,
+                    _ => *invert = true,
+                }
+                return Ok(None);
+            }
+            let mut kind = MatchKind::RpFilter {
+                loose: false,
+                validmark: false,
+                accept_local: false,
+                invert: false,
+            };
+            if let MatchKind::RpFilter {
+                loose,
+                validmark,
+                accept_local,
+                invert,
+            } = &mut kind
+            {
+                match opt {
+                    "--loose" => *loose = true,
+                    "--validmark" => *validmark = true,
+                    "--accept-local" => *accept_local = true,
+                    _ => *invert = true,
+                }
+            }
+            kind
+        }
+        (
+            "limit" | "hashlimit" | "owner" | "socket" | "recent" | "connlimit" | "cgroup" | "time"
+            | "quota",
+            _,
+        ) => {
+            let args = t.rest_of_option();
+            MatchKind::Assumed {
+                module: module.to_string(),
+                args: join_opt(opt, &args),
+            }
+        }
+        _ => {
+            let args = t.rest_of_option();
+            let module = if module.is_empty() {
+                "(no module)"
+            } else {
+                module
+            };
+            MatchKind::Unknown {
+                module: module.to_string(),
+                args: join_opt(opt, &args),
+            }
+        }
+    };
+    Ok(Some(kind))
+}
+
+fn join_opt(opt: &str, args: &str) -> String {
+    if args.is_empty() {
+        opt.to_string()
+    } else {
+        format!("{opt} {args}")
+    }
+}
+
+fn parse_statistic(mode: &str, t: &mut Tokens<'_, '_>) -> Result<MatchKind, ParseError> {
+    let line = t.line;
+    match mode {
+        "random" => {
+            let mut probability = None;
+            t.skip_inner_invert("--probability");
+            while t.peek() == Some("--probability") {
+                t.next();
+                let v = t.value("--probability")?;
+                let p: f64 = v.parse().map_err(|_| ParseError {
+                    line,
+                    message: format!("--probability: {v:?} is not a number"),
+                })?;
+                if !(0.0..=1.0).contains(&p) {
+                    return err(line, format!("--probability {v} is outside 0..1"));
+                }
+                probability = Some(p);
+            }
+            let probability = probability.ok_or_else(|| ParseError {
+                line,
+                message: "statistic --mode random without --probability".into(),
+            })?;
+            Ok(MatchKind::Statistic(Statistic::Random { probability }))
+        }
+        "nth" => {
+            let (mut every, mut packet) = (None, 0);
+            t.skip_inner_invert("--every");
+            while let Some(opt @ ("--every" | "--packet")) = t.peek() {
+                t.next();
+                let v: u32 = parse_num(t.value(opt)?, line, opt)?;
+                if opt == "--every" {
+                    every = Some(v);
+                } else {
+                    packet = v;
+                }
+            }
+            let every = every.filter(|&e| e > 0).ok_or_else(|| ParseError {
+                line,
+                message: "statistic --mode nth needs --every N (N > 0)".into(),
+            })?;
+            Ok(MatchKind::Statistic(Statistic::Nth { every, packet }))
+        }
+        other => err(line, format!("statistic: unknown --mode {other:?}")),
+    }
+}
+
+fn parse_target(name: &str, goto: bool, t: &mut Tokens<'_, '_>) -> Result<Target, ParseError> {
+    let line = t.line;
+    // Target options follow the target name up to the end of the rule (iptables-save prints
+    // them last); read them as (option, value) pairs.
+    let mut opts: Vec<(&str, Option<&str>)> = Vec::new();
+    while let Some(tok) = t.peek() {
+        if !tok.starts_with("--") {
+            break;
+        }
+        t.next();
+        let value = match t.peek() {
+            Some(v) if !v.starts_with("--") => {
+                t.next();
+                Some(v)
+            }
+            _ => None,
+        };
+        opts.push((tok, value));
+    }
+    let opt = |name: &str| opts.iter().find(|(o, _)| *o == name).and_then(|(_, v)| *v);
+    let has = |name: &str| opts.iter().any(|(o, _)| *o == name);
+    let args = || {
+        opts.iter()
+            .map(|(o, v)| v.map_or_else(|| o.to_string(), |v| format!("{o} {v}")))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    if goto {
+        return Ok(Target::Chain {
+            name: name.to_string(),
+            goto: true,
+        });
+    }
+    Ok(match name {
+        "ACCEPT" => Target::Accept,
+        "DROP" => Target::Drop,
+        "RETURN" => Target::Return,
+        "REJECT" => Target::Reject {
+            with: opt("--reject-with")
+                .unwrap_or("icmp-port-unreachable")
+                .to_string(),
+        },
+        "DNAT" | "SNAT" => {
+            let key = if name == "DNAT" {
+                "--to-destination"
+            } else {
+                "--to-source"
+            };
+            let (addr, port) = match opt(key) {
+                Some(v) => parse_nat_to(v, line)?,
+                None => (None, None),
+            };
+            if name == "DNAT" {
+                Target::Dnat { addr, port }
+            } else {
+                Target::Snat { addr, port }
+            }
+        }
+        "MASQUERADE" | "REDIRECT" => {
+            let port = opt("--to-ports")
+                .map(|p| parse_port_range(&p.replace('-', ":"), line))
+                .transpose()?;
+            if name == "MASQUERADE" {
+                Target::Masquerade { port }
+            } else {
+                Target::Redirect { port }
+            }
+        }
+        "MARK" => {
+            let op = if let Some(v) = opt("--set-xmark") {
+                let (value, mask) = parse_mark(v, line)?;
+                MarkOp { value, mask }
+            } else if let Some(v) = opt("--set-mark") {
+                let (value, mask) = parse_mark(v, line)?;
+                MarkOp {
+                    value,
+                    mask: if v.contains('/') { mask } else { u32::MAX },
+                }
+            } else if let Some(v) = opt("--or-mark") {
+                let bits = parse_mark(v, line)?.0;
+                MarkOp {
+                    value: bits,
+                    mask: bits,
+                }
+            } else if let Some(v) = opt("--and-mark") {
+                MarkOp {
+                    value: 0,
+                    mask: !parse_mark(v, line)?.0,
+                }
+            } else if let Some(v) = opt("--xor-mark") {
+                MarkOp {
+                    value: parse_mark(v, line)?.0,
+                    mask: 0,
+                }
+            } else {
+                return err(
+                    line,
+                    "MARK without --set-xmark/--set-mark/--or-mark/--and-mark/--xor-mark",
+                );
+            };
+            Target::Mark(op)
+        }
+        "CONNMARK" => {
+            let masks = |line| -> Result<(u32, u32), ParseError> {
+                let nf = opt("--nfmask")
+                    .or(opt("--mask"))
+                    .map(|v| parse_mark(v, line))
+                    .transpose()?;
+                let ct = opt("--ctmask")
+                    .or(opt("--mask"))
+                    .map(|v| parse_mark(v, line))
+                    .transpose()?;
+                Ok((nf.map_or(u32::MAX, |m| m.0), ct.map_or(u32::MAX, |m| m.0)))
+            };
+            if let Some(v) = opt("--set-xmark").or(opt("--set-mark")) {
+                let (value, mask) = parse_mark(v, line)?;
+                Target::Connmark(ConnmarkOp::SetXmark(MarkOp { value, mask }))
+            } else if has("--save-mark") {
+                let (nfmask, ctmask) = masks(line)?;
+                Target::Connmark(ConnmarkOp::Save { nfmask, ctmask })
+            } else if has("--restore-mark") {
+                let (nfmask, ctmask) = masks(line)?;
+                Target::Connmark(ConnmarkOp::Restore { nfmask, ctmask })
+            } else {
+                Target::Unknown {
+                    name: name.to_string(),
+                    args: args(),
+                }
+            }
+        }
+        "NOTRACK" => Target::Notrack,
+        "CT" if has("--notrack") => Target::Notrack,
+        "TPROXY" => {
+            let port = parse_num(opt("--on-port").unwrap_or("0"), line, "--on-port")?;
+            let mark = opt("--tproxy-mark")
+                .map(|v| parse_mark(v, line))
+                .transpose()?;
+            Target::Tproxy { port, mark }
+        }
+        "NFQUEUE" | "QUEUE" => Target::Queue {
+            num: parse_num(opt("--queue-num").unwrap_or("0"), line, "--queue-num")?,
+        },
+        "LOG" | "NFLOG" | "ULOG" | "TRACE" | "CHECKSUM" | "TCPMSS" | "CLASSIFY" | "DSCP"
+        | "TOS" | "TTL" | "HL" | "AUDIT" | "CT" => Target::Passive {
+            name: name.to_string(),
+            args: args(),
+        },
+        other if !opts.is_empty() => Target::Unknown {
+            name: other.to_string(),
+            args: args(),
+        },
+        chain => Target::Chain {
+            name: chain.to_string(),
+            goto: false,
+        },
+    })
+}
+
+fn parse_nat_to(v: &str, line: usize) -> Result<(Option<IpAddr>, Option<PortRange>), ParseError> {
+    // Forms: A, A:P, A:P1-P2, A-B (address range: first), [V6]:P, :P
+    let (addr_part, port_part) = if let Some(rest) = v.strip_prefix('[') {
+        let (a, p) = rest.split_once(']').ok_or_else(|| ParseError {
+            line,
+            message: format!("bad NAT address {v:?}"),
+        })?;
+        (a, p.strip_prefix(':'))
+    } else if v.matches(':').count() > 1 {
+        (v, None)
+    } else {
+        match v.split_once(':') {
+            Some((a, p)) => (a, Some(p)),
+            None => (v, None),
+        }
+    };
+    let first = addr_part.split('-').next().unwrap_or("");
+    let addr = if first.is_empty() {
+        None
+    } else {
+        Some(parse_ip(first, line)?)
+    };
+    let port = port_part
+        .map(|p| parse_port_range(&p.replace('-', ":"), line))
+        .transpose()?;
+    Ok((addr, port))
+}
+
+fn parse_iface(v: &str) -> IfacePattern {
+    match v.strip_suffix('+') {
+        Some(prefix) => IfacePattern {
+            name: prefix.to_string(),
+            wildcard: true,
+        },
+        None => IfacePattern {
+            name: v.to_string(),
+            wildcard: false,
+        },
+    }
+}
+
+fn parse_ip(v: &str, line: usize) -> Result<IpAddr, ParseError> {
+    v.parse().map_err(|_| ParseError {
+        line,
+        message: format!("{v:?} is not an IP address"),
+    })
+}
+
+pub(super) fn parse_net(v: &str, line: usize) -> Result<IpNet, ParseError> {
+    if let Ok(net) = v.parse::<IpNet>() {
+        return Ok(net.trunc());
+    }
+    if let Some((addr, mask)) = v.split_once('/') {
+        // Dotted netmask form (`10.0.0.0/255.0.0.0`).
+        if let (Ok(addr), Ok(IpAddr::V4(mask))) = (addr.parse::<IpAddr>(), mask.parse::<IpAddr>()) {
+            let bits = u32::from(mask);
+            if bits.leading_ones() + bits.trailing_zeros() == 32 {
+                if let Ok(net) = IpNet::new(addr, bits.leading_ones() as u8) {
+                    return Ok(net.trunc());
+                }
+            }
+        }
+        return err(line, format!("{v:?} is not an address/prefix"));
+    }
+    let addr = parse_ip(v, line)?;
+    Ok(IpNet::from(addr))
+}
+
+fn parse_num<T: std::str::FromStr>(v: &str, line: usize, what: &str) -> Result<T, ParseError> {
+    v.parse().map_err(|_| ParseError {
+        line,
+        message: format!("{what}: {v:?} is not a valid number"),
+    })
+}
+
+fn parse_port_range(v: &str, line: usize) -> Result<PortRange, ParseError> {
+    let (lo, hi) = v.split_once(':').unwrap_or((v, v));
+    let lo: u16 = if lo.is_empty() {
+        0
+    } else {
+        parse_num(lo, line, "port")?
+    };
+    let hi: u16 = if hi.is_empty() {
+        u16::MAX
+    } else {
+        parse_num(hi, line, "port")?
+    };
+    if lo > hi {
+        return err(line, format!("port range {v:?} is reversed"));
+    }
+    Ok(PortRange { lo, hi })
+}
+
+pub(super) fn parse_protocol(v: &str, line: usize) -> Result<u8, ParseError> {
+    Ok(match v.to_ascii_lowercase().as_str() {
+        "all" => 0,
+        "icmp" => 1,
+        "igmp" => 2,
+        "ipip" | "ipencap" => 4,
+        "tcp" => 6,
+        "udp" => 17,
+        "ipv6" => 41,
+        "gre" => 47,
+        "esp" => 50,
+        "ah" => 51,
+        "icmpv6" | "ipv6-icmp" => 58,
+        "sctp" => 132,
+        "udplite" => 136,
+        other => parse_num(other, line, "-p")?,
+    })
+}
+
+fn parse_tcp_flags(v: &str, line: usize) -> Result<u8, ParseError> {
+    let mut bits = 0;
+    for flag in v.split(',') {
+        bits |= match flag {
+            "FIN" => 1,
+            "SYN" => 2,
+            "RST" => 4,
+            "PSH" => 8,
+            "ACK" => 16,
+            "URG" => 32,
+            "ALL" => 63,
+            "NONE" => 0,
+            other => return err(line, format!("--tcp-flags: unknown flag {other:?}")),
+        };
+    }
+    Ok(bits)
+}
+
+fn parse_icmp_type(v: &str, line: usize) -> Result<MatchKind, ParseError> {
+    if v == "any" {
+        return Ok(MatchKind::IcmpType {
+            icmp_type: None,
+            code: None,
+        });
+    }
+    let named = match v {
+        "echo-reply" | "pong" => Some((0, None)),
+        "destination-unreachable" => Some((3, None)),
+        "port-unreachable" => Some((3, Some(3))),
+        "echo-request" | "ping" => Some((8, None)),
+        "time-exceeded" => Some((11, None)),
+        _ => None,
+    };
+    let (icmp_type, code) = match named {
+        Some(n) => n,
+        None => {
+            let (t, c) = v.split_once('/').map_or((v, None), |(t, c)| (t, Some(c)));
+            (
+                parse_num(t, line, "--icmp-type")?,
+                c.map(|c| parse_num(c, line, "--icmp-type")).transpose()?,
+            )
+        }
+    };
+    Ok(MatchKind::IcmpType {
+        icmp_type: Some(icmp_type),
+        code,
+    })
+}
+
+pub(super) fn parse_mark(v: &str, line: usize) -> Result<(u32, u32), ParseError> {
+    let num = |s: &str| -> Result<u32, ParseError> {
+        let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+            Some(hex) => u32::from_str_radix(hex, 16),
+            None => s.parse(),
+        };
+        parsed.map_err(|_| ParseError {
+            line,
+            message: format!("mark {s:?} is not a number"),
+        })
+    };
+    match v.split_once('/') {
+        Some((value, mask)) => Ok((num(value)?, num(mask)?)),
+        None => Ok((num(v)?, u32::MAX)),
+    }
+}
+
+fn parse_ct_state(v: &str, line: usize) -> Result<CtStateBit, ParseError> {
+    Ok(match v {
+        "NEW" => CtStateBit::New,
+        "ESTABLISHED" => CtStateBit::Established,
+        "RELATED" => CtStateBit::Related,
+        "INVALID" => CtStateBit::Invalid,
+        "UNTRACKED" => CtStateBit::Untracked,
+        "SNAT" => CtStateBit::Snat,
+        "DNAT" => CtStateBit::Dnat,
+        other => return err(line, format!("unknown conntrack state {other:?}")),
+    })
+}
+
+fn parse_addr_type(v: &str, line: usize) -> Result<AddrType, ParseError> {
+    Ok(match v {
+        "UNSPEC" => AddrType::Unspec,
+        "UNICAST" => AddrType::Unicast,
+        "LOCAL" => AddrType::Local,
+        "BROADCAST" => AddrType::Broadcast,
+        "ANYCAST" => AddrType::Anycast,
+        "MULTICAST" => AddrType::Multicast,
+        "BLACKHOLE" => AddrType::Blackhole,
+        "UNREACHABLE" => AddrType::Unreachable,
+        "PROHIBIT" => AddrType::Prohibit,
+        other => return err(line, format!("addrtype: unknown type {other:?}")),
+    })
+}
