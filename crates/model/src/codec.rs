@@ -15,19 +15,34 @@ const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 #[derive(Debug, Error)]
 pub enum SnapshotError {
     #[error("{source_name}: not a valid zstd stream: {message}")]
-    Decompress { source_name: String, message: String },
+    Decompress {
+        source_name: String,
+        message: String,
+    },
     #[error("{source_name}:{line}:{column}: field `{path}`: {message}")]
-    Json { source_name: String, line: usize, column: usize, path: String, message: String },
+    Json {
+        source_name: String,
+        line: usize,
+        column: usize,
+        path: String,
+        message: String,
+    },
     #[error("{source_name}: field `format` is {found:?}, expected {FORMAT:?}")]
     WrongFormat { source_name: String, found: String },
     #[error("{source_name}: snapshot version {found} is newer than this build understands ({VERSION}); upgrade netsleuth")]
     UnsupportedVersion { source_name: String, found: u32 },
     #[error("{source_name}: cannot encode snapshot: {message}")]
-    Encode { source_name: String, message: String },
+    Encode {
+        source_name: String,
+        message: String,
+    },
 }
 
 /// Parse JSON into `T`, reporting line, column and the field path on error.
-pub fn from_json_slice<T: DeserializeOwned>(source_name: &str, bytes: &[u8]) -> Result<T, SnapshotError> {
+pub fn from_json_slice<T: DeserializeOwned>(
+    source_name: &str,
+    bytes: &[u8],
+) -> Result<T, SnapshotError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -73,7 +88,10 @@ impl Snapshot {
 
     /// Encode as pretty JSON, or zstd-compressed JSON when `compress` is set.
     pub fn to_bytes(&self, compress: bool) -> Result<Vec<u8>, SnapshotError> {
-        let encode_err = |message: String| SnapshotError::Encode { source_name: self.source.name.clone(), message };
+        let encode_err = |message: String| SnapshotError::Encode {
+            source_name: self.source.name.clone(),
+            message,
+        };
         let json = serde_json::to_vec_pretty(self).map_err(|e| encode_err(e.to_string()))?;
         if compress {
             zstd::encode_all(&json[..], 3).map_err(|e| encode_err(e.to_string()))

@@ -209,10 +209,18 @@ pub enum Evidence {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Owner {
-    NetworkPolicy { namespace: String, name: String },
-    Service { namespace: String, name: String },
+    NetworkPolicy {
+        namespace: String,
+        name: String,
+    },
+    Service {
+        namespace: String,
+        name: String,
+    },
     KubeProxy,
-    Cni { name: String },
+    Cni {
+        name: String,
+    },
     Docker,
     Istio,
     Kernel,
@@ -223,7 +231,9 @@ pub enum Owner {
 impl fmt::Display for Owner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Owner::NetworkPolicy { namespace, name } => write!(f, "NetworkPolicy {namespace}/{name}"),
+            Owner::NetworkPolicy { namespace, name } => {
+                write!(f, "NetworkPolicy {namespace}/{name}")
+            }
             Owner::Service { namespace, name } => write!(f, "Service {namespace}/{name}"),
             Owner::KubeProxy => f.write_str("kube-proxy"),
             Owner::Cni { name } => write!(f, "CNI ({name})"),

@@ -10,9 +10,9 @@ pub mod inventory;
 pub mod snapshot;
 
 pub use codec::SnapshotError;
-pub use inventory::{Inventory, NetnsLocation};
 pub use finding::{Evidence, Finding, FindingCode, Level, Owner, Place};
+pub use inventory::{Inventory, NetnsLocation};
 pub use snapshot::{
-    ClusterInfo, CniMode, KubeObjects, KubeProxyMode, NetnsOwner, NetnsRecord, Snapshot, SnapshotSource,
-    SourceKind,
+    ClusterInfo, CniMode, KubeObjects, KubeProxyMode, NetnsOwner, NetnsRecord, Snapshot,
+    SnapshotSource, SourceKind,
 };

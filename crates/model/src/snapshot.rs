@@ -131,10 +131,16 @@ impl fmt::Display for CniMode {
 impl std::str::FromStr for CniMode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        CniMode::ALL.into_iter().find(|m| m.as_str() == s).ok_or_else(|| {
-            let names: Vec<_> = CniMode::ALL.iter().map(|m| m.as_str()).collect();
-            format!("unknown CNI mode {s:?}; expected one of {}", names.join(", "))
-        })
+        CniMode::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = CniMode::ALL.iter().map(|m| m.as_str()).collect();
+                format!(
+                    "unknown CNI mode {s:?}; expected one of {}",
+                    names.join(", ")
+                )
+            })
     }
 }
 
@@ -214,7 +220,9 @@ impl Snapshot {
 
     /// A node's host netns.
     pub fn host_netns(&self, node: &str) -> Option<&NetnsRecord> {
-        self.netns.iter().find(|n| n.node == node && n.owner == NetnsOwner::Host)
+        self.netns
+            .iter()
+            .find(|n| n.node == node && n.owner == NetnsOwner::Host)
     }
 
     /// A pod's netns.

@@ -1,0 +1,195 @@
+//! Resolving what the user typed (`default/web`, `node/node-1`, `service/default/web`, an IP) to
+//! an address and the network namespace it lives in, through an index built once per snapshot.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use model::{NetnsOwner, NetnsRecord, Snapshot};
+use thiserror::Error;
+
+/// An endpoint as written on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndpointSpec {
+    Ip(IpAddr),
+    Pod { namespace: String, name: String },
+    Node(String),
+    Service { namespace: String, name: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum EndpointError {
+    #[error("{0:?} is not an IP, namespace/pod, node/NAME or service/namespace/name")]
+    Syntax(String),
+    #[error("{0} is not in the snapshot")]
+    NotFound(String),
+    #[error("{0} has no address in the snapshot ({1})")]
+    NoAddress(String, String),
+}
+
+impl std::str::FromStr for EndpointSpec {
+    type Err = EndpointError;
+    fn from_str(s: &str) -> Result<Self, EndpointError> {
+        if let Ok(ip) = s.parse() {
+            return Ok(EndpointSpec::Ip(ip));
+        }
+        let parts: Vec<&str> = s.split('/').collect();
+        let ok = |p: &str| !p.is_empty();
+        match parts.as_slice() {
+            ["node", name] if ok(name) => Ok(EndpointSpec::Node(name.to_string())),
+            ["service" | "svc", ns, name] if ok(ns) && ok(name) => Ok(EndpointSpec::Service {
+                namespace: ns.to_string(),
+                name: name.to_string(),
+            }),
+            [ns, name] if ok(ns) && ok(name) => Ok(EndpointSpec::Pod {
+                namespace: ns.to_string(),
+                name: name.to_string(),
+            }),
+            _ => Err(EndpointError::Syntax(s.to_string())),
+        }
+    }
+}
+
+/// Lookup tables over a snapshot, built once; every per-hop question is a hash lookup.
+pub struct Index<'a> {
+    pub snapshot: &'a Snapshot,
+    netns: HashMap<&'a str, &'a NetnsRecord>,
+    /// Which netns holds an address (loopback addresses excluded: every netns has them).
+    owner_of_ip: HashMap<IpAddr, &'a str>,
+}
+
+impl<'a> Index<'a> {
+    pub fn new(snapshot: &'a Snapshot) -> Index<'a> {
+        let mut netns = HashMap::with_capacity(snapshot.netns.len());
+        let mut owner_of_ip = HashMap::new();
+        for record in &snapshot.netns {
+            netns.insert(record.id.as_str(), record);
+            for addr in &record.state.addresses {
+                if !addr.address.is_loopback() && addr.dev != "lo" {
+                    owner_of_ip
+                        .entry(addr.address)
+                        .or_insert(record.id.as_str());
+                }
+            }
+        }
+        Index {
+            snapshot,
+            netns,
+            owner_of_ip,
+        }
+    }
+
+    pub fn netns(&self, id: &str) -> Option<&'a NetnsRecord> {
+        self.netns.get(id).copied()
+    }
+
+    /// The netns that holds `ip` on one of its devices.
+    pub fn owner_of(&self, ip: IpAddr) -> Option<&'a NetnsRecord> {
+        self.owner_of_ip.get(&ip).and_then(|id| self.netns(id))
+    }
+
+    /// Resolve an endpoint to (address, netns). The netns is `None` for addresses outside the
+    /// snapshot (and for Service virtual IPs, which live nowhere).
+    pub fn resolve(
+        &self,
+        spec: &EndpointSpec,
+        raw: &str,
+    ) -> Result<(IpAddr, Option<&'a NetnsRecord>), EndpointError> {
+        let k8s = &self.snapshot.kubernetes;
+        match spec {
+            EndpointSpec::Ip(ip) => Ok((*ip, self.owner_of(*ip))),
+            EndpointSpec::Pod { namespace, name } => {
+                let pod = k8s.pods.iter().find(|p| {
+                    p.metadata.namespace.as_deref() == Some(namespace)
+                        && p.metadata.name.as_deref() == Some(name)
+                });
+                let netns = self.snapshot.pod_netns(namespace, name);
+                let ip = pod
+                    .and_then(|p| p.status.as_ref())
+                    .and_then(|s| s.pod_ip.as_deref())
+                    .and_then(|ip| ip.parse().ok())
+                    .or_else(|| netns.and_then(primary_address));
+                match (pod, netns, ip) {
+                    (None, None, _) => {
+                        Err(EndpointError::NotFound(format!("pod {namespace}/{name}")))
+                    }
+                    (_, _, None) => Err(EndpointError::NoAddress(
+                        format!("pod {namespace}/{name}"),
+                        "no status.podIP and no netns".into(),
+                    )),
+                    (_, ns, Some(ip)) => Ok((ip, ns.or_else(|| self.owner_of(ip)))),
+                }
+            }
+            EndpointSpec::Node(name) => {
+                let netns = self.snapshot.host_netns(name);
+                let node = k8s
+                    .nodes
+                    .iter()
+                    .find(|n| n.metadata.name.as_deref() == Some(name));
+                let ip = node
+                    .and_then(|n| n.status.as_ref())
+                    .and_then(|s| s.addresses.as_ref())
+                    .and_then(|a| a.iter().find(|a| a.type_ == "InternalIP"))
+                    .and_then(|a| a.address.parse().ok())
+                    .or_else(|| netns.and_then(primary_address));
+                match (node, netns, ip) {
+                    (None, None, _) => Err(EndpointError::NotFound(format!("node {name}"))),
+                    (_, _, None) => Err(EndpointError::NoAddress(
+                        format!("node {name}"),
+                        "no InternalIP".into(),
+                    )),
+                    (_, ns, Some(ip)) => Ok((ip, ns)),
+                }
+            }
+            EndpointSpec::Service { namespace, name } => {
+                let svc = k8s
+                    .services
+                    .iter()
+                    .find(|s| {
+                        s.metadata.namespace.as_deref() == Some(namespace)
+                            && s.metadata.name.as_deref() == Some(name)
+                    })
+                    .ok_or_else(|| {
+                        EndpointError::NotFound(format!("service {namespace}/{name}"))
+                    })?;
+                let ip = svc
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.cluster_ip.as_deref())
+                    .filter(|ip| *ip != "None")
+                    .and_then(|ip| ip.parse().ok())
+                    .ok_or_else(|| {
+                        EndpointError::NoAddress(raw.to_string(), "headless or no clusterIP".into())
+                    })?;
+                Ok((ip, None))
+            }
+        }
+    }
+}
+
+/// The first global address of a netns (eth0 for pods and nodes).
+fn primary_address(record: &NetnsRecord) -> Option<IpAddr> {
+    let state = &record.state;
+    let preferred = state.addresses.iter().find(|a| a.dev == "eth0");
+    preferred
+        .or_else(|| {
+            state
+                .addresses
+                .iter()
+                .find(|a| a.dev != "lo" && !a.address.is_loopback())
+        })
+        .map(|a| a.address)
+}
+
+/// The node name a netns belongs to, for places and text.
+pub fn node_of(record: &NetnsRecord) -> &str {
+    &record.node
+}
+
+/// A short human name for a netns: `pod default/web-0 on node-1` or `node node-1`.
+pub fn describe(record: &NetnsRecord) -> String {
+    match &record.owner {
+        NetnsOwner::Host => format!("node {}", record.node),
+        NetnsOwner::Pod { namespace, name } => format!("pod {namespace}/{name} on {}", record.node),
+        NetnsOwner::Infrastructure { role } => format!("{role} {}", record.id),
+    }
+}

@@ -1,0 +1,380 @@
+//! Golden tests over the example snapshots in `examples/`: each example is a synthetic flannel
+//! host-gw cluster (healthy, or with one fault injected the way it happens on real nodes), and
+//! its diagnosis must keep giving the same verdict, the same root-cause finding at the same place,
+//! and the same report (`*.expected.txt`).
+//!
+//! `UPDATE_GOLDEN=1 cargo test -p diagnose --test golden` rewrites the examples and reports after
+//! a deliberate change; review the diff.
+
+use std::path::PathBuf;
+
+use diagnose::render::{render, Format};
+use diagnose::synthetic::{flannel_host_gw, ClusterSize};
+use diagnose::Query;
+use model::diagnosis::Verdict;
+use model::{FindingCode, Snapshot};
+use netstack::packet::Protocol;
+use netstack::state::{RouteType, Scope};
+
+fn base() -> Snapshot {
+    flannel_host_gw(ClusterSize {
+        nodes: 2,
+        pods_per_node: 2,
+        services: 1,
+        endpoints_per_service: 2,
+    })
+}
+
+fn netns<'a>(s: &'a mut Snapshot, id: &str) -> &'a mut netstack::state::NetnsState {
+    &mut s
+        .netns
+        .iter_mut()
+        .find(|n| n.id == id)
+        .unwrap_or_else(|| panic!("no netns {id}"))
+        .state
+}
+
+struct Case {
+    name: &'static str,
+    snapshot: Snapshot,
+    src: &'static str,
+    dst: &'static str,
+    port: u16,
+    verdict: Verdict,
+    /// Root cause: finding code and the netns it must be placed in.
+    cause: Option<(FindingCode, &'static str)>,
+}
+
+fn cases() -> Vec<Case> {
+    let mut out = Vec::new();
+    let healthy = |name, dst, port| Case {
+        name,
+        snapshot: base(),
+        src: "default/web-1-1",
+        dst,
+        port,
+        verdict: Verdict::Delivered,
+        cause: None,
+    };
+    out.push(healthy(
+        "healthy-pod-to-pod-cross-node",
+        "default/web-2-1",
+        8080,
+    ));
+    out.push(healthy(
+        "healthy-pod-to-pod-same-node",
+        "default/web-1-2",
+        8080,
+    ));
+    out.push(healthy(
+        "healthy-pod-to-service",
+        "service/default/web-0",
+        80,
+    ));
+    out.push(healthy("healthy-node-to-pod", "default/web-2-2", 8080));
+    out.last_mut().expect("pushed").src = "node/node-1";
+
+    let mut s = base();
+    let filter = netns(&mut s, "node-2")
+        .iptables
+        .as_mut()
+        .and_then(|d| d.ipv4.as_mut())
+        .expect("rules");
+    *filter = filter.replace("-A FORWARD -m conntrack --ctstate INVALID -j DROP\n", "-A FORWARD -m conntrack --ctstate INVALID -j DROP\n-A FORWARD -d 10.244.1.0/24 -p tcp -m tcp --dport 8080 -j DROP\n");
+    out.push(Case {
+        name: "forward-drop-hand-added",
+        snapshot: s,
+        src: "default/web-1-1",
+        dst: "default/web-2-1",
+        port: 8080,
+        verdict: Verdict::Blocked,
+        cause: Some((FindingCode::NetfilterDrop, "node-2")),
+    });
+
+    let mut s = base();
+    let filter = netns(&mut s, "node-2")
+        .iptables
+        .as_mut()
+        .and_then(|d| d.ipv4.as_mut())
+        .expect("rules");
+    *filter = filter.replace(":FORWARD ACCEPT [0:0]", ":FORWARD DROP [0:0]");
+    out.push(Case {
+        name: "forward-policy-drop",
+        snapshot: s,
+        src: "default/web-1-1",
+        dst: "default/web-2-1",
+        port: 8080,
+        verdict: Verdict::Blocked,
+        cause: Some((FindingCode::NetfilterPolicyDrop, "node-2")),
+    });
+
+    let mut s = base();
+    let routes = &mut netns(&mut s, "node-1").routes;
+    routes.retain(|r| r.dst.to_string() != "10.244.1.0/24");
+    let mut blackhole = routes[0].clone();
+    blackhole.dst = "10.244.1.0/24".parse().expect("valid");
+    blackhole.kind = RouteType::Blackhole;
+    blackhole.dev = None;
+    blackhole.table = netstack::state::table::MAIN;
+    blackhole.scope = Scope::Universe;
+    routes.push(blackhole);
+    out.push(Case {
+        name: "blackhole-route",
+        snapshot: s,
+        src: "default/web-1-1",
+        dst: "default/web-2-1",
+        port: 8080,
+        verdict: Verdict::Blocked,
+        cause: Some((FindingCode::RouteBlackhole, "node-1")),
+    });
+
+    let mut s = base();
+    netns(&mut s, "node-1")
+        .routes
+        .retain(|r| r.dst.to_string() != "10.244.1.0/24");
+    out.push(Case {
+        name: "route-missing",
+        snapshot: s,
+        src: "default/web-1-1",
+        dst: "default/web-2-1",
+        port: 8080,
+        verdict: Verdict::Blocked,
+        cause: Some((FindingCode::RouteMissing, "node-1")),
+    });
+
+    let mut s = base();
+    for (k, v) in netns(&mut s, "node-2").sysctls.iter_mut() {
+        if k.ends_with("forwarding") || k == "net/ipv4/ip_forward" {
+            *v = "0".into();
+        }
+    }
+    out.push(Case {
+        name: "ip-forward-off",
+        snapshot: s,
+        src: "default/web-1-1",
+        dst: "default/web-2-1",
+        port: 8080,
+        verdict: Verdict::Blocked,
+        cause: Some((FindingCode::SysctlIpForward, "node-2")),
+    });
+
+    let mut s = base();
+    netns(&mut s, "node-2")
+        .links
+        .iter_mut()
+        .find(|l| l.name == "cni0")
+        .expect("cni0")
+        .admin_up = false;
+    out.push(Case {
+        name: "bridge-down",
+        snapshot: s,
+        src: "default/web-1-1",
+        dst: "default/web-2-1",
+        port: 8080,
+        verdict: Verdict::Blocked,
+        cause: Some((FindingCode::LinkDown, "node-2")),
+    });
+
+    let mut s = base();
+    netns(&mut s, "node-2/default/web-2-1").sockets = Some(Vec::new());
+    out.push(Case {
+        name: "no-listener",
+        snapshot: s,
+        src: "default/web-1-1",
+        dst: "default/web-2-1",
+        port: 8080,
+        verdict: Verdict::Blocked,
+        cause: Some((FindingCode::SocketNoListener, "node-2/default/web-2-1")),
+    });
+
+    let mut s = base();
+    netns(&mut s, "node-1")
+        .iptables
+        .as_mut()
+        .expect("dump")
+        .ipv4 = Some("*filter\n-A FORWARD -j ACCEPT\n".into());
+    out.push(Case {
+        name: "unreadable-ruleset",
+        snapshot: s,
+        src: "default/web-1-1",
+        dst: "default/web-2-1",
+        port: 8080,
+        verdict: Verdict::Incomplete,
+        cause: Some((FindingCode::StateIncomplete, "node-1")),
+    });
+
+    let mut s = base();
+    s.kubernetes.endpoint_slices.clear();
+    out.push(Case {
+        name: "service-without-endpoints",
+        snapshot: s,
+        src: "default/web-1-1",
+        dst: "service/default/web-0",
+        port: 80,
+        verdict: Verdict::Blocked,
+        cause: Some((FindingCode::ServiceNoEndpoints, "")),
+    });
+    out
+}
+
+fn examples_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/flannel-host-gw")
+}
+
+#[test]
+fn examples_diagnose_to_their_golden_reports() {
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let dir = examples_dir();
+    std::fs::create_dir_all(&dir).expect("examples dir");
+    for case in cases() {
+        let snap_path = dir.join(format!("{}.json", case.name));
+        let report_path = dir.join(format!("{}.expected.txt", case.name));
+        let bytes = case.snapshot.to_bytes(false).expect("encode");
+        if update {
+            std::fs::write(&snap_path, &bytes).expect("write example");
+        }
+        // The committed example must be what the builder makes, and must load through the codec.
+        let committed = std::fs::read(&snap_path)
+            .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", snap_path.display()));
+        assert!(
+            committed == bytes,
+            "{} is stale: run UPDATE_GOLDEN=1 cargo test -p diagnose --test golden",
+            snap_path.display()
+        );
+        let snapshot = Snapshot::from_bytes(&snap_path.display().to_string(), &committed)
+            .expect("example loads");
+
+        let query = Query {
+            src: case.src.into(),
+            dst: case.dst.into(),
+            protocol: Protocol::Tcp,
+            dport: case.port,
+            sport: 40000,
+        };
+        let d = diagnose::diagnose(&snapshot, &query).expect("diagnose");
+        assert_eq!(
+            d.verdict,
+            case.verdict,
+            "{}:\n{}",
+            case.name,
+            render(&d, Format::Text)
+        );
+        match case.cause {
+            None => assert!(
+                d.findings.iter().all(|f| f.level < model::Level::Error),
+                "{}: healthy paths must have no error-level finding:\n{}",
+                case.name,
+                render(&d, Format::Text)
+            ),
+            Some((code, netns)) => {
+                let hit = d.findings.iter().find(|f| f.code == code);
+                let f = hit.unwrap_or_else(|| {
+                    panic!(
+                        "{}: expected {code}:\n{}",
+                        case.name,
+                        render(&d, Format::Text)
+                    )
+                });
+                assert_eq!(
+                    f.place.netns.as_deref().unwrap_or(""),
+                    netns,
+                    "{}: wrong place",
+                    case.name
+                );
+                assert_eq!(
+                    d.findings[0].code,
+                    code,
+                    "{}: the root cause comes first:\n{}",
+                    case.name,
+                    render(&d, Format::Text)
+                );
+                assert!(
+                    f.hint.is_some(),
+                    "{}: every error says how to fix it",
+                    case.name
+                );
+            }
+        }
+        let report = render(&d, Format::Text);
+        if update {
+            std::fs::write(&report_path, &report).expect("write report");
+        }
+        let expected = std::fs::read_to_string(&report_path).unwrap_or_default();
+        assert_eq!(
+            report, expected,
+            "{}: report changed (UPDATE_GOLDEN=1 to accept)",
+            case.name
+        );
+    }
+}
+
+#[test]
+fn service_traffic_fans_out_to_every_endpoint_and_replies_are_un_natted() {
+    let d = diagnose::diagnose(
+        &base(),
+        &Query {
+            src: "default/web-1-1".into(),
+            dst: "service/default/web-0".into(),
+            protocol: Protocol::Tcp,
+            dport: 80,
+            sport: 40000,
+        },
+    )
+    .expect("diagnose");
+    let forward: Vec<_> = d
+        .paths
+        .iter()
+        .filter(|p| p.direction == model::diagnosis::Direction::Forward)
+        .collect();
+    assert_eq!(forward.len(), 2, "{}", render(&d, Format::Text));
+    let total: f64 = forward.iter().map(|p| p.probability).sum();
+    assert!((total - 1.0).abs() < 1e-6);
+    // The reply arrives back at the client from the Service address, not the pod's.
+    for reply in d
+        .paths
+        .iter()
+        .filter(|p| p.direction == model::diagnosis::Direction::Reply)
+    {
+        assert!(reply.delivered);
+        let last = reply.hops.last().expect("hops");
+        assert!(
+            last.packet_out
+                .contains("10.96.0.10:80 -> 10.244.0.2:40000"),
+            "{}",
+            render(&d, Format::Text)
+        );
+    }
+}
+
+#[test]
+fn renderers_produce_their_formats() {
+    let d = diagnose::diagnose(
+        &cases()[4].snapshot,
+        &Query {
+            src: "default/web-1-1".into(),
+            dst: "default/web-2-1".into(),
+            protocol: Protocol::Tcp,
+            dport: 8080,
+            sport: 40000,
+        },
+    )
+    .expect("diagnose");
+    let json: serde_json::Value =
+        serde_json::from_str(&render(&d, Format::Json)).expect("JSON parses");
+    assert_eq!(json["verdict"], "blocked");
+    assert_eq!(json["findings"][0]["code"], "netfilter.drop");
+    assert_eq!(
+        json["findings"][0]["evidence"][0]["rule"]["chain"],
+        "FORWARD"
+    );
+    let dot = render(&d, Format::Dot);
+    assert!(
+        dot.starts_with("digraph") && dot.contains("\"node-2\" [color=\"#d62728\""),
+        "{dot}"
+    );
+    let mermaid = render(&d, Format::Mermaid);
+    assert!(
+        mermaid.starts_with("flowchart LR") && mermaid.contains("style node_2 stroke:#d62728"),
+        "{mermaid}"
+    );
+}
