@@ -13,7 +13,12 @@ use clap::{CommandFactory, Parser, Subcommand};
 /// (`collect`), try it on an emulated cluster built from network namespaces (`lab`, `demo`), and
 /// watch the kernel on every node (`agent`).
 #[derive(Parser)]
-#[command(name = "netsleuth", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "netsleuth",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 struct Cli {
     /// Log verbosity for diagnostics on stderr (error, warn, info, debug, trace).
     #[arg(long, global = true, default_value = "warn", env = "NETSLEUTH_LOG")]
@@ -44,7 +49,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into()),
+        )
         .init();
     let result = match cli.command {
         Command::Diagnose(args) => cmd::diagnose::run(args),
@@ -55,7 +62,12 @@ fn main() -> ExitCode {
         Command::Netfilter(command) => cmd::netfilter::run(command),
         Command::Bench(command) => cmd::bench::run(command),
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "netsleuth", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "netsleuth",
+                &mut std::io::stdout(),
+            );
             Ok(ExitCode::SUCCESS)
         }
     };

@@ -32,7 +32,10 @@ pub struct ExitError {
 
 impl ExitError {
     pub fn bad_input(message: impl Into<String>) -> anyhow::Error {
-        anyhow::Error::new(ExitError { code: exit::BAD_INPUT, message: message.into() })
+        anyhow::Error::new(ExitError {
+            code: exit::BAD_INPUT,
+            message: message.into(),
+        })
     }
 }
 
