@@ -26,6 +26,10 @@ pub struct ClusterSize {
     /// Services, each selecting `endpoints_per_service` pods round-robin.
     pub services: usize,
     pub endpoints_per_service: usize,
+    /// How many nodes (from node-1 on) carry the full kube-proxy ruleset; the rest carry an
+    /// empty one. Real nodes all carry it, but a diagnosis only reads the nodes on its path, and
+    /// 1,000 copies of a 100k-rule dump would not fit a benchmark machine's memory.
+    pub rules_on_nodes: usize,
 }
 
 /// Node `n` (0-based): underlay address 192.168.x.y and pod CIDR 10.(244+hi).lo.0/24.

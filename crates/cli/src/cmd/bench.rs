@@ -1,14 +1,155 @@
-//! `netsleuth bench …`.
+//! `netsleuth bench …`: the speed claims of SPEC §4, measured side by side with a peer in the
+//! same run. Results go to `docs/benchmarks.md`; nothing here is a pass/fail test.
 
-use std::process::ExitCode;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
 
-/// (being built)
+use anyhow::{bail, Context};
+use diagnose::synthetic::{flannel_host_gw, ClusterSize};
+use diagnose::Query;
+use netstack::packet::Protocol;
+
 #[derive(clap::Subcommand)]
 pub enum BenchCommand {
-    /// (being built)
-    Placeholder,
+    /// Write a kube-proxy-style iptables-save ruleset of any size (10k Services × 5 endpoints
+    /// is about 170k rules, what a large cluster's node carries).
+    GenIptables {
+        #[arg(long, default_value_t = 10_000)]
+        services: usize,
+        #[arg(long, default_value_t = 5)]
+        endpoints: usize,
+        /// Output file (standard output when absent).
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+    },
+    /// Time our iptables-save parser against `iptables-restore --test` on the same generated
+    /// ruleset (run in a throw-away network namespace; needs root).
+    Iptables {
+        #[arg(long, default_value_t = 10_000)]
+        services: usize,
+        #[arg(long, default_value_t = 5)]
+        endpoints: usize,
+        /// Parser runs to take the median of.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+    /// Time one diagnosis (pod → Service, with the fan-out to every endpoint and the replies)
+    /// over a synthetic cluster.
+    Diagnose {
+        #[arg(long, default_value_t = 1_000)]
+        nodes: usize,
+        #[arg(long, default_value_t = 30)]
+        pods_per_node: usize,
+        #[arg(long, default_value_t = 10_000)]
+        services: usize,
+        #[arg(long, default_value_t = 3)]
+        endpoints: usize,
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+    },
 }
 
-pub fn run(_command: BenchCommand) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("bench is being built")
+pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        BenchCommand::GenIptables { services, endpoints, output } => {
+            let text = generate(services, endpoints);
+            match output {
+                Some(path) => std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?,
+                None => std::io::stdout().write_all(text.as_bytes())?,
+            }
+        }
+        BenchCommand::Iptables { services, endpoints, runs } => bench_iptables(services, endpoints, runs.max(1))?,
+        BenchCommand::Diagnose { nodes, pods_per_node, services, endpoints, runs } => {
+            bench_diagnose(ClusterSize { nodes, pods_per_node, services, endpoints_per_service: endpoints, rules_on_nodes: 2 }, runs.max(1))?
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn generate(services: usize, endpoints: usize) -> String {
+    let mut input = lab::synthetic_services(services, endpoints);
+    input.node_name = "node-1".into();
+    lab::render_kube_proxy_iptables(&input)
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn bench_iptables(services: usize, endpoints: usize, runs: usize) -> anyhow::Result<()> {
+    let text = generate(services, endpoints);
+    let lines = text.lines().filter(|l| l.starts_with("-A")).count();
+    eprintln!("generated {lines} rules ({} bytes) for {services} Services × {endpoints} endpoints", text.len());
+    let mut ours = Vec::new();
+    for _ in 0..runs {
+        let start = Instant::now();
+        let ruleset = netstack::iptables::parse(&text).map_err(|e| anyhow::anyhow!("our parser failed: {e}"))?;
+        ours.push(start.elapsed());
+        if ruleset.rule_count() != lines {
+            bail!("parsed {} rules, expected {lines}", ruleset.rule_count());
+        }
+    }
+    let ours = median(ours);
+    let netns = format!("nsbench-{}", std::process::id());
+    let status = Command::new("ip").args(["netns", "add", &netns]).status().context("ip netns add (needs root)")?;
+    if !status.success() {
+        bail!("cannot create network namespace {netns} (needs root)");
+    }
+    let peer = (|| -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &netns, "iptables-restore", "--test"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("iptables-restore")?;
+        child.stdin.take().context("stdin")?.write_all(text.as_bytes())?;
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!("iptables-restore --test failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(start.elapsed())
+    })();
+    let _ = Command::new("ip").args(["netns", "del", &netns]).status();
+    let peer = peer?;
+    println!("iptables-save parse, {lines} rules:");
+    println!("  netsleuth parse (median of {runs}): {:>10.1} ms", ms(ours));
+    println!("  iptables-restore --test:           {:>10.1} ms", ms(peer));
+    println!("  ratio: {:.1}× faster", peer.as_secs_f64() / ours.as_secs_f64());
+    Ok(())
+}
+
+fn bench_diagnose(size: ClusterSize, runs: usize) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let snapshot = flannel_host_gw(size);
+    eprintln!(
+        "built a snapshot of {} nodes, {} pods, {} Services ({} netns) in {:.1} s",
+        size.nodes,
+        size.nodes * size.pods_per_node,
+        size.services,
+        snapshot.netns.len(),
+        start.elapsed().as_secs_f64()
+    );
+    let query = Query { src: "default/web-1-1".into(), dst: "service/default/web-0".into(), protocol: Protocol::Tcp, dport: 80, sport: 40000 };
+    let mut samples = Vec::new();
+    let mut verdict = None;
+    for _ in 0..runs {
+        let start = Instant::now();
+        let d = diagnose::diagnose(&snapshot, &query).map_err(|e| anyhow::anyhow!("{e}"))?;
+        samples.push(start.elapsed());
+        verdict = Some(d.verdict);
+    }
+    samples.sort();
+    println!("one diagnosis (pod → Service, all endpoints, replies), {} runs:", runs);
+    println!("  verdict: {:?}", verdict.unwrap_or(model::diagnosis::Verdict::Incomplete));
+    println!("  median {:.1} ms, max {:.1} ms", ms(samples[samples.len() / 2]), ms(samples[samples.len() - 1]));
+    Ok(())
 }

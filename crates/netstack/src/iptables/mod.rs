@@ -19,6 +19,9 @@ pub use eval::{Branch, EvalContext, StateContext, TableOutcome, MAX_BRANCHES};
 pub use parse::{parse, ParseError};
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+
+use rustc_hash::FxHasher;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -104,7 +107,9 @@ impl Ruleset {
 pub struct Table {
     pub name: TableName,
     pub chains: Vec<Chain>,
-    index: HashMap<String, usize>,
+    /// Chain name → position in `chains`; a fast non-cryptographic hash, since a node's dump
+    /// has tens of thousands of chains and no untrusted party chooses their names.
+    index: HashMap<String, usize, BuildHasherDefault<FxHasher>>,
 }
 
 impl Table {
@@ -112,7 +117,7 @@ impl Table {
         Table {
             name,
             chains: Vec::new(),
-            index: HashMap::new(),
+            index: HashMap::default(),
         }
     }
 

@@ -33,6 +33,8 @@ pub fn parse(text: &str) -> Result<Ruleset, ParseError> {
     let mut ruleset = Ruleset::default();
     let mut current: Option<Table> = None;
     let mut table_line = 0;
+    let mut last_chain: Option<(String, usize)> = None;
+    let mut tokens = Vec::with_capacity(32);
     for (idx, raw) in text.lines().enumerate() {
         let line_no = idx + 1;
         let line = raw.trim();
@@ -54,6 +56,7 @@ pub fn parse(text: &str) -> Result<Ruleset, ParseError> {
                 return err(line_no, format!("table *{name} appears twice"));
             }
             current = Some(Table::new(table));
+            last_chain = None;
             table_line = line_no;
             continue;
         }
@@ -79,18 +82,26 @@ pub fn parse(text: &str) -> Result<Ruleset, ParseError> {
                     ),
                 );
             };
-            let tokens = tokenize(rest, line_no)?;
+            tokenize(rest, line_no, &mut tokens)?;
             let (chain_name, options) = tokens.split_first().ok_or_else(|| ParseError {
                 line: line_no,
                 message: "`-A` without a chain name".into(),
             })?;
-            let chain = table.chain_index(chain_name).ok_or_else(|| ParseError {
-                line: line_no,
-                message: format!(
-                    "rule appended to chain {chain_name:?}, which is not declared in table {}",
-                    table.name
-                ),
-            })?;
+            // Rules of one chain come together in a dump: remember the last chain found.
+            let chain = match &last_chain {
+                Some((name, idx)) if name.as_str() == chain_name.as_ref() => *idx,
+                _ => {
+                    let idx = table.chain_index(chain_name).ok_or_else(|| ParseError {
+                        line: line_no,
+                        message: format!(
+                            "rule appended to chain {chain_name:?}, which is not declared in table {}",
+                            table.name
+                        ),
+                    })?;
+                    last_chain = Some((chain_name.to_string(), idx));
+                    idx
+                }
+            };
             let (matches, target) = parse_rule(options, line_no)?;
             table.chains[chain].rules.push(Rule {
                 line: line_no,
@@ -177,9 +188,10 @@ fn resolve_targets(table: &mut Table) -> Result<(), ParseError> {
     Ok(())
 }
 
-/// Split a rule into tokens, honouring double quotes.
-pub(super) fn tokenize(text: &str, line: usize) -> Result<Vec<Cow<'_, str>>, ParseError> {
-    let mut tokens = Vec::with_capacity(24);
+/// Split a rule into `tokens` (cleared first; reused across lines to spare an allocation per
+/// rule), honouring double quotes.
+pub(super) fn tokenize<'a>(text: &'a str, line: usize, tokens: &mut Vec<Cow<'a, str>>) -> Result<(), ParseError> {
+    tokens.clear();
     let bytes = text.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
@@ -190,25 +202,36 @@ pub(super) fn tokenize(text: &str, line: usize) -> Result<Vec<Cow<'_, str>>, Par
             break;
         }
         if bytes[i] == b'"' {
-            let mut value = String::new();
-            let mut j = i + 1;
-            loop {
-                match bytes.get(j) {
-                    None => return err(line, "unterminated double quote"),
-                    Some(b'\\') if bytes.get(j + 1) == Some(&b'"') => {
-                        value.push('"');
-                        j += 2;
-                    }
-                    Some(b'"') => break,
-                    Some(_) => {
-                        let ch_len = text[j..].chars().next().map_or(1, char::len_utf8);
-                        value.push_str(&text[j..j + ch_len]);
-                        j += ch_len;
+            let start = i + 1;
+            let Some(len) = text[start..].find('"') else {
+                return err(line, "unterminated double quote");
+            };
+            let mut end = start + len;
+            if text[start..end].ends_with('\\') {
+                // An escaped quote inside: unescape into an owned string (rare).
+                let mut value = String::new();
+                let mut j = start;
+                loop {
+                    match bytes.get(j) {
+                        None => return err(line, "unterminated double quote"),
+                        Some(b'\\') if bytes.get(j + 1) == Some(&b'"') => {
+                            value.push('"');
+                            j += 2;
+                        }
+                        Some(b'"') => break,
+                        Some(_) => {
+                            let ch_len = text[j..].chars().next().map_or(1, char::len_utf8);
+                            value.push_str(&text[j..j + ch_len]);
+                            j += ch_len;
+                        }
                     }
                 }
+                tokens.push(Cow::Owned(value));
+                end = j;
+            } else {
+                tokens.push(Cow::Borrowed(&text[start..end]));
             }
-            tokens.push(Cow::Owned(value));
-            i = j + 1;
+            i = end + 1;
         } else {
             let start = i;
             while i < bytes.len() && !bytes[i].is_ascii_whitespace() {
@@ -217,7 +240,7 @@ pub(super) fn tokenize(text: &str, line: usize) -> Result<Vec<Cow<'_, str>>, Par
             tokens.push(Cow::Borrowed(&text[start..i]));
         }
     }
-    Ok(tokens)
+    Ok(())
 }
 
 /// Cursor over a rule's tokens.
@@ -279,7 +302,7 @@ fn parse_rule(tokens: &[Cow<'_, str>], line: usize) -> Result<(Vec<Match>, Targe
         line,
         inner_invert: false,
     };
-    let mut matches = Vec::new();
+    let mut matches = Vec::with_capacity(tokens.len() / 3);
     let mut target = Target::None;
     let mut module: Option<&str> = None;
     let mut protocol: u8 = 0;
