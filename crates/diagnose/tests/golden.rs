@@ -22,6 +22,7 @@ fn base() -> Snapshot {
         pods_per_node: 2,
         services: 1,
         endpoints_per_service: 2,
+        rules_on_nodes: 2,
     })
 }
 

@@ -103,8 +103,9 @@ impl IpSets {
                             _ => Dimension::Other,
                         })
                         .collect();
-                    let modelled = matches!(method, "hash" | "bitmap" | "list")
-                        && !dimensions.contains(&Dimension::Other);
+                    let modelled = set_type == "list:set"
+                        || (matches!(method, "hash" | "bitmap")
+                            && !dimensions.contains(&Dimension::Other));
                     if sets.contains_key(name) {
                         return Err(fail(format!("set {name} created twice")));
                     }

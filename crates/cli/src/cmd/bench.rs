@@ -53,17 +53,39 @@ pub enum BenchCommand {
 
 pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
-        BenchCommand::GenIptables { services, endpoints, output } => {
+        BenchCommand::GenIptables {
+            services,
+            endpoints,
+            output,
+        } => {
             let text = generate(services, endpoints);
             match output {
-                Some(path) => std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?,
+                Some(path) => std::fs::write(&path, text)
+                    .with_context(|| format!("cannot write {}", path.display()))?,
                 None => std::io::stdout().write_all(text.as_bytes())?,
             }
         }
-        BenchCommand::Iptables { services, endpoints, runs } => bench_iptables(services, endpoints, runs.max(1))?,
-        BenchCommand::Diagnose { nodes, pods_per_node, services, endpoints, runs } => {
-            bench_diagnose(ClusterSize { nodes, pods_per_node, services, endpoints_per_service: endpoints, rules_on_nodes: 2 }, runs.max(1))?
-        }
+        BenchCommand::Iptables {
+            services,
+            endpoints,
+            runs,
+        } => bench_iptables(services, endpoints, runs.max(1))?,
+        BenchCommand::Diagnose {
+            nodes,
+            pods_per_node,
+            services,
+            endpoints,
+            runs,
+        } => bench_diagnose(
+            ClusterSize {
+                nodes,
+                pods_per_node,
+                services,
+                endpoints_per_service: endpoints,
+                rules_on_nodes: 2,
+            },
+            runs.max(1),
+        )?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -86,11 +108,15 @@ fn ms(d: Duration) -> f64 {
 fn bench_iptables(services: usize, endpoints: usize, runs: usize) -> anyhow::Result<()> {
     let text = generate(services, endpoints);
     let lines = text.lines().filter(|l| l.starts_with("-A")).count();
-    eprintln!("generated {lines} rules ({} bytes) for {services} Services × {endpoints} endpoints", text.len());
+    eprintln!(
+        "generated {lines} rules ({} bytes) for {services} Services × {endpoints} endpoints",
+        text.len()
+    );
     let mut ours = Vec::new();
     for _ in 0..runs {
         let start = Instant::now();
-        let ruleset = netstack::iptables::parse(&text).map_err(|e| anyhow::anyhow!("our parser failed: {e}"))?;
+        let ruleset = netstack::iptables::parse(&text)
+            .map_err(|e| anyhow::anyhow!("our parser failed: {e}"))?;
         ours.push(start.elapsed());
         if ruleset.rule_count() != lines {
             bail!("parsed {} rules, expected {lines}", ruleset.rule_count());
@@ -98,7 +124,10 @@ fn bench_iptables(services: usize, endpoints: usize, runs: usize) -> anyhow::Res
     }
     let ours = median(ours);
     let netns = format!("nsbench-{}", std::process::id());
-    let status = Command::new("ip").args(["netns", "add", &netns]).status().context("ip netns add (needs root)")?;
+    let status = Command::new("ip")
+        .args(["netns", "add", &netns])
+        .status()
+        .context("ip netns add (needs root)")?;
     if !status.success() {
         bail!("cannot create network namespace {netns} (needs root)");
     }
@@ -111,19 +140,32 @@ fn bench_iptables(services: usize, endpoints: usize, runs: usize) -> anyhow::Res
             .stderr(Stdio::piped())
             .spawn()
             .context("iptables-restore")?;
-        child.stdin.take().context("stdin")?.write_all(text.as_bytes())?;
+        child
+            .stdin
+            .take()
+            .context("stdin")?
+            .write_all(text.as_bytes())?;
         let out = child.wait_with_output()?;
         if !out.status.success() {
-            bail!("iptables-restore --test failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "iptables-restore --test failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(start.elapsed())
     })();
     let _ = Command::new("ip").args(["netns", "del", &netns]).status();
     let peer = peer?;
     println!("iptables-save parse, {lines} rules:");
-    println!("  netsleuth parse (median of {runs}): {:>10.1} ms", ms(ours));
+    println!(
+        "  netsleuth parse (median of {runs}): {:>10.1} ms",
+        ms(ours)
+    );
     println!("  iptables-restore --test:           {:>10.1} ms", ms(peer));
-    println!("  ratio: {:.1}× faster", peer.as_secs_f64() / ours.as_secs_f64());
+    println!(
+        "  ratio: {:.1}× faster",
+        peer.as_secs_f64() / ours.as_secs_f64()
+    );
     Ok(())
 }
 
@@ -138,7 +180,13 @@ fn bench_diagnose(size: ClusterSize, runs: usize) -> anyhow::Result<()> {
         snapshot.netns.len(),
         start.elapsed().as_secs_f64()
     );
-    let query = Query { src: "default/web-1-1".into(), dst: "service/default/web-0".into(), protocol: Protocol::Tcp, dport: 80, sport: 40000 };
+    let query = Query {
+        src: "default/web-1-1".into(),
+        dst: "service/default/web-0".into(),
+        protocol: Protocol::Tcp,
+        dport: 80,
+        sport: 40000,
+    };
     let mut samples = Vec::new();
     let mut verdict = None;
     for _ in 0..runs {
@@ -148,8 +196,18 @@ fn bench_diagnose(size: ClusterSize, runs: usize) -> anyhow::Result<()> {
         verdict = Some(d.verdict);
     }
     samples.sort();
-    println!("one diagnosis (pod → Service, all endpoints, replies), {} runs:", runs);
-    println!("  verdict: {:?}", verdict.unwrap_or(model::diagnosis::Verdict::Incomplete));
-    println!("  median {:.1} ms, max {:.1} ms", ms(samples[samples.len() / 2]), ms(samples[samples.len() - 1]));
+    println!(
+        "one diagnosis (pod → Service, all endpoints, replies), {} runs:",
+        runs
+    );
+    println!(
+        "  verdict: {:?}",
+        verdict.unwrap_or(model::diagnosis::Verdict::Incomplete)
+    );
+    println!(
+        "  median {:.1} ms, max {:.1} ms",
+        ms(samples[samples.len() / 2]),
+        ms(samples[samples.len() - 1])
+    );
     Ok(())
 }

@@ -76,8 +76,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         (None, None, None) => return Err(ExitError::bad_input("one of --snapshot, --lab or --kubeconfig is required")),
     };
-    let query = Query { src: args.src, dst: args.dst, protocol: args.protocol, dport: args.port, sport: args.sport };
-    let diagnosis = diagnose::diagnose(&snapshot, &query).map_err(|e| ExitError::bad_input(e.to_string()))?;
+    let query = Query {
+        src: args.src,
+        dst: args.dst,
+        protocol: args.protocol,
+        dport: args.port,
+        sport: args.sport,
+    };
+    let diagnosis =
+        diagnose::diagnose(&snapshot, &query).map_err(|e| ExitError::bad_input(e.to_string()))?;
     let format = match args.format.as_str() {
         "json" => Format::Json,
         "dot" => Format::Dot,
@@ -86,7 +93,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let report = render(&diagnosis, format);
     match &args.output {
-        Some(path) => std::fs::write(path, report).with_context(|| format!("cannot write {}", path.display()))?,
+        Some(path) => std::fs::write(path, report)
+            .with_context(|| format!("cannot write {}", path.display()))?,
         None => print!("{report}"),
     }
     Ok(ExitCode::from(match diagnosis.verdict {

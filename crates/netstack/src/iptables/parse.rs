@@ -190,7 +190,11 @@ fn resolve_targets(table: &mut Table) -> Result<(), ParseError> {
 
 /// Split a rule into `tokens` (cleared first; reused across lines to spare an allocation per
 /// rule), honouring double quotes.
-pub(super) fn tokenize<'a>(text: &'a str, line: usize, tokens: &mut Vec<Cow<'a, str>>) -> Result<(), ParseError> {
+pub(super) fn tokenize<'a>(
+    text: &'a str,
+    line: usize,
+    tokens: &mut Vec<Cow<'a, str>>,
+) -> Result<(), ParseError> {
     tokens.clear();
     let bytes = text.as_bytes();
     let mut i = 0;
