@@ -138,13 +138,13 @@ fn check_dump(backend: &str, dump: &str) {
                     assert!(
                         !matches!(m.kind, MatchKind::Unknown { .. }),
                         "{backend}: unknown match in {}",
-                        rule.text
+                        rs.rule_text(rule)
                     );
                 }
                 assert!(
                     !matches!(rule.target, Target::Unknown { .. }),
                     "{backend}: unknown target in {}",
-                    rule.text
+                    rs.rule_text(rule)
                 );
             }
         }

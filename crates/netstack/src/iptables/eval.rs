@@ -360,7 +360,7 @@ impl Ruleset {
             position: index + 1,
             line: rule.line,
             handle: None,
-            text: rule.text.clone(),
+            text: self.rule_text(rule).to_string(),
         }
     }
 

@@ -20,6 +20,7 @@ pub use parse::{parse, ParseError};
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
+use std::sync::Arc;
 
 use rustc_hash::FxHasher;
 use std::fmt;
@@ -87,11 +88,21 @@ pub struct Ruleset {
     pub tables: Vec<Table>,
     /// Parsed from `ip6tables-save` (evidence then cites `ip6tables`).
     pub ipv6: bool,
+    /// The dump the rules were parsed from; rules keep spans into it rather than a copy each.
+    source: Arc<str>,
 }
 
 impl Ruleset {
     pub fn table(&self, name: TableName) -> Option<&Table> {
         self.tables.iter().find(|t| t.name == name)
+    }
+
+    /// A rule as it appeared in the dump (without a leading `[pkts:bytes]` counter).
+    pub fn rule_text(&self, rule: &Rule) -> &str {
+        let start = rule.span.start as usize;
+        self.source
+            .get(start..start + rule.span.len as usize)
+            .unwrap_or("")
     }
 
     pub fn rule_count(&self) -> usize {
@@ -152,8 +163,8 @@ pub struct Chain {
 pub struct Rule {
     /// 1-based line in the dump.
     pub line: usize,
-    /// The rule as it appeared (without a leading `[pkts:bytes]` counter).
-    pub text: String,
+    /// Where the rule's text is in the dump: see [`Ruleset::rule_text`].
+    pub span: TextSpan,
     pub matches: Vec<Match>,
     pub target: Target,
 }
@@ -166,6 +177,13 @@ impl Rule {
             _ => None,
         })
     }
+}
+
+/// A byte range of the dump a ruleset was parsed from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TextSpan {
+    pub start: u32,
+    pub len: u32,
 }
 
 /// A match option, possibly inverted with `!`.

@@ -7,6 +7,7 @@
 
 use std::borrow::Cow;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use thiserror::Error;
@@ -105,7 +106,10 @@ pub fn parse(text: &str) -> Result<Ruleset, ParseError> {
             let (matches, target) = parse_rule(options, line_no)?;
             table.chains[chain].rules.push(Rule {
                 line: line_no,
-                text: rule_text.to_string(),
+                span: TextSpan {
+                    start: (rule_text.as_ptr() as usize - text.as_ptr() as usize) as u32,
+                    len: rule_text.len() as u32,
+                },
                 matches,
                 target,
             });
@@ -117,6 +121,7 @@ pub fn parse(text: &str) -> Result<Ruleset, ParseError> {
             format!("table *{} is never committed (missing COMMIT)", table.name),
         );
     }
+    ruleset.source = Arc::from(text);
     Ok(ruleset)
 }
 

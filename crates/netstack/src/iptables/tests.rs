@@ -593,7 +593,7 @@ proptest! {
     fn parse_print_parse_keeps_the_rules(rules in prop::collection::vec((prop::collection::vec(arb_match(), 0..5), arb_target()), 0..8)) {
         let mut text = String::from("*filter\n:FORWARD ACCEPT [0:0]\n:USER - [0:0]\n");
         for (matches, target) in &rules {
-            let rule = Rule { line: 0, text: String::new(), matches: matches.clone(), target: target.clone() };
+            let rule = Rule { line: 0, span: TextSpan::default(), matches: matches.clone(), target: target.clone() };
             text.push_str(&format!("{}\n", print_rule("FORWARD", &rule)));
         }
         text.push_str("COMMIT\n");
@@ -620,7 +620,7 @@ fn print_rule(chain: &str, rule: &Rule) -> String {
     });
     let text = Ruleset {
         tables: vec![table],
-        ipv6: false,
+        ..Ruleset::default()
     }
     .to_string();
     text.lines()
