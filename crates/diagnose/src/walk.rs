@@ -55,11 +55,15 @@ pub struct Walker<'a> {
     pub incomplete: bool,
 }
 
+/// Where a packet was delivered: the packet as it arrived, the netns, and the NAT bindings of
+/// its connection (the reply needs them).
+type Delivery = (Packet, String, Vec<(String, NatBinding)>);
+
 /// How a walk ended.
 pub struct WalkEnd {
     pub path: Path,
     /// The packet as delivered (for the reply), with its NAT bindings.
-    delivered: Option<(Packet, String, Vec<(String, NatBinding)>)>,
+    delivered: Option<Delivery>,
 }
 
 impl<'a> Walker<'a> {
@@ -1084,7 +1088,7 @@ fn end(
     flight: Flight,
     delivered: bool,
     stopped_by: Option<usize>,
-    delivered_at: Option<(Packet, String, Vec<(String, NatBinding)>)>,
+    delivered_at: Option<Delivery>,
 ) -> WalkEnd {
     WalkEnd {
         path: Path {
@@ -1100,7 +1104,7 @@ fn end(
 
 impl WalkEnd {
     /// The reply's start: the delivered packet reversed, in the netns that received it.
-    pub fn reply_start(&self) -> Option<(Packet, String, Vec<(String, NatBinding)>)> {
+    pub fn reply_start(&self) -> Option<Delivery> {
         let (packet, netns, bindings) = self.delivered.as_ref()?;
         Some((packet.reversed(), netns.clone(), bindings.clone()))
     }
