@@ -46,6 +46,25 @@ struct Case {
     cause: Option<(FindingCode, &'static str)>,
 }
 
+/// A fault on the cross-node pod → pod path, with its expected verdict and root cause.
+fn cross_node_fault(
+    name: &'static str,
+    snapshot: Snapshot,
+    verdict: Verdict,
+    code: FindingCode,
+    netns: &'static str,
+) -> Case {
+    Case {
+        name,
+        snapshot,
+        src: "default/web-1-1",
+        dst: "default/web-2-1",
+        port: 8080,
+        verdict,
+        cause: Some((code, netns)),
+    }
+}
+
 fn cases() -> Vec<Case> {
     let mut out = Vec::new();
     let healthy = |name, dst, port| Case {
@@ -82,15 +101,13 @@ fn cases() -> Vec<Case> {
         .and_then(|d| d.ipv4.as_mut())
         .expect("rules");
     *filter = filter.replace("-A FORWARD -m conntrack --ctstate INVALID -j DROP\n", "-A FORWARD -m conntrack --ctstate INVALID -j DROP\n-A FORWARD -d 10.244.1.0/24 -p tcp -m tcp --dport 8080 -j DROP\n");
-    out.push(Case {
-        name: "forward-drop-hand-added",
-        snapshot: s,
-        src: "default/web-1-1",
-        dst: "default/web-2-1",
-        port: 8080,
-        verdict: Verdict::Blocked,
-        cause: Some((FindingCode::NetfilterDrop, "node-2")),
-    });
+    out.push(cross_node_fault(
+        "forward-drop-hand-added",
+        s,
+        Verdict::Blocked,
+        FindingCode::NetfilterDrop,
+        "node-2",
+    ));
 
     let mut s = base();
     let filter = netns(&mut s, "node-2")
@@ -99,15 +116,13 @@ fn cases() -> Vec<Case> {
         .and_then(|d| d.ipv4.as_mut())
         .expect("rules");
     *filter = filter.replace(":FORWARD ACCEPT [0:0]", ":FORWARD DROP [0:0]");
-    out.push(Case {
-        name: "forward-policy-drop",
-        snapshot: s,
-        src: "default/web-1-1",
-        dst: "default/web-2-1",
-        port: 8080,
-        verdict: Verdict::Blocked,
-        cause: Some((FindingCode::NetfilterPolicyDrop, "node-2")),
-    });
+    out.push(cross_node_fault(
+        "forward-policy-drop",
+        s,
+        Verdict::Blocked,
+        FindingCode::NetfilterPolicyDrop,
+        "node-2",
+    ));
 
     let mut s = base();
     let routes = &mut netns(&mut s, "node-1").routes;
@@ -119,29 +134,25 @@ fn cases() -> Vec<Case> {
     blackhole.table = netstack::state::table::MAIN;
     blackhole.scope = Scope::Universe;
     routes.push(blackhole);
-    out.push(Case {
-        name: "blackhole-route",
-        snapshot: s,
-        src: "default/web-1-1",
-        dst: "default/web-2-1",
-        port: 8080,
-        verdict: Verdict::Blocked,
-        cause: Some((FindingCode::RouteBlackhole, "node-1")),
-    });
+    out.push(cross_node_fault(
+        "blackhole-route",
+        s,
+        Verdict::Blocked,
+        FindingCode::RouteBlackhole,
+        "node-1",
+    ));
 
     let mut s = base();
     netns(&mut s, "node-1")
         .routes
         .retain(|r| r.dst.to_string() != "10.244.1.0/24");
-    out.push(Case {
-        name: "route-missing",
-        snapshot: s,
-        src: "default/web-1-1",
-        dst: "default/web-2-1",
-        port: 8080,
-        verdict: Verdict::Blocked,
-        cause: Some((FindingCode::RouteMissing, "node-1")),
-    });
+    out.push(cross_node_fault(
+        "route-missing",
+        s,
+        Verdict::Blocked,
+        FindingCode::RouteMissing,
+        "node-1",
+    ));
 
     let mut s = base();
     for (k, v) in netns(&mut s, "node-2").sysctls.iter_mut() {
@@ -149,15 +160,13 @@ fn cases() -> Vec<Case> {
             *v = "0".into();
         }
     }
-    out.push(Case {
-        name: "ip-forward-off",
-        snapshot: s,
-        src: "default/web-1-1",
-        dst: "default/web-2-1",
-        port: 8080,
-        verdict: Verdict::Blocked,
-        cause: Some((FindingCode::SysctlIpForward, "node-2")),
-    });
+    out.push(cross_node_fault(
+        "ip-forward-off",
+        s,
+        Verdict::Blocked,
+        FindingCode::SysctlIpForward,
+        "node-2",
+    ));
 
     let mut s = base();
     netns(&mut s, "node-2")
@@ -166,27 +175,23 @@ fn cases() -> Vec<Case> {
         .find(|l| l.name == "cni0")
         .expect("cni0")
         .admin_up = false;
-    out.push(Case {
-        name: "bridge-down",
-        snapshot: s,
-        src: "default/web-1-1",
-        dst: "default/web-2-1",
-        port: 8080,
-        verdict: Verdict::Blocked,
-        cause: Some((FindingCode::LinkDown, "node-2")),
-    });
+    out.push(cross_node_fault(
+        "bridge-down",
+        s,
+        Verdict::Blocked,
+        FindingCode::LinkDown,
+        "node-2",
+    ));
 
     let mut s = base();
     netns(&mut s, "node-2/default/web-2-1").sockets = Some(Vec::new());
-    out.push(Case {
-        name: "no-listener",
-        snapshot: s,
-        src: "default/web-1-1",
-        dst: "default/web-2-1",
-        port: 8080,
-        verdict: Verdict::Blocked,
-        cause: Some((FindingCode::SocketNoListener, "node-2/default/web-2-1")),
-    });
+    out.push(cross_node_fault(
+        "no-listener",
+        s,
+        Verdict::Blocked,
+        FindingCode::SocketNoListener,
+        "node-2/default/web-2-1",
+    ));
 
     let mut s = base();
     netns(&mut s, "node-1")
@@ -194,15 +199,13 @@ fn cases() -> Vec<Case> {
         .as_mut()
         .expect("dump")
         .ipv4 = Some("*filter\n-A FORWARD -j ACCEPT\n".into());
-    out.push(Case {
-        name: "unreadable-ruleset",
-        snapshot: s,
-        src: "default/web-1-1",
-        dst: "default/web-2-1",
-        port: 8080,
-        verdict: Verdict::Incomplete,
-        cause: Some((FindingCode::StateIncomplete, "node-1")),
-    });
+    out.push(cross_node_fault(
+        "unreadable-ruleset",
+        s,
+        Verdict::Incomplete,
+        FindingCode::StateIncomplete,
+        "node-1",
+    ));
 
     let mut s = base();
     s.kubernetes.endpoint_slices.clear();

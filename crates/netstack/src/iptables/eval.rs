@@ -477,26 +477,12 @@ impl Ruleset {
                 Step::Jump { chain, goto: *goto }
             }
             Target::Dnat { addr, port } => {
-                if let Some(a) = addr {
-                    packet.dst = *a;
-                }
-                if let (Some(p), true) = (port, packet.protocol.has_ports()) {
-                    packet.dport = p.lo;
-                }
-                packet.ct_dnat = true;
-                let to = endpoint(packet.dst, packet.dport, packet.protocol);
+                let to = rewrite(packet, *addr, *port, Side::Destination);
                 trace(branch, format!("DNAT to {to}"));
                 Step::Accept
             }
             Target::Snat { addr, port } => {
-                if let Some(a) = addr {
-                    packet.src = *a;
-                }
-                if let (Some(p), true) = (port, packet.protocol.has_ports()) {
-                    packet.sport = p.lo;
-                }
-                packet.ct_snat = true;
-                let from = endpoint(packet.src, packet.sport, packet.protocol);
+                let from = rewrite(packet, *addr, *port, Side::Source);
                 trace(branch, format!("SNAT to {from}"));
                 Step::Accept
             }
@@ -618,6 +604,36 @@ fn finish(branch: Branch, verdict: NetfilterVerdict) -> HookOutcome {
         probability: branch.probability,
         unsupported: branch.unsupported,
     }
+}
+
+/// Which end of the packet a NAT target rewrites.
+#[derive(Clone, Copy)]
+enum Side {
+    Source,
+    Destination,
+}
+
+/// Apply a DNAT/SNAT: new address and (for protocols with ports) the first port of the range,
+/// and mark the connection NATed. Returns the new endpoint for the trace.
+fn rewrite(
+    packet: &mut Packet,
+    addr: Option<IpAddr>,
+    port: Option<PortRange>,
+    side: Side,
+) -> String {
+    let has_ports = packet.protocol.has_ports();
+    let (a, p, natted) = match side {
+        Side::Source => (&mut packet.src, &mut packet.sport, &mut packet.ct_snat),
+        Side::Destination => (&mut packet.dst, &mut packet.dport, &mut packet.ct_dnat),
+    };
+    if let Some(addr) = addr {
+        *a = addr;
+    }
+    if let (Some(range), true) = (port, has_ports) {
+        *p = range.lo;
+    }
+    *natted = true;
+    endpoint(*a, *p, packet.protocol)
 }
 
 fn endpoint(addr: IpAddr, port: u16, protocol: Protocol) -> String {
