@@ -2,10 +2,10 @@
 
 use std::process::ExitCode;
 
-/// (being built)
+/// Not built yet (see docs/architecture.md); exits 2 saying so.
 #[derive(clap::Args)]
 pub struct Args {}
 
 pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("agent is being built")
+    anyhow::bail!("the node agent is not built yet")
 }
