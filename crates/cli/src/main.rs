@@ -35,8 +35,10 @@ enum Command {
     Lab(cmd::lab::LabCommand),
     Demo(cmd::demo::Args),
     Agent(cmd::agent::Args),
+    /// Look at an iptables-save dump on its own: counts, and what the simulator does not model.
     #[command(subcommand)]
     Netfilter(cmd::netfilter::NetfilterCommand),
+    /// Speed benchmarks, measured side by side with a peer (results: docs/benchmarks.md).
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).

@@ -7,5 +7,7 @@ use std::process::ExitCode;
 pub struct Args {}
 
 pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("collect is not built yet: diagnose the recorded snapshots in examples/ with --snapshot")
+    anyhow::bail!(
+        "collect is not built yet: diagnose the recorded snapshots in examples/ with --snapshot"
+    )
 }
