@@ -129,25 +129,60 @@ pub struct HookOutcome {
 /// A problem met while reading a netns's rulesets. The rest of the rules still work.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RulesetProblem {
-    /// `iptables`, `ip6tables` or `ipset`.
+    /// `iptables`, `ip6tables`, `ipset` or `nftables`.
     pub source: String,
+    /// 1-based line in the dump; 0 when the problem has no line (an nft JSON path is then in
+    /// the message).
     pub line: usize,
     pub message: String,
 }
 
 impl std::fmt::Display for RulesetProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: line {}: {}", self.source, self.line, self.message)
+        if self.line == 0 {
+            write!(f, "{}: {}", self.source, self.message)
+        } else {
+            write!(f, "{}: line {}: {}", self.source, self.line, self.message)
+        }
     }
 }
 
-/// Everything netfilter will do in one netns: the iptables rulesets of both families and the
-/// ipsets they use.
+/// Everything netfilter will do in one netns: the iptables rulesets of both families, the
+/// ipsets they use, and the nftables ruleset.
+///
+/// iptables-nft's tables (`ip filter`, `ip6 nat`, …) appear in both `iptables-save` and
+/// `nft -j`. The rule: a table of family `ip`/`ip6` named `raw`, `mangle`, `nat`, `filter` or
+/// `security` is evaluated through the iptables-save text when the dump of that family has a
+/// table of that name (iptables-save shows every match as iptables means it; nft shows some as
+/// opaque `xt` expressions), and its nft copy is skipped. Every other nft table is evaluated
+/// natively, its base chains ordered with the iptables tables by hook priority.
 #[derive(Debug, Clone, Default)]
 pub struct Netfilter {
     pub ipv4: Option<crate::iptables::Ruleset>,
     pub ipv6: Option<crate::iptables::Ruleset>,
     pub ipsets: crate::ipset::IpSets,
+    pub nftables: Option<crate::nft::Ruleset>,
+}
+
+/// One table (iptables) or base chain (nft) registered at a hook.
+enum Stage<'a> {
+    Iptables(&'a crate::iptables::Ruleset, &'a crate::iptables::Table),
+    Nft(&'a crate::nft::Ruleset, crate::nft::BaseChainRef),
+}
+
+/// Kernel priority of an iptables table at a hook (`NF_IP_PRI_*`): raw -300, mangle -150,
+/// nat -100 for DNAT (prerouting/output) and 100 for SNAT (input/postrouting), filter 0,
+/// security 50.
+fn iptables_priority(table: crate::iptables::TableName, hook: Hook) -> i32 {
+    use crate::iptables::TableName;
+    match table {
+        TableName::Raw => -300,
+        TableName::Mangle => -150,
+        TableName::Nat if matches!(hook, Hook::Prerouting | Hook::Output) => -100,
+        TableName::Nat => 100,
+        TableName::Filter => 0,
+        TableName::Security => 50,
+    }
 }
 
 impl Netfilter {
@@ -179,6 +214,16 @@ impl Netfilter {
                 }
             }
         }
+        if let Some(text) = &state.nftables {
+            match crate::nft::parse(text) {
+                Ok(rs) => nf.nftables = Some(rs),
+                Err(e) => problems.push(RulesetProblem {
+                    source: "nftables".into(),
+                    line: e.line,
+                    message: e.to_string(),
+                }),
+            }
+        }
         if let Some(text) = &state.ipsets {
             match crate::ipset::IpSets::parse(text) {
                 Ok(sets) => nf.ipsets = sets,
@@ -208,16 +253,90 @@ impl Netfilter {
         packet: &Packet,
         ctx: &dyn crate::iptables::EvalContext,
     ) -> Vec<HookOutcome> {
-        match self.ruleset_for(packet) {
-            Some(rs) => rs.run_hook(hook, packet, ctx),
-            None => vec![HookOutcome {
-                verdict: NetfilterVerdict::Accept,
-                packet: packet.clone(),
-                trace: Vec::new(),
-                decided_by: None,
-                probability: 1.0,
-                unsupported: Vec::new(),
-            }],
+        let iptables = self.ruleset_for(packet);
+        let Some(nft) = &self.nftables else {
+            return match iptables {
+                Some(rs) => rs.run_hook(hook, packet, ctx),
+                None => vec![HookOutcome {
+                    verdict: NetfilterVerdict::Accept,
+                    packet: packet.clone(),
+                    trace: Vec::new(),
+                    decided_by: None,
+                    probability: 1.0,
+                    unsupported: Vec::new(),
+                }],
+            };
+        };
+        let mut stages: Vec<(i32, Stage)> = Vec::new();
+        if let Some(rs) = iptables {
+            for &name in crate::iptables::TableName::at_hook(hook) {
+                if let Some(table) = rs.table(name) {
+                    stages.push((iptables_priority(name, hook), Stage::Iptables(rs, table)));
+                }
+            }
         }
+        for at in nft.base_chains(hook, packet.is_ipv6()) {
+            let table = &nft.tables[at.table];
+            let from_iptables = matches!(
+                table.family,
+                crate::nft::Family::Ip | crate::nft::Family::Ip6
+            ) && iptables
+                .is_some_and(|rs| rs.tables.iter().any(|t| t.name.as_str() == table.name));
+            if !from_iptables {
+                stages.push((at.priority, Stage::Nft(nft, at)));
+            }
+        }
+        // Stable: at equal priority iptables' table runs first, then nft chains in table order.
+        stages.sort_by_key(|(priority, _)| *priority);
+
+        let mut live = vec![crate::iptables::Branch {
+            packet: packet.clone(),
+            trace: Vec::new(),
+            probability: 1.0,
+            unsupported: Vec::new(),
+            decided_by: None,
+        }];
+        let mut done = Vec::new();
+        for (_, stage) in &stages {
+            let nat = match stage {
+                Stage::Iptables(_, t) => t.name == crate::iptables::TableName::Nat,
+                Stage::Nft(_, at) => at.kind == crate::nft::ChainType::Nat,
+            };
+            let mut next = Vec::new();
+            for branch in live {
+                // NAT rules see only the first packet of a connection; conntrack NATs the rest.
+                if nat && branch.packet.ct_state != crate::packet::CtState::New {
+                    next.push(branch);
+                    continue;
+                }
+                let outcomes = match stage {
+                    Stage::Iptables(rs, t) => rs.run_table(t, hook, branch, ctx),
+                    Stage::Nft(rs, at) => rs.run_base_chain(*at, branch, ctx),
+                };
+                for outcome in outcomes {
+                    match outcome.verdict {
+                        None | Some(NetfilterVerdict::Accept) => next.push(outcome.branch),
+                        Some(verdict) => done.push(finish(outcome.branch, verdict)),
+                    }
+                }
+            }
+            live = next;
+        }
+        done.extend(
+            live.into_iter()
+                .map(|b| finish(b, NetfilterVerdict::Accept)),
+        );
+        done
+    }
+}
+
+fn finish(branch: crate::iptables::Branch, verdict: NetfilterVerdict) -> HookOutcome {
+    HookOutcome {
+        verdict,
+        packet: branch.packet,
+        trace: branch.trace,
+        decided_by: branch.decided_by,
+        probability: branch.probability,
+        unsupported: branch.unsupported,
     }
 }
