@@ -1,0 +1,1 @@
+//! biolatency: not written yet

@@ -1,0 +1,300 @@
+/* Shared by every probe: kernel types, the event ring buffer with its in-kernel token-bucket
+ * sampler and loss counters, netns/tuple readers and log2 histogram slots.
+ * Must not hold probe-specific logic: each probe's .bpf.c includes this once. */
+#ifndef NETSLEUTH_COMMON_BPF_H
+#define NETSLEUTH_COMMON_BPF_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+
+#define NSEC_PER_SEC 1000000000ULL
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define HIST_SLOTS 64
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* Set by the loader before load (aya override_global). */
+const volatile __u64 events_per_sec = 100;
+const volatile __u64 events_burst = 200;
+
+/* Sized by the loader (map_max_entries); must be a power-of-two multiple of the page size. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} events SEC(".maps");
+
+/* One bucket per CPU: no lock, no cross-CPU cache line bouncing during a storm. */
+struct ns_token_bucket {
+	__u64 nano_tokens;
+	__u64 last_ns;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ns_token_bucket);
+} token_buckets SEC(".maps");
+
+/* Index into probe_stats; mirrored by ProbeStats in Rust (src/stats.rs). */
+enum ns_probe_stat {
+	NS_STAT_EVENTS_EMITTED = 0,
+	NS_STAT_EVENTS_RATE_LIMITED = 1,
+	NS_STAT_EVENTS_RINGBUF_FULL = 2,
+	NS_STAT_MAP_FULL = 3,
+	NS_STAT_COUNT = 4,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NS_STAT_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} probe_stats SEC(".maps");
+
+static __always_inline void count_stat(__u32 stat)
+{
+	__u64 *value = bpf_map_lookup_elem(&probe_stats, &stat);
+	if (value)
+		*value += 1;
+}
+
+/* Token bucket refilled at events_per_sec per CPU, holding at most events_burst tokens;
+ * tokens are kept in billionths so the refill needs no division. */
+static __always_inline bool take_event_token(void)
+{
+	__u32 zero = 0;
+	struct ns_token_bucket *bucket = bpf_map_lookup_elem(&token_buckets, &zero);
+	if (!bucket || events_per_sec == 0)
+		return false;
+	__u64 now = bpf_ktime_get_ns();
+	__u64 capacity = events_burst * NSEC_PER_SEC;
+	__u64 elapsed = now - bucket->last_ns;
+	__u64 tokens = bucket->nano_tokens;
+	if (elapsed >= NSEC_PER_SEC)
+		tokens = capacity;
+	else
+		tokens += elapsed * events_per_sec;
+	if (tokens > capacity)
+		tokens = capacity;
+	bucket->last_ns = now;
+	if (tokens < NSEC_PER_SEC) {
+		bucket->nano_tokens = tokens;
+		return false;
+	}
+	bucket->nano_tokens = tokens - NSEC_PER_SEC;
+	return true;
+}
+
+/* Sampling decision first, so a rate-limited event costs no header parsing or stack walk.
+ * Every outcome is counted so user space can report what it never saw. */
+static __always_inline bool event_sampled(void)
+{
+	if (take_event_token())
+		return true;
+	count_stat(NS_STAT_EVENTS_RATE_LIMITED);
+	return false;
+}
+
+static __always_inline void submit_event(void *event, __u64 size)
+{
+	if (bpf_ringbuf_output(&events, event, size, 0))
+		count_stat(NS_STAT_EVENTS_RINGBUF_FULL);
+	else
+		count_stat(NS_STAT_EVENTS_EMITTED);
+}
+
+/* Addresses are v4 in the first 4 bytes or a full v6 address; ports are host order. */
+struct ns_tuple {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u16 family;
+	__u8 protocol;
+	__u8 pad;
+};
+
+/* Every program in this crate is tp_btf, so typed pointers are dereferenced directly: the
+ * verifier turns these into fault-safe loads (a NULL pointer reads as 0), far cheaper than
+ * bpf_probe_read_kernel, and vmlinux.h's preserve_access_index makes them CO-RE relocatable. */
+static __always_inline __u32 netns_of_dev(const struct net_device *dev)
+{
+	if (!dev)
+		return 0;
+	return dev->nd_net.net->ns.inum;
+}
+
+static __always_inline __u32 netns_of_sock(const struct sock *sk)
+{
+	if (!sk)
+		return 0;
+	return sk->__sk_common.skc_net.net->ns.inum;
+}
+
+/* The device's netns, else the owning socket's: locally generated skbs may not have a device yet
+ * and skbs queued to a socket have lost theirs. */
+static __always_inline __u32 netns_of_skb(const struct sk_buff *skb)
+{
+	__u32 inum = netns_of_dev(skb->dev);
+	if (inum)
+		return inum;
+	return netns_of_sock(skb->sk);
+}
+
+static __always_inline void tuple_from_sock(const struct sock *sk, struct ns_tuple *t)
+{
+	t->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	t->protocol = (__u8)BPF_CORE_READ(sk, sk_protocol);
+	t->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	t->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (t->family == AF_INET) {
+		__builtin_memset(t->saddr, 0, sizeof(t->saddr));
+		__builtin_memset(t->daddr, 0, sizeof(t->daddr));
+		BPF_CORE_READ_INTO((__u32 *)t->saddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__u32 *)t->daddr, sk, __sk_common.skc_daddr);
+	} else {
+		BPF_CORE_READ_INTO(&t->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&t->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	}
+}
+
+/* Parses IPv4/IPv6 + TCP/UDP ports from a header at `l3`. Returns the L3 total length in bytes
+ * (0 when the header is not IP). IPv6 extension headers are not walked: ports stay 0 then. */
+static __always_inline __u32 tuple_from_l3(const unsigned char *l3, __u16 eth_proto, struct ns_tuple *t)
+{
+	__u8 l4proto = 0;
+	__u32 l4off = 0, l3len = 0;
+	__builtin_memset(t, 0, sizeof(*t));
+	if (eth_proto == ETH_P_IP) {
+		struct iphdr ip;
+		if (bpf_probe_read_kernel(&ip, sizeof(ip), l3))
+			return 0;
+		if (ip.version != 4)
+			return 0;
+		t->family = AF_INET;
+		__builtin_memcpy(t->saddr, &ip.saddr, 4);
+		__builtin_memcpy(t->daddr, &ip.daddr, 4);
+		l4proto = ip.protocol;
+		l4off = ip.ihl * 4;
+		l3len = bpf_ntohs(ip.tot_len);
+		/* Only the first fragment carries ports. */
+		if (ip.frag_off & bpf_htons(0x1fff))
+			l4off = 0;
+	} else if (eth_proto == ETH_P_IPV6) {
+		struct ipv6hdr ip6;
+		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), l3))
+			return 0;
+		t->family = AF_INET6;
+		__builtin_memcpy(t->saddr, &ip6.saddr, 16);
+		__builtin_memcpy(t->daddr, &ip6.daddr, 16);
+		l4proto = ip6.nexthdr;
+		l4off = sizeof(ip6);
+		l3len = bpf_ntohs(ip6.payload_len) + sizeof(ip6);
+	} else {
+		return 0;
+	}
+	t->protocol = l4proto;
+	if (l4off && (l4proto == IPPROTO_TCP || l4proto == IPPROTO_UDP)) {
+		__be16 ports[2];
+		if (!bpf_probe_read_kernel(ports, sizeof(ports), l3 + l4off)) {
+			t->sport = bpf_ntohs(ports[0]);
+			t->dport = bpf_ntohs(ports[1]);
+		}
+	}
+	return l3len;
+}
+
+/* The skb's network header as set by the stack; ~0 means not set yet. */
+static __always_inline const unsigned char *skb_network_header_or_null(const struct sk_buff *skb)
+{
+	__u16 off = skb->network_header;
+	if (off == (__u16)~0U)
+		return NULL;
+	return skb->head + off;
+}
+
+static __always_inline __u32 log2_slot(__u64 v)
+{
+	__u32 slot = 0;
+	if (v == 0)
+		return 0;
+	/* Branch-free-ish binary search: at most six steps, no loop for the verifier. */
+	if (v >> 32) { v >>= 32; slot += 32; }
+	if (v >> 16) { v >>= 16; slot += 16; }
+	if (v >> 8) { v >>= 8; slot += 8; }
+	if (v >> 4) { v >>= 4; slot += 4; }
+	if (v >> 2) { v >>= 2; slot += 2; }
+	if (v >> 1) { slot += 1; }
+	return slot;
+}
+
+/* Latency histograms: key {netns or other scope, kind, log2(ns) slot}, value count and sum. */
+struct ns_hist_key {
+	__u32 scope;
+	__u16 kind;
+	__u16 slot;
+};
+
+struct ns_hist_value {
+	__u64 count;
+	__u64 sum_ns;
+};
+
+#define DEFINE_HISTOGRAM_MAP(name, entries)                        \
+	struct {                                                   \
+		__uint(type, BPF_MAP_TYPE_PERCPU_HASH);            \
+		__uint(max_entries, entries);                      \
+		__type(key, struct ns_hist_key);                      \
+		__type(value, struct ns_hist_value);                  \
+	} name SEC(".maps")
+
+/* Adds to a per-CPU hash counter whose value starts with `n` u64 counters; inserts the key when
+ * missing. A concurrent insert of the same key on another CPU is retried once; a full map is
+ * counted in NS_STAT_MAP_FULL so the loss is visible. */
+static __always_inline void counter_add(void *map, const void *key, __u64 delta)
+{
+	__u64 *value = bpf_map_lookup_elem(map, key);
+	if (value) {
+		*value += delta;
+		return;
+	}
+	if (!bpf_map_update_elem(map, key, &delta, BPF_NOEXIST))
+		return;
+	value = bpf_map_lookup_elem(map, key);
+	if (value)
+		*value += delta;
+	else
+		count_stat(NS_STAT_MAP_FULL);
+}
+
+static __always_inline void hist_record(void *map, __u32 scope, __u16 kind, __u64 ns)
+{
+	struct ns_hist_key key = { .scope = scope, .kind = kind, .slot = (__u16)log2_slot(ns) };
+	struct ns_hist_value *value = bpf_map_lookup_elem(map, &key);
+	if (value) {
+		value->count += 1;
+		value->sum_ns += ns;
+		return;
+	}
+	struct ns_hist_value init = { .count = 1, .sum_ns = ns };
+	if (!bpf_map_update_elem(map, &key, &init, BPF_NOEXIST))
+		return;
+	value = bpf_map_lookup_elem(map, &key);
+	if (value) {
+		value->count += 1;
+		value->sum_ns += ns;
+	} else {
+		count_stat(NS_STAT_MAP_FULL);
+	}
+}
+
+#endif

@@ -1,0 +1,1 @@
+//! kernellatency: not written yet

@@ -1,0 +1,178 @@
+//! Network identities shared by the probes' results: netns inode, protocols and the 5-tuple
+//! decoded from the kernel's `struct ns_tuple` (common.bpf.h), plus the clock conversion for
+//! event timestamps. Ports are already in host byte order when they leave the kernel.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, SystemTime};
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+/// Inode number of a network namespace (`ls -Li /proc/<pid>/ns/net`); 0 when the kernel object
+/// carried no namespace (an skb with neither device nor socket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NetnsInode(pub u32);
+
+/// Link-layer protocol of an skb (`skb->protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum L3Protocol {
+    Ipv4,
+    Ipv6,
+    Arp,
+    /// Not set on the skb (yet).
+    Unset,
+    Other(u16),
+}
+
+impl From<u16> for L3Protocol {
+    fn from(ethertype: u16) -> Self {
+        match ethertype {
+            0x0800 => Self::Ipv4,
+            0x86dd => Self::Ipv6,
+            0x0806 => Self::Arp,
+            0 => Self::Unset,
+            other => Self::Other(other),
+        }
+    }
+}
+
+/// IP protocol number of the transport header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum L4Protocol {
+    Tcp,
+    Udp,
+    Icmp,
+    IcmpV6,
+    /// No IP header could be read.
+    Unknown,
+    Other(u8),
+}
+
+impl From<u8> for L4Protocol {
+    fn from(number: u8) -> Self {
+        match number {
+            6 => Self::Tcp,
+            17 => Self::Udp,
+            1 => Self::Icmp,
+            58 => Self::IcmpV6,
+            0 => Self::Unknown,
+            other => Self::Other(other),
+        }
+    }
+}
+
+impl L4Protocol {
+    /// Lower-case name as used in labels (`tcp`, `udp`, ...; `proto-<n>` for the rest).
+    pub fn name(self) -> std::borrow::Cow<'static, str> {
+        match self {
+            Self::Tcp => "tcp".into(),
+            Self::Udp => "udp".into(),
+            Self::Icmp => "icmp".into(),
+            Self::IcmpV6 => "icmpv6".into(),
+            Self::Unknown => "unknown".into(),
+            Self::Other(n) => format!("proto-{n}").into(),
+        }
+    }
+}
+
+/// A transport 5-tuple; `src` and `dst` follow the packet (or, for socket-derived tuples,
+/// local and remote end), ports in host order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Tuple {
+    pub protocol: L4Protocol,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+}
+
+/// Mirror of `struct ns_tuple` in common.bpf.h.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub(crate) struct RawTuple {
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u16,
+    pub protocol: u8,
+    pub pad: u8,
+}
+
+// SAFETY: plain integers and byte arrays with explicit padding; any bit pattern is valid.
+unsafe impl aya::Pod for RawTuple {}
+
+impl RawTuple {
+    /// `None` when the kernel could not read an IP header (family unset).
+    pub(crate) fn decode(&self) -> Option<Tuple> {
+        let (src, dst) = match self.family {
+            AF_INET => (
+                IpAddr::V4(Ipv4Addr::new(
+                    self.saddr[0],
+                    self.saddr[1],
+                    self.saddr[2],
+                    self.saddr[3],
+                )),
+                IpAddr::V4(Ipv4Addr::new(
+                    self.daddr[0],
+                    self.daddr[1],
+                    self.daddr[2],
+                    self.daddr[3],
+                )),
+            ),
+            AF_INET6 => (
+                IpAddr::V6(Ipv6Addr::from(self.saddr)),
+                IpAddr::V6(Ipv6Addr::from(self.daddr)),
+            ),
+            _ => return None,
+        };
+        Some(Tuple {
+            protocol: L4Protocol::from(self.protocol),
+            src: SocketAddr::new(src, self.sport),
+            dst: SocketAddr::new(dst, self.dport),
+        })
+    }
+}
+
+/// Converts a `bpf_ktime_get_ns()` stamp (CLOCK_MONOTONIC) to wall-clock time.
+pub fn monotonic_ns_to_system_time(monotonic_ns: u64) -> SystemTime {
+    let now_wall = SystemTime::now();
+    let now_mono = monotonic_now_ns();
+    let age = Duration::from_nanos(now_mono.saturating_sub(monotonic_ns));
+    now_wall.checked_sub(age).unwrap_or(now_wall)
+}
+
+pub(crate) fn monotonic_now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v4_tuple_decodes_with_host_order_ports() {
+        let mut raw = RawTuple {
+            family: AF_INET,
+            protocol: 17,
+            sport: 40000,
+            dport: 53,
+            ..Default::default()
+        };
+        raw.saddr[..4].copy_from_slice(&[10, 0, 0, 1]);
+        raw.daddr[..4].copy_from_slice(&[10, 0, 0, 2]);
+        let tuple = raw.decode().unwrap();
+        assert_eq!(tuple.protocol, L4Protocol::Udp);
+        assert_eq!(tuple.src, "10.0.0.1:40000".parse().unwrap());
+        assert_eq!(tuple.dst, "10.0.0.2:53".parse().unwrap());
+    }
+
+    #[test]
+    fn tuple_without_family_is_none() {
+        assert_eq!(RawTuple::default().decode(), None);
+    }
+}

@@ -1,0 +1,1 @@
+//! netiftxlat: not written yet

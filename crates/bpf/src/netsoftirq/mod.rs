@@ -1,0 +1,1 @@
+//! netsoftirq: not written yet

@@ -1,0 +1,392 @@
+//! Loading one probe's eBPF object and reading it back: the privilege and BTF checks that give
+//! clear errors, aya loading with the shared globals and map sizes, tp_btf attachment, and the
+//! readers every probe shares (per-CPU hashes, histograms, probe stats, the event ring buffer,
+//! map fill). Probe-specific decoding stays in each probe's module.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::path::Path;
+
+use aya::maps::{Map, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf};
+use aya::programs::{BtfTracePoint, ProgramError};
+use aya::{Btf, Ebpf, EbpfLoader, Endianness, Pod};
+
+use crate::error::Error;
+use crate::options::Options;
+use crate::stats::{Log2Histogram, ProbeStats};
+
+/// A program of the object and the tracepoint it attaches to.
+pub(crate) struct Attachment {
+    pub program: &'static str,
+    pub tracepoint: &'static str,
+}
+
+/// What a probe module hands to [`ProbeObject::load`].
+pub(crate) struct ObjectSpec<'a> {
+    pub probe: &'static str,
+    pub bytes: &'static [u8],
+    pub attachments: &'static [Attachment],
+    /// `const volatile __u64` globals of the .bpf.c, beyond the shared event-sampler ones.
+    pub globals: &'a [(&'static str, u64)],
+    /// Aggregation maps sized by `Options::max_entries`.
+    pub sized_maps: &'static [&'static str],
+}
+
+/// How full a bounded map is, for `/status` and self-metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapFill {
+    pub map: &'static str,
+    pub entries: u32,
+    pub capacity: u32,
+}
+
+pub(crate) struct ProbeObject {
+    probe: &'static str,
+    ebpf: Ebpf,
+    events: RingBuf<MapData>,
+}
+
+/// Mirror of `struct ns_hist_key` / `struct ns_hist_value` (common.bpf.h).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct HistKey {
+    scope: u32,
+    kind: u16,
+    slot: u16,
+}
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct HistValue {
+    count: u64,
+    sum_ns: u64,
+}
+// SAFETY: integer-only #[repr(C)] structs without implicit padding.
+unsafe impl Pod for HistKey {}
+// SAFETY: as above.
+unsafe impl Pod for HistValue {}
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+impl ProbeObject {
+    pub(crate) fn load(spec: ObjectSpec<'_>, options: &Options) -> Result<Self, Error> {
+        let probe = spec.probe;
+        check_privileges(probe)?;
+        validate(probe, options)?;
+        let btf = load_btf(probe, &options.btf_path)?;
+
+        let mut loader = EbpfLoader::new();
+        loader
+            .btf(Some(&btf))
+            .override_global("events_per_sec", &options.events_per_second, true)
+            .override_global("events_burst", &options.event_burst, true)
+            .map_max_entries("events", options.ring_buffer_bytes);
+        for (name, value) in spec.globals {
+            loader.override_global(name, value, true);
+        }
+        for map in spec.sized_maps {
+            loader.map_max_entries(map, options.max_entries);
+        }
+        let mut ebpf = loader
+            .load(spec.bytes)
+            .map_err(|source| Error::Object { probe, source })?;
+
+        for attachment in spec.attachments {
+            attach(probe, &mut ebpf, attachment, &btf, &options.btf_path)?;
+        }
+        let events_map = ebpf.take_map("events").ok_or(Error::MapMissing {
+            probe,
+            map: "events",
+        })?;
+        let events = RingBuf::try_from(events_map).map_err(|source| Error::Map {
+            probe,
+            map: "events",
+            source,
+        })?;
+        Ok(Self {
+            probe,
+            ebpf,
+            events,
+        })
+    }
+
+    fn map(&self, name: &'static str) -> Result<&Map, Error> {
+        self.ebpf.map(name).ok_or(Error::MapMissing {
+            probe: self.probe,
+            map: name,
+        })
+    }
+
+    fn map_error(&self, map: &'static str) -> impl Fn(aya::maps::MapError) -> Error + '_ {
+        move |source| Error::Map {
+            probe: self.probe,
+            map,
+            source,
+        }
+    }
+
+    /// All entries of a per-CPU hash map, values per CPU.
+    pub(crate) fn per_cpu_entries<K: Pod, V: Pod>(
+        &self,
+        name: &'static str,
+    ) -> Result<Vec<(K, PerCpuValues<V>)>, Error> {
+        let map =
+            PerCpuHashMap::<_, K, V>::try_from(self.map(name)?).map_err(self.map_error(name))?;
+        map.iter()
+            .map(|entry| entry.map_err(self.map_error(name)))
+            .collect()
+    }
+
+    /// A per-CPU hash of u64 counters, summed over CPUs.
+    pub(crate) fn counters<K: Pod + Eq + std::hash::Hash>(
+        &self,
+        name: &'static str,
+    ) -> Result<HashMap<K, u64>, Error> {
+        let mut sums = HashMap::new();
+        for (key, values) in self.per_cpu_entries::<K, u64>(name)? {
+            *sums.entry(key).or_insert(0) += values.iter().sum::<u64>();
+        }
+        Ok(sums)
+    }
+
+    /// A histogram map (`DEFINE_HISTOGRAM_MAP`), keyed by (scope, kind), summed over CPUs.
+    pub(crate) fn histograms(
+        &self,
+        name: &'static str,
+    ) -> Result<HashMap<(u32, u16), Log2Histogram>, Error> {
+        let mut histograms: HashMap<(u32, u16), Log2Histogram> = HashMap::new();
+        for (key, values) in self.per_cpu_entries::<HistKey, HistValue>(name)? {
+            let histogram = histograms.entry((key.scope, key.kind)).or_default();
+            for value in values.iter() {
+                histogram.add(key.slot, value.count, value.sum_ns);
+            }
+        }
+        Ok(histograms)
+    }
+
+    pub(crate) fn stats(&self) -> Result<ProbeStats, Error> {
+        let name = "probe_stats";
+        let array =
+            PerCpuArray::<_, u64>::try_from(self.map(name)?).map_err(self.map_error(name))?;
+        let mut slots = [0u64; 4];
+        for (index, slot) in slots.iter_mut().enumerate() {
+            *slot = array
+                .get(&(index as u32), 0)
+                .map_err(self.map_error(name))?
+                .iter()
+                .sum();
+        }
+        Ok(ProbeStats::from_slots(slots))
+    }
+
+    /// Hands every event waiting in the ring buffer to `handle`, without blocking. Records
+    /// shorter than `T` (a build mismatch) are skipped.
+    pub(crate) fn drain_events<T: Pod>(&mut self, mut handle: impl FnMut(T)) {
+        while let Some(record) = self.events.next() {
+            if record.len() >= size_of::<T>() {
+                // SAFETY: T is Pod (any bit pattern valid) and the record holds at least
+                // size_of::<T>() bytes; read_unaligned copes with the ring buffer's 8-byte alignment.
+                handle(unsafe { std::ptr::read_unaligned(record.as_ptr().cast::<T>()) });
+            }
+        }
+    }
+
+    pub(crate) fn events_fd(&self) -> BorrowedFd<'_> {
+        self.events.as_fd()
+    }
+
+    /// Entries in a hash map against its capacity, walking keys with BPF_MAP_GET_NEXT_KEY.
+    pub(crate) fn map_fill(&self, name: &'static str) -> Result<MapFill, Error> {
+        let data = match self.map(name)? {
+            Map::HashMap(data)
+            | Map::LruHashMap(data)
+            | Map::PerCpuHashMap(data)
+            | Map::PerCpuLruHashMap(data) => data,
+            _ => {
+                return Err(Error::MapMissing {
+                    probe: self.probe,
+                    map: name,
+                })
+            }
+        };
+        let info = data.info().map_err(self.map_error(name))?;
+        let entries = count_keys(data.fd().as_fd().as_raw_fd(), info.key_size() as usize);
+        Ok(MapFill {
+            map: name,
+            entries,
+            capacity: info.max_entries(),
+        })
+    }
+}
+
+fn count_keys(fd: i32, key_size: usize) -> u32 {
+    #[repr(C)]
+    struct GetNextKey {
+        map_fd: u32,
+        pad: u32,
+        key: u64,
+        next_key: u64,
+        flags: u64,
+    }
+    let mut current = vec![0u8; key_size];
+    let mut next = vec![0u8; key_size];
+    let mut count = 0u32;
+    let mut first = true;
+    loop {
+        let attr = GetNextKey {
+            map_fd: fd as u32,
+            pad: 0,
+            key: if first { 0 } else { current.as_ptr() as u64 },
+            next_key: next.as_mut_ptr() as u64,
+            flags: 0,
+        };
+        // SAFETY: BPF_MAP_GET_NEXT_KEY reads `key_size` bytes at `key` and writes as many at
+        // `next_key`; both buffers are that long and outlive the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                4, /* BPF_MAP_GET_NEXT_KEY */
+                &attr as *const GetNextKey,
+                size_of::<GetNextKey>() as u32,
+            )
+        };
+        if rc != 0 {
+            return count;
+        }
+        count += 1;
+        first = false;
+        std::mem::swap(&mut current, &mut next);
+    }
+}
+
+fn check_privileges(probe: &'static str) -> Result<(), Error> {
+    let capabilities = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .unwrap_or(0);
+    let has = |cap: u32| capabilities & (1u64 << cap) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        return Ok(());
+    }
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    Err(Error::NotPermitted {
+        probe,
+        uid,
+        capabilities,
+    })
+}
+
+fn validate(probe: &'static str, options: &Options) -> Result<(), Error> {
+    let ring = options.ring_buffer_bytes;
+    if !ring.is_power_of_two() || ring < 4096 {
+        return Err(Error::InvalidOption {
+            probe,
+            option: "ring_buffer_bytes",
+            value: ring.to_string(),
+            reason: "must be a power of two of at least 4096",
+        });
+    }
+    if options.max_entries == 0 {
+        return Err(Error::InvalidOption {
+            probe,
+            option: "max_entries",
+            value: "0".into(),
+            reason: "must be at least 1",
+        });
+    }
+    Ok(())
+}
+
+fn load_btf(probe: &'static str, path: &Path) -> Result<Btf, Error> {
+    if let Err(source) = std::fs::metadata(path) {
+        return Err(Error::BtfMissing {
+            probe,
+            path: path.to_owned(),
+            source,
+        });
+    }
+    Btf::parse_file(path, Endianness::default()).map_err(|error| Error::BtfRejected {
+        probe,
+        path: path.to_owned(),
+        reason: error.to_string(),
+    })
+}
+
+fn attach(
+    probe: &'static str,
+    ebpf: &mut Ebpf,
+    attachment: &Attachment,
+    btf: &Btf,
+    btf_path: &Path,
+) -> Result<(), Error> {
+    let Attachment {
+        program,
+        tracepoint,
+    } = *attachment;
+    let attach_error = |source| Error::Attach {
+        probe,
+        program,
+        tracepoint,
+        source,
+    };
+    let prog: &mut BtfTracePoint = ebpf
+        .program_mut(program)
+        .ok_or(Error::ProgramMissing { probe, program })?
+        .try_into()
+        .map_err(attach_error)?;
+    match prog.load(tracepoint, btf) {
+        Ok(()) => {}
+        Err(ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        }) => {
+            return Err(Error::VerifierRejected {
+                probe,
+                program,
+                source: io_error,
+                log: verifier_log.to_string(),
+            })
+        }
+        Err(ProgramError::Btf(aya::BtfError::UnknownBtfTypeName { .. })) => {
+            return Err(Error::TracepointMissing {
+                probe,
+                tracepoint,
+                btf_path: btf_path.to_owned(),
+            })
+        }
+        Err(source) => return Err(attach_error(source)),
+    }
+    prog.attach().map_err(attach_error)?;
+    Ok(())
+}
+
+/// The accessors every probe exposes the same way: sampler stats, the ring buffer's fd for
+/// readiness polling, and the fill of its bounded maps.
+macro_rules! impl_probe_common {
+    ($probe:ty, [$($map:literal),* $(,)?]) => {
+        impl $probe {
+            /// Event sampling and map-full accounting since load.
+            pub fn stats(&self) -> Result<$crate::ProbeStats, $crate::Error> {
+                self.object.stats()
+            }
+
+            /// Readable when events are waiting (for epoll/tokio `AsyncFd`).
+            pub fn events_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+                self.object.events_fd()
+            }
+
+            /// Entries against capacity of the probe's bounded maps.
+            pub fn map_fills(&self) -> Result<Vec<$crate::MapFill>, $crate::Error> {
+                [$($map),*].into_iter().map(|map| self.object.map_fill(map)).collect()
+            }
+        }
+    };
+}
+pub(crate) use impl_probe_common;

@@ -1,0 +1,1 @@
+//! socketlatency: not written yet

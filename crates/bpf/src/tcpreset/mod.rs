@@ -1,0 +1,1 @@
+//! tcpreset: not written yet

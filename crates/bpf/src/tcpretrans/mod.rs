@@ -1,0 +1,1 @@
+//! tcpretrans: not written yet
