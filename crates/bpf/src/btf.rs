@@ -243,6 +243,29 @@ impl KernelBtf {
     }
 }
 
+/// Names of a kernel enum for a probe, with the probe's error for a missing or bad BTF file.
+pub(crate) fn probe_enum_names(
+    probe: &'static str,
+    btf_path: &Path,
+    enum_name: &str,
+    prefix: &str,
+) -> Result<EnumNames, crate::Error> {
+    if let Err(source) = std::fs::metadata(btf_path) {
+        return Err(crate::Error::BtfMissing {
+            probe,
+            path: btf_path.to_owned(),
+            source,
+        });
+    }
+    KernelBtf::load(btf_path)
+        .and_then(|btf| btf.enum_names(enum_name, prefix))
+        .map_err(|source| crate::Error::BtfInvalid {
+            probe,
+            path: btf_path.to_owned(),
+            source,
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -167,6 +167,17 @@ static __always_inline void tuple_from_sock(const struct sock *sk, struct ns_tup
 	}
 }
 
+static __always_inline void tuple_swap(struct ns_tuple *t)
+{
+	__u8 addr[16];
+	__builtin_memcpy(addr, t->saddr, 16);
+	__builtin_memcpy(t->saddr, t->daddr, 16);
+	__builtin_memcpy(t->daddr, addr, 16);
+	__u16 port = t->sport;
+	t->sport = t->dport;
+	t->dport = port;
+}
+
 /* Parses IPv4/IPv6 + TCP/UDP ports from a header at `l3`. Returns the L3 total length in bytes
  * (0 when the header is not IP). IPv6 extension headers are not walked: ports stay 0 then. */
 static __always_inline __u32 tuple_from_l3(const unsigned char *l3, __u16 eth_proto, struct ns_tuple *t)

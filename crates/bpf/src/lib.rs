@@ -33,7 +33,7 @@ pub mod tcpretrans;
 pub use btf::{BtfError, EnumNames, KernelBtf};
 pub use error::Error;
 pub use kallsyms::KernelSymbols;
-pub use net::{monotonic_ns_to_system_time, L3Protocol, L4Protocol, NetnsInode, Tuple};
+pub use net::{monotonic_ns_to_system_time, L3Protocol, L4Protocol, NetnsInode, TcpState, Tuple};
 pub use object::MapFill;
 pub use options::Options;
 pub use stats::{Log2Histogram, ProbeStats};

@@ -75,6 +75,69 @@ impl L4Protocol {
     }
 }
 
+/// TCP socket state (`include/net/tcp_states.h`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TcpState {
+    Established,
+    SynSent,
+    SynRecv,
+    FinWait1,
+    FinWait2,
+    TimeWait,
+    Close,
+    CloseWait,
+    LastAck,
+    Listen,
+    Closing,
+    NewSynRecv,
+    /// No socket was involved (a reset answering a segment nothing listened for).
+    NoSocket,
+    Other(u32),
+}
+
+impl From<u32> for TcpState {
+    fn from(state: u32) -> Self {
+        match state {
+            0 => Self::NoSocket,
+            1 => Self::Established,
+            2 => Self::SynSent,
+            3 => Self::SynRecv,
+            4 => Self::FinWait1,
+            5 => Self::FinWait2,
+            6 => Self::TimeWait,
+            7 => Self::Close,
+            8 => Self::CloseWait,
+            9 => Self::LastAck,
+            10 => Self::Listen,
+            11 => Self::Closing,
+            12 => Self::NewSynRecv,
+            other => Self::Other(other),
+        }
+    }
+}
+
+impl TcpState {
+    /// Kernel-style name (`TCP_ESTABLISHED`), as KubeSkoop's events printed it.
+    pub fn name(self) -> std::borrow::Cow<'static, str> {
+        match self {
+            Self::Established => "TCP_ESTABLISHED".into(),
+            Self::SynSent => "TCP_SYN_SENT".into(),
+            Self::SynRecv => "TCP_SYN_RECV".into(),
+            Self::FinWait1 => "TCP_FIN_WAIT1".into(),
+            Self::FinWait2 => "TCP_FIN_WAIT2".into(),
+            Self::TimeWait => "TCP_TIME_WAIT".into(),
+            Self::Close => "TCP_CLOSE".into(),
+            Self::CloseWait => "TCP_CLOSE_WAIT".into(),
+            Self::LastAck => "TCP_LAST_ACK".into(),
+            Self::Listen => "TCP_LISTEN".into(),
+            Self::Closing => "TCP_CLOSING".into(),
+            Self::NewSynRecv => "TCP_NEW_SYN_RECV".into(),
+            Self::NoSocket => "NO_SOCKET".into(),
+            Self::Other(n) => format!("TCP_STATE_{n}").into(),
+        }
+    }
+}
+
 /// A transport 5-tuple; `src` and `dst` follow the packet (or, for socket-derived tuples,
 /// local and remote end), ports in host order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

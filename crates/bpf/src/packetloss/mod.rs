@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::SystemTime;
 
-use crate::btf::{EnumNames, KernelBtf};
+use crate::btf::{probe_enum_names, EnumNames};
 use crate::error::Error;
 use crate::kallsyms::KernelSymbols;
 use crate::net::{
@@ -94,7 +94,12 @@ impl_probe_common!(PacketLoss, ["drop_counts"]);
 
 impl PacketLoss {
     pub fn load(options: &Options) -> Result<Self, Error> {
-        let reasons = drop_reason_names(&options.btf_path)?;
+        let reasons = probe_enum_names(
+            PROBE,
+            &options.btf_path,
+            "skb_drop_reason",
+            "SKB_DROP_REASON_",
+        )?;
         let object = ProbeObject::load(
             ObjectSpec {
                 probe: PROBE,
@@ -177,22 +182,4 @@ impl PacketLoss {
                 .collect(),
         }
     }
-}
-
-/// Drop reason names of the kernel described by `btf_path`.
-fn drop_reason_names(btf_path: &Path) -> Result<EnumNames, Error> {
-    if let Err(source) = std::fs::metadata(btf_path) {
-        return Err(Error::BtfMissing {
-            probe: PROBE,
-            path: btf_path.to_owned(),
-            source,
-        });
-    }
-    KernelBtf::load(btf_path)
-        .and_then(|btf| btf.enum_names("skb_drop_reason", "SKB_DROP_REASON_"))
-        .map_err(|source| Error::BtfInvalid {
-            probe: PROBE,
-            path: btf_path.to_owned(),
-            source,
-        })
 }
