@@ -24,8 +24,13 @@ use super::types::{
 };
 use super::*;
 
-/// Rule steps one branch may take in a base chain before it is declared a loop.
-const MAX_STEPS: usize = 1_000_000;
+/// Rule steps one branch may take in a base chain before it is declared a loop (only `goto`
+/// can loop: jumps are bounded by [`JUMP_STACK`]).
+const MAX_STEPS: usize = 100_000;
+
+/// The kernel's `NFT_JUMP_STACK_SIZE`: nft refuses deeper jump nesting, so a JSON dump with
+/// more is a loop.
+const JUMP_STACK: usize = 16;
 
 /// Largest `mod N` followed value by value; a larger spread is reported as unsupported.
 const MAX_SPREAD: u32 = 4096;
@@ -111,10 +116,12 @@ impl Ruleset {
         while let Some((mut branch, mut cur)) = work.pop() {
             cur.steps += 1;
             let chain = &table.chains[cur.chain];
-            if cur.steps > MAX_STEPS {
+            if cur.steps > MAX_STEPS || cur.stack.len() > JUMP_STACK {
                 branch.unsupported.push(Unsupported {
                     rule: policy_ref(table, &table.chains[at.chain]),
-                    feature: "rule loop (step limit reached)".into(),
+                    feature: format!(
+                        "rule loop (more than {MAX_STEPS} steps or {JUMP_STACK} nested jumps): dropped"
+                    ),
                     assumed_match: false,
                 });
                 out.push(TableOutcome {
