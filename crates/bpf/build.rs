@@ -18,7 +18,8 @@ fn main() {
     println!("cargo:rerun-if-env-changed=NETSLEUTH_VMLINUX_BTF");
     println!("cargo:rerun-if-env-changed=CLANG");
     println!("cargo:rerun-if-env-changed=BPFTOOL");
-    println!("cargo:rerun-if-changed=src/common.bpf.h");
+    // The whole tree: a new probe folder must trigger a rebuild too.
+    println!("cargo:rerun-if-changed=src");
 
     let btf =
         env::var("NETSLEUTH_VMLINUX_BTF").unwrap_or_else(|_| "/sys/kernel/btf/vmlinux".into());
@@ -43,7 +44,6 @@ fn main() {
     probes.sort();
     for probe in probes {
         let source = src.join(&probe).join(format!("{probe}.bpf.c"));
-        println!("cargo:rerun-if-changed={}", source.display());
         compile(
             &source,
             &out_dir.join(format!("{probe}.bpf.o")),

@@ -1,1 +1,112 @@
-//! socketlatency: not written yet
+//! socketlatency: how long received data waits in a socket until the application reads it
+//! (`sock:sk_data_ready` → `sock:sock_recv_length`), as log2 histograms per network namespace
+//! and transport protocol, plus sampled events for reads slower than `Options::slow_threshold`
+//! naming the socket and the reading task.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use crate::error::Error;
+use crate::net::{monotonic_ns_to_system_time, L4Protocol, NetnsInode, RawTuple, Tuple};
+use crate::object::{impl_probe_common, Attachment, ObjectSpec, ProbeObject};
+use crate::options::Options;
+use crate::stats::Log2Histogram;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlowReadEvent {
+    pub time: SystemTime,
+    pub netns: NetnsInode,
+    /// How long the oldest unread data had waited when the read returned.
+    pub latency: Duration,
+    pub pid: u32,
+    pub command: String,
+    /// src = the reading socket's local end.
+    pub tuple: Option<Tuple>,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct RawSockEvent {
+    timestamp_ns: u64,
+    latency_ns: u64,
+    netns: u32,
+    tgid: u32,
+    comm: [u8; 16],
+    tuple: RawTuple,
+}
+
+// SAFETY: mirror of `struct ns_sock_event`: integers and bytes only, no implicit padding.
+unsafe impl aya::Pod for RawSockEvent {}
+
+pub(crate) fn comm_to_string(comm: &[u8]) -> String {
+    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..end]).into_owned()
+}
+
+pub struct SocketLatency {
+    object: ProbeObject,
+}
+
+impl_probe_common!(SocketLatency, ["unread_since", "read_latency"]);
+
+impl SocketLatency {
+    pub fn load(options: &Options) -> Result<Self, Error> {
+        let object = ProbeObject::load(
+            ObjectSpec {
+                probe: "socketlatency",
+                bytes: aya::include_bytes_aligned!(concat!(
+                    env!("OUT_DIR"),
+                    "/socketlatency.bpf.o"
+                )),
+                attachments: &[
+                    Attachment {
+                        program: "on_sk_data_ready",
+                        tracepoint: "sk_data_ready",
+                    },
+                    Attachment {
+                        program: "on_sock_recv_length",
+                        tracepoint: "sock_recv_length",
+                    },
+                    Attachment {
+                        program: "on_inet_sock_set_state",
+                        tracepoint: "inet_sock_set_state",
+                    },
+                ],
+                globals: &[(
+                    "slow_threshold_ns",
+                    options.slow_threshold.as_nanos() as u64,
+                )],
+                sized_maps: &["unread_since", "read_latency"],
+            },
+            options,
+        )?;
+        Ok(Self { object })
+    }
+
+    /// Read-latency histograms since load, per netns and transport protocol.
+    pub fn histograms(&self) -> Result<HashMap<(NetnsInode, L4Protocol), Log2Histogram>, Error> {
+        Ok(self
+            .object
+            .histograms("read_latency")?
+            .into_iter()
+            .map(|((netns, protocol), h)| {
+                ((NetnsInode(netns), L4Protocol::from(protocol as u8)), h)
+            })
+            .collect())
+    }
+
+    pub fn drain_events(&mut self) -> Vec<SlowReadEvent> {
+        let mut events = Vec::new();
+        self.object.drain_events(|event: RawSockEvent| {
+            events.push(SlowReadEvent {
+                time: monotonic_ns_to_system_time(event.timestamp_ns),
+                netns: NetnsInode(event.netns),
+                latency: Duration::from_nanos(event.latency_ns),
+                pid: event.tgid,
+                command: comm_to_string(&event.comm),
+                tuple: event.tuple.decode(),
+            })
+        });
+        events
+    }
+}

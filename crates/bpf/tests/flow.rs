@@ -1,0 +1,99 @@
+//! flow on the real kernel: UDP traffic between two of our namespaces must be counted per
+//! namespace, direction and 5-tuple (ports in host order, IP bytes), the host namespace left
+//! out by default, and the map bounded.
+
+mod support;
+
+use std::net::{SocketAddr, UdpSocket};
+
+use bpf::flow::{Direction, Flow, FlowCounters, FlowKey};
+use bpf::{L4Protocol, NetnsInode, Options, Tuple};
+use support::{options, veth_pair, Netns};
+
+fn send(
+    ns: &Netns,
+    src: &'static str,
+    dst: SocketAddr,
+    count: usize,
+    payload: usize,
+) -> SocketAddr {
+    ns.run(move || {
+        let socket = UdpSocket::bind(src).unwrap();
+        for _ in 0..count {
+            socket.send_to(&vec![1u8; payload], dst).unwrap();
+        }
+        socket.local_addr().unwrap()
+    })
+}
+
+#[test]
+fn udp_flow_between_netns_is_counted_on_both_sides() {
+    let probe = Flow::load(&options()).expect("flow loads");
+    let (a, b) = (Netns::new("flowa"), Netns::new("flowb"));
+    veth_pair(&a, &b, 43);
+    let dst: SocketAddr = "10.77.43.2:5000".parse().unwrap();
+    let src = send(&a, "10.77.43.1:0", dst, 10, 100);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+
+    let flows = probe.flows().unwrap();
+    let tuple = Tuple {
+        protocol: L4Protocol::Udp,
+        src,
+        dst,
+    };
+    let expected = FlowCounters {
+        packets: 10,
+        bytes: 10 * (20 + 8 + 100),
+    };
+    assert_eq!(
+        flows.get(&FlowKey {
+            netns: a.inode(),
+            direction: Direction::Egress,
+            tuple
+        }),
+        Some(&expected),
+        "{flows:#?}"
+    );
+    assert_eq!(
+        flows.get(&FlowKey {
+            netns: b.inode(),
+            direction: Direction::Ingress,
+            tuple
+        }),
+        Some(&expected)
+    );
+
+    let host = NetnsInode(
+        std::fs::metadata("/proc/self/ns/net")
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m) as u32)
+            .unwrap(),
+    );
+    assert!(
+        flows.keys().all(|k| k.netns != host),
+        "host netns is skipped by default"
+    );
+}
+
+#[test]
+fn flow_map_is_bounded_by_max_entries() {
+    let probe = Flow::load(&Options {
+        max_entries: 64,
+        ..options()
+    })
+    .unwrap();
+    let (a, b) = (Netns::new("flowlru-a"), Netns::new("flowlru-b"));
+    veth_pair(&a, &b, 44);
+    for port in 0..300u16 {
+        let dst = SocketAddr::from(([10, 77, 44, 2], 6000 + port));
+        send(&a, "10.77.44.1:0", dst, 1, 10);
+    }
+    let fill = probe.map_fills().unwrap()[0];
+    assert_eq!((fill.map, fill.capacity), ("flows", 64));
+    assert!(fill.entries <= 64, "{fill:?}");
+    assert!(probe.flows().unwrap().len() <= 64);
+    assert_eq!(
+        probe.stats().unwrap().map_full,
+        0,
+        "the LRU evicts instead of failing"
+    );
+}
