@@ -8,7 +8,7 @@ use crate::btf::BtfError;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
-        "probe {probe}: loading eBPF programs needs root or CAP_BPF+CAP_PERFMON \
+        "loading eBPF programs needs root or CAP_BPF+CAP_PERFMON \
          (effective uid {uid}, effective capabilities {capabilities:#x})"
     )]
     NotPermitted {
@@ -18,7 +18,7 @@ pub enum Error {
     },
 
     #[error(
-        "probe {probe}: kernel BTF {path} is missing ({source}); the probes need a kernel built \
+        "kernel BTF {path} is missing ({source}); the probes need a kernel built \
          with CONFIG_DEBUG_INFO_BTF=y, or point btf_path at a vmlinux BTF file for this kernel"
     )]
     BtfMissing {
@@ -27,14 +27,14 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    #[error("probe {probe}: kernel BTF {path} is unusable: {source}")]
+    #[error("kernel BTF {path} is unusable: {source}")]
     BtfInvalid {
         probe: &'static str,
         path: PathBuf,
         source: BtfError,
     },
 
-    #[error("probe {probe}: kernel BTF {path} cannot be used by the loader: {reason}")]
+    #[error("kernel BTF {path} cannot be used by the loader: {reason}")]
     BtfRejected {
         probe: &'static str,
         path: PathBuf,
@@ -42,7 +42,7 @@ pub enum Error {
     },
 
     #[error(
-        "probe {probe}: tracepoint {tracepoint} does not exist on this kernel \
+        "tracepoint {tracepoint} does not exist on this kernel \
          (no btf_trace_{tracepoint} type in {btf_path})"
     )]
     TracepointMissing {
@@ -51,9 +51,7 @@ pub enum Error {
         btf_path: PathBuf,
     },
 
-    #[error(
-        "probe {probe}: the verifier rejected program {program} ({source}); verifier log:\n{log}"
-    )]
+    #[error("the verifier rejected program {program} ({source}); verifier log:\n{log}")]
     VerifierRejected {
         probe: &'static str,
         program: &'static str,
@@ -61,7 +59,7 @@ pub enum Error {
         log: String,
     },
 
-    #[error("probe {probe}: attaching {program} to tracepoint {tracepoint}: {source}")]
+    #[error("attaching {program} to tracepoint {tracepoint}: {source}")]
     Attach {
         probe: &'static str,
         program: &'static str,
@@ -69,36 +67,71 @@ pub enum Error {
         source: aya::programs::ProgramError,
     },
 
-    #[error("probe {probe}: creating maps or relocating the eBPF object: {source}")]
+    #[error("creating maps or relocating the eBPF object: {source}")]
     Object {
         probe: &'static str,
         source: aya::EbpfError,
     },
 
-    #[error("probe {probe}: program {program} is missing from the eBPF object (build mismatch)")]
+    #[error("program {program} is missing from the eBPF object (build mismatch)")]
     ProgramMissing {
         probe: &'static str,
         program: &'static str,
     },
 
-    #[error("probe {probe}: map {map} is missing from the eBPF object (build mismatch)")]
+    #[error("map {map} is missing from the eBPF object (build mismatch)")]
     MapMissing {
         probe: &'static str,
         map: &'static str,
     },
 
-    #[error("probe {probe}: reading map {map}: {source}")]
+    #[error("reading map {map}: {source}")]
     Map {
         probe: &'static str,
         map: &'static str,
         source: aya::maps::MapError,
     },
 
-    #[error("probe {probe}: option {option} = {value} is invalid: {reason}")]
+    #[error("option {option} = {value} is invalid: {reason}")]
     InvalidOption {
         probe: &'static str,
         option: &'static str,
         value: String,
         reason: &'static str,
     },
+}
+
+impl Error {
+    /// The probe this error belongs to.
+    pub fn probe(&self) -> &'static str {
+        match self {
+            Error::NotPermitted { probe, .. }
+            | Error::BtfMissing { probe, .. }
+            | Error::BtfInvalid { probe, .. }
+            | Error::BtfRejected { probe, .. }
+            | Error::TracepointMissing { probe, .. }
+            | Error::VerifierRejected { probe, .. }
+            | Error::Attach { probe, .. }
+            | Error::Object { probe, .. }
+            | Error::ProgramMissing { probe, .. }
+            | Error::MapMissing { probe, .. }
+            | Error::Map { probe, .. }
+            | Error::InvalidOption { probe, .. } => probe,
+        }
+    }
+
+    /// Whether the host lacks something the probe needs (privileges, BTF, a tracepoint, a
+    /// verifier that accepts the program), as opposed to a bad option or a build mismatch.
+    pub fn is_unsupported_here(&self) -> bool {
+        matches!(
+            self,
+            Error::NotPermitted { .. }
+                | Error::BtfMissing { .. }
+                | Error::BtfInvalid { .. }
+                | Error::BtfRejected { .. }
+                | Error::TracepointMissing { .. }
+                | Error::VerifierRejected { .. }
+                | Error::Attach { .. }
+        )
+    }
 }

@@ -37,3 +37,15 @@ pub use net::{monotonic_ns_to_system_time, L3Protocol, L4Protocol, NetnsInode, T
 pub use object::MapFill;
 pub use options::Options;
 pub use stats::{Log2Histogram, ProbeStats};
+
+#[cfg(test)]
+mod tests {
+    /// The agent shares a loaded probe between its metric and event halves across threads.
+    #[test]
+    fn probes_can_be_shared_across_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<crate::packetloss::PacketLoss>();
+        shareable::<crate::flow::Flow>();
+        shareable::<crate::biolatency::BioLatency>();
+    }
+}

@@ -28,8 +28,8 @@ fn send(
 
 #[test]
 fn udp_flow_between_netns_is_counted_on_both_sides() {
-    let probe = Flow::load(&options()).expect("flow loads");
     let (a, b) = (Netns::new("flowa"), Netns::new("flowb"));
+    let probe = Flow::load(&options()).expect("flow loads");
     veth_pair(&a, &b, 43);
     let dst: SocketAddr = "10.77.43.2:5000".parse().unwrap();
     let src = send(&a, "10.77.43.1:0", dst, 10, 100);
@@ -76,12 +76,12 @@ fn udp_flow_between_netns_is_counted_on_both_sides() {
 
 #[test]
 fn flow_map_is_bounded_by_max_entries() {
+    let (a, b) = (Netns::new("flowlru-a"), Netns::new("flowlru-b"));
     let probe = Flow::load(&Options {
         max_entries: 64,
         ..options()
     })
     .unwrap();
-    let (a, b) = (Netns::new("flowlru-a"), Netns::new("flowlru-b"));
     veth_pair(&a, &b, 44);
     for port in 0..300u16 {
         let dst = SocketAddr::from(([10, 77, 44, 2], 6000 + port));

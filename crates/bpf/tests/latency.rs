@@ -45,9 +45,9 @@ fn slow_tcp_reader(
 
 #[test]
 fn slow_tcp_and_udp_readers_show_socket_queue_latency() {
+    let ns = Netns::new("sock");
     let mut probe = SocketLatency::load(&with_threshold(Duration::from_millis(100)))
         .expect("socketlatency loads");
-    let ns = Netns::new("sock");
     let (client, server) = slow_tcp_reader(
         &ns,
         &ns,
@@ -107,9 +107,9 @@ fn slow_tcp_and_udp_readers_show_socket_queue_latency() {
 
 #[test]
 fn receive_path_latency_is_attributed_to_the_receiving_netns() {
+    let (client_ns, server_ns) = (Netns::new("krxa"), Netns::new("krxb"));
     let mut probe = KernelLatency::load(&with_threshold(Duration::from_millis(100)))
         .expect("kernellatency loads");
-    let (client_ns, server_ns) = (Netns::new("krxa"), Netns::new("krxb"));
     veth_pair(&client_ns, &server_ns, 41);
     let (client, server) = slow_tcp_reader(
         &client_ns,
@@ -147,9 +147,9 @@ fn receive_path_latency_is_attributed_to_the_receiving_netns() {
 
 #[test]
 fn rate_limited_qdisc_shows_queueing_latency_on_its_netns() {
+    let (a, b) = (Netns::new("txa"), Netns::new("txb"));
     let mut probe =
         NetifTxLatency::load(&with_threshold(Duration::from_millis(50))).expect("netiftxlat loads");
-    let (a, b) = (Netns::new("txa"), Netns::new("txb"));
     let (veth_a, _) = veth_pair(&a, &b, 42);
     // 1 Mbit/s: each 1228-byte packet takes ~10 ms, so the 30th waits ~300 ms in the qdisc.
     a.exec(&format!(
@@ -198,8 +198,8 @@ fn rate_limited_qdisc_shows_queueing_latency_on_its_netns() {
 
 #[test]
 fn net_rx_softirq_wait_and_run_times_are_recorded() {
-    let mut probe = NetSoftirq::load(&with_threshold(Duration::ZERO)).expect("netsoftirq loads");
     let ns = Netns::new("sirq");
+    let mut probe = NetSoftirq::load(&with_threshold(Duration::ZERO)).expect("netsoftirq loads");
     // Loopback sends go through netif_rx, which raises NET_RX on this CPU.
     ns.run(|| {
         let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -40,8 +40,8 @@ fn send_udp(ns: &Netns, dst: &'static str, count: usize) -> SocketAddr {
 
 #[test]
 fn udp_to_closed_port_and_iptables_drop_are_counted_per_netns_with_reason_names() {
-    let mut probe = PacketLoss::load(&options()).expect("packetloss loads");
     let ns = Netns::new("pl");
+    let mut probe = PacketLoss::load(&options()).expect("packetloss loads");
     ns.exec("iptables -w -A OUTPUT -p udp --dport 7777 -j DROP");
 
     let closed_src = send_udp(&ns, "127.0.0.1:9", 5);
@@ -102,12 +102,12 @@ fn udp_to_closed_port_and_iptables_drop_are_counted_per_netns_with_reason_names(
 
 #[test]
 fn stack_is_captured_when_asked() {
+    let ns = Netns::new("plstack");
     let mut probe = PacketLoss::load(&Options {
         capture_stack: true,
         ..options()
     })
     .unwrap();
-    let ns = Netns::new("plstack");
     let src = send_udp(&ns, "127.0.0.1:9", 1);
     let events = probe.drain_events();
     let event = events
@@ -127,13 +127,13 @@ fn stack_is_captured_when_asked() {
 
 #[test]
 fn token_bucket_samples_events_and_counts_what_it_dropped() {
+    let ns = Netns::new("plrate");
     let mut probe = PacketLoss::load(&Options {
         events_per_second: 1,
         event_burst: 2,
         ..Options::default()
     })
     .unwrap();
-    let ns = Netns::new("plrate");
     send_udp(&ns, "127.0.0.1:9", 200);
 
     let counted = probe.counts().unwrap()[&key(&ns, &probe, "NO_SOCKET", L4Protocol::Udp)];
@@ -161,9 +161,11 @@ fn missing_btf_is_a_clear_error() {
         ..Options::default()
     };
     let err = PacketLoss::load(&options).err().expect("must fail");
+    assert_eq!(err.probe(), "packetloss");
+    assert!(err.is_unsupported_here());
     let message = err.to_string();
     assert!(
-        message.starts_with("probe packetloss: kernel BTF /nonexistent/vmlinux is missing"),
+        message.starts_with("kernel BTF /nonexistent/vmlinux is missing"),
         "{message}"
     );
     assert!(message.contains("CONFIG_DEBUG_INFO_BTF"), "{message}");
@@ -177,9 +179,7 @@ fn file_that_is_not_btf_is_a_clear_error() {
     };
     let message = PacketLoss::load(&options).err().unwrap().to_string();
     assert!(
-        message.starts_with(
-            "probe packetloss: kernel BTF /etc/os-release is unusable: /etc/os-release: not BTF"
-        ),
+        message.starts_with("kernel BTF /etc/os-release is unusable: /etc/os-release: not BTF"),
         "{message}"
     );
 }

@@ -15,8 +15,8 @@ use support::{options, Netns};
 
 #[test]
 fn connect_to_closed_port_counts_a_sent_and_a_received_reset_with_tuples() {
-    let mut probe = TcpReset::load(&options()).expect("tcpreset loads");
     let ns = Netns::new("rst");
+    let mut probe = TcpReset::load(&options()).expect("tcpreset loads");
     let closed: SocketAddr = "127.0.0.1:4321".parse().unwrap();
     let refused = ns.run(move || TcpStream::connect(closed).unwrap_err().kind());
     assert_eq!(refused, ErrorKind::ConnectionRefused);
@@ -74,8 +74,8 @@ fn connect_to_closed_port_counts_a_sent_and_a_received_reset_with_tuples() {
 
 #[test]
 fn aborted_established_connection_resets_in_established_state() {
-    let mut probe = TcpReset::load(&options()).unwrap();
     let ns = Netns::new("rstest");
+    let mut probe = TcpReset::load(&options()).unwrap();
     let (client_addr, server_addr) = ns.run(|| {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let server_addr = listener.local_addr().unwrap();
@@ -115,8 +115,8 @@ fn aborted_established_connection_resets_in_established_state() {
 
 #[test]
 fn dropped_segments_of_an_established_connection_are_retransmitted_and_counted() {
-    let mut probe = TcpRetrans::load(&options()).expect("tcpretrans loads");
     let ns = Netns::new("retr");
+    let mut probe = TcpRetrans::load(&options()).expect("tcpretrans loads");
     let (client_addr, server_addr) = ns.run(|| {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let server_addr = listener.local_addr().unwrap();

@@ -16,7 +16,9 @@ pub struct Netns {
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 impl Netns {
-    /// A fresh namespace with `lo` up.
+    /// A fresh namespace with `lo` up. Create it *before* loading a probe: the kernel reuses
+    /// the inode numbers of deleted namespaces, so a namespace created later could inherit
+    /// counts another test's just-deleted namespace left in the probe's maps.
     pub fn new(tag: &str) -> Self {
         let name = format!(
             "nsbpf-{tag}-{}-{}",
