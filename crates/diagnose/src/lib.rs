@@ -5,6 +5,8 @@
 //!
 //! Pure: no I/O, no clock. The same snapshot and query always give the same diagnosis.
 
+mod checks;
+pub mod cni;
 pub mod endpoint;
 mod owner;
 pub mod render;
@@ -74,7 +76,15 @@ pub fn diagnose(snapshot: &Snapshot, query: &Query) -> Result<Diagnosis, Diagnos
         }
     }
 
-    let findings = walker.findings;
+    let datapath = walker.datapath.summary();
+    let path_nodes: Vec<&str> = paths
+        .iter()
+        .flat_map(|p| &p.hops)
+        .map(|h| h.node.as_str())
+        .collect();
+    let not_ready = checks::node::not_ready(snapshot, path_nodes);
+    walker.findings.extend(not_ready);
+    let mut findings = walker.findings;
     let blocked =
         paths.iter().any(|p| !p.delivered) || findings.iter().any(|f| f.level >= Level::Error);
     let verdict = if walker.incomplete {
@@ -84,7 +94,16 @@ pub fn diagnose(snapshot: &Snapshot, query: &Query) -> Result<Diagnosis, Diagnos
     } else {
         Verdict::Delivered
     };
-    let mut findings = findings;
+    let dns = checks::dns::unreachable(
+        snapshot,
+        &query.src,
+        &src_ns.node,
+        &query.dst,
+        dst_ip,
+        query.dport,
+        blocked,
+    );
+    findings.extend(dns);
     // Most severe first; the walk order is kept among equals (stable sort), and path indices
     // into the list are remapped.
     let mut order: Vec<usize> = (0..findings.len()).collect();
@@ -109,6 +128,7 @@ pub fn diagnose(snapshot: &Snapshot, query: &Query) -> Result<Diagnosis, Diagnos
             dst_ip: dst_ip.to_string(),
         },
         verdict,
+        datapath: Some(datapath),
         paths,
         findings,
     })

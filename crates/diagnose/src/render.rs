@@ -48,7 +48,18 @@ pub fn text(d: &Diagnosis) -> String {
         "{} -> {} ({} {} -> {}{port})",
         q.src, q.dst, q.protocol, q.src_ip, q.dst_ip
     );
-    let _ = writeln!(out, "verdict: {}\n", verdict_word(d.verdict));
+    let _ = writeln!(out, "verdict: {}", verdict_word(d.verdict));
+    if let Some(dp) = &d.datapath {
+        let _ = writeln!(
+            out,
+            "datapath: CNI {} ({}); kube-proxy {} ({})",
+            dp.cni,
+            dp.cni_detected_from,
+            crate::cni::kube_proxy_name(dp.kube_proxy_mode),
+            dp.kube_proxy_detected_from
+        );
+    }
+    let _ = writeln!(out);
     for (i, path) in d.paths.iter().enumerate() {
         let dir = match path.direction {
             Direction::Forward => "forward",

@@ -1,11 +1,20 @@
 //! Synthetic clusters: snapshots built in code, shaped like what `netsleuth collect` reads from a
-//! flannel host-gw cluster with kube-proxy in iptables mode. They back the examples under
-//! `examples/`, the golden tests and the scale benchmark (any number of nodes, pods and
-//! Services), so the engine can be exercised without a lab.
+//! cluster with kube-proxy in iptables mode and each CNI mode the engine knows: flannel host-gw
+//! and vxlan, calico BGP, VXLAN, CrossSubnet and IPIP. They back the examples under `examples/`,
+//! the golden tests and the scale benchmark (any number of nodes, pods and Services), so the
+//! engine can be exercised without a lab.
+//!
+//! Devices, routes, neighbours and FDB entries are what each plugin programs (the same as
+//! `lab::datapath` does in real namespaces). Calico IPIP cannot run here (no ipip module), so
+//! its shape is taken from what `ip -d link`, `ip route` and sysctl print on a real calico IPIP
+//! node: `tunl0` (ipip, NOARP, MTU 1480), `/26`-style blocks `via NODE dev tunl0 proto bird
+//! onlink`, pods at MTU 1480.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::IpNet;
 
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, Pod, PodSpec,
@@ -32,9 +41,85 @@ pub struct ClusterSize {
     pub rules_on_nodes: usize,
 }
 
-/// Node `n` (0-based): underlay address 192.168.x.y and pod CIDR 10.(244+hi).lo.0/24.
-fn node_ip(n: usize) -> Ipv4Addr {
+/// Node `n` (0-based): underlay address 192.168.x.y/16 and pod CIDR 10.(244+hi).lo.0/24.
+/// CrossSubnet clusters put even nodes on 192.168.0.0/24 and odd ones on 192.168.1.0/24.
+fn node_ip(cni: CniMode, n: usize) -> Ipv4Addr {
+    if cni == CniMode::CalicoCrosssubnet {
+        return Ipv4Addr::new(192, 168, (n % 2) as u8, (n / 2 + 2) as u8);
+    }
     Ipv4Addr::new(192, 168, (n / 250) as u8, (n % 250 + 2) as u8)
+}
+
+fn underlay_prefix(cni: CniMode) -> u8 {
+    if cni == CniMode::CalicoCrosssubnet {
+        24
+    } else {
+        16
+    }
+}
+
+/// The underlay gateway of node `n` (outside the snapshot: the default route's next hop).
+fn underlay_gateway(cni: CniMode, n: usize) -> Ipv4Addr {
+    let o = node_ip(cni, n).octets();
+    Ipv4Addr::new(
+        o[0],
+        o[1],
+        if underlay_prefix(cni) == 24 { o[2] } else { 0 },
+        1,
+    )
+}
+
+/// Stable, locally administered VTEP MAC of node `n`.
+fn vtep_mac(n: usize) -> String {
+    format!("0e:6e:73:6c:{:02x}:{:02x}", (n + 1) / 256, (n + 1) % 256)
+}
+
+/// The MAC calico gives every host-side veth.
+const CALICO_HOST_VETH_MAC: &str = "ee:ee:ee:ee:ee:ee";
+const CALICO_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+/// 1500 minus VXLAN-over-IPv4's 50 bytes; 1500 minus IPIP's 20.
+const VXLAN_MTU: u32 = 1450;
+const IPIP_MTU: u32 = 1480;
+
+fn is_calico(cni: CniMode) -> bool {
+    !matches!(
+        cni,
+        CniMode::FlannelHostGw | CniMode::FlannelVxlan | CniMode::Generic
+    )
+}
+
+/// The vxlan device of the mode: (name, VNI, UDP port).
+fn vxlan_device(cni: CniMode) -> Option<(&'static str, u32, u16)> {
+    match cni {
+        CniMode::FlannelVxlan => Some(("flannel.1", 1, 8472)),
+        CniMode::CalicoVxlan | CniMode::CalicoCrosssubnet => Some(("vxlan.calico", 4096, 4789)),
+        _ => None,
+    }
+}
+
+fn pod_mtu(cni: CniMode) -> u32 {
+    match cni {
+        CniMode::CalicoIpip => IPIP_MTU,
+        _ if vxlan_device(cni).is_some() => VXLAN_MTU,
+        _ => 1500,
+    }
+}
+
+/// How node `n` reaches node `m`'s pods in this mode.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    Direct,
+    Vxlan,
+    Ipip,
+}
+
+fn reach(cni: CniMode, n: usize, m: usize) -> Reach {
+    match cni {
+        CniMode::FlannelVxlan | CniMode::CalicoVxlan => Reach::Vxlan,
+        CniMode::CalicoCrosssubnet if n % 2 != m % 2 => Reach::Vxlan,
+        CniMode::CalicoIpip => Reach::Ipip,
+        _ => Reach::Direct,
+    }
 }
 
 fn pod_cidr_base(n: usize) -> Ipv4Addr {
@@ -134,18 +219,30 @@ fn local_routes(addresses: &[Address]) -> Vec<Route> {
     routes
 }
 
-fn sysctls(forwarding: bool, devices: &[&str]) -> BTreeMap<String, String> {
+/// Sysctls of a netns: forwarding as given, rp_filter off, ARP answered normally, proxy ARP on
+/// `proxy_arp_devices` (calico's host veths), and on nodes br_netfilter loaded with
+/// bridge-nf-call-iptables on (kubeadm's preflight insists).
+fn sysctls(
+    forwarding: bool,
+    devices: &[String],
+    proxy_arp_devices: &[String],
+) -> BTreeMap<String, String> {
     let mut s = BTreeMap::new();
-    s.insert(
-        "net/ipv4/ip_forward".into(),
-        if forwarding { "1" } else { "0" }.into(),
-    );
-    for dev in devices.iter().chain(["all", "default"].iter()) {
-        s.insert(
-            format!("net/ipv4/conf/{dev}/forwarding"),
-            if forwarding { "1" } else { "0" }.into(),
-        );
+    let flag = |on: bool| if on { "1" } else { "0" }.to_string();
+    s.insert("net/ipv4/ip_forward".into(), flag(forwarding));
+    if forwarding {
+        s.insert("net/bridge/bridge-nf-call-iptables".into(), "1".into());
+    }
+    let all = ["all".to_string(), "default".to_string()];
+    for dev in devices.iter().chain(all.iter()) {
+        s.insert(format!("net/ipv4/conf/{dev}/forwarding"), flag(forwarding));
         s.insert(format!("net/ipv4/conf/{dev}/rp_filter"), "0".into());
+        s.insert(format!("net/ipv4/conf/{dev}/arp_ignore"), "0".into());
+        s.insert(format!("net/ipv4/conf/{dev}/arp_filter"), "0".into());
+        s.insert(
+            format!("net/ipv4/conf/{dev}/proxy_arp"),
+            flag(proxy_arp_devices.contains(dev)),
+        );
     }
     s
 }
@@ -203,17 +300,169 @@ fn meta(namespace: Option<&str>, name: &str) -> ObjectMeta {
     }
 }
 
-/// A healthy flannel host-gw cluster: every node has a `cni0` bridge, every pod a veth into it
-/// and a server on 8080; Service `default/web-S` (port 80 → 8080) selects pods round-robin;
-/// `default/client` on node-1 is the usual source.
+/// A healthy flannel host-gw cluster (see [`cluster`]).
 pub fn flannel_host_gw(size: ClusterSize) -> Snapshot {
+    cluster(CniMode::FlannelHostGw, size)
+}
+
+fn neighbour(dev: &str, ip: Ipv4Addr, mac: &str) -> Neighbour {
+    Neighbour {
+        dev: dev.into(),
+        ip: IpAddr::V4(ip),
+        mac: Some(mac.into()),
+        state: NeighState::Permanent,
+        proxy: false,
+    }
+}
+
+/// The CNI's devices on node `n` besides lo and eth0: flannel's `cni0` bridge, the vxlan
+/// device, calico's `tunl0`; with their addresses.
+fn cni_devices(cni: CniMode, n: usize) -> (Vec<Link>, Vec<Address>) {
+    let mut links = Vec::new();
+    let mut addresses = Vec::new();
+    let block = pod_cidr_base(n);
+    if !is_calico(cni) {
+        links.push(link(3, "cni0", LinkKind::Bridge, pod_mtu(cni)));
+        addresses.push(addr("cni0", Ipv4Addr::from(u32::from(block) + 1), 24));
+    }
+    if let Some((name, vni, port)) = vxlan_device(cni) {
+        let mut vxlan = link(4, name, LinkKind::Vxlan, VXLAN_MTU);
+        vxlan.mac = Some(vtep_mac(n));
+        vxlan.vxlan = Some(VxlanInfo {
+            vni,
+            local: Some(IpAddr::V4(node_ip(cni, n))),
+            remote: None,
+            port,
+            device: Some("eth0".into()),
+            learning: false,
+        });
+        links.push(vxlan);
+        addresses.push(addr(name, block, 32));
+    }
+    if cni == CniMode::CalicoIpip {
+        // `ip -d link show tunl0` on a calico node: ipip any remote any local any, NOARP.
+        let mut tunl0 = link(5, "tunl0", LinkKind::Ipip, IPIP_MTU);
+        tunl0.noarp = true;
+        tunl0.oper_state = OperState::Unknown;
+        tunl0.tunnel = Some(TunnelInfo {
+            local: None,
+            remote: None,
+        });
+        links.push(tunl0);
+        addresses.push(addr("tunl0", block, 32));
+    }
+    (links, addresses)
+}
+
+/// Node `n`'s routes (besides local and connected ones) and the neighbour/FDB entries that go
+/// with them, to reach node `m`'s pods.
+fn remote_routes(cni: CniMode, n: usize, m: usize, state: &mut NetnsState) {
+    let cidr = format!("{}/24", pod_cidr_base(m));
+    let proto = is_calico(cni).then(|| "bird".to_string());
+    let mut r = match reach(cni, n, m) {
+        Reach::Direct => route(
+            &cidr,
+            RouteType::Unicast,
+            Some(node_ip(cni, m)),
+            Some("eth0"),
+            Scope::Universe,
+            table::MAIN,
+        ),
+        Reach::Ipip => {
+            let mut r = route(
+                &cidr,
+                RouteType::Unicast,
+                Some(node_ip(cni, m)),
+                Some("tunl0"),
+                Scope::Universe,
+                table::MAIN,
+            );
+            r.onlink = true;
+            r
+        }
+        Reach::Vxlan => {
+            let (dev, ..) = vxlan_device(cni).expect("vxlan modes have a device");
+            let vtep = pod_cidr_base(m);
+            state.neighbours.push(neighbour(dev, vtep, &vtep_mac(m)));
+            state.fdb.push(FdbEntry {
+                dev: dev.into(),
+                mac: vtep_mac(m),
+                master: None,
+                dst: Some(IpAddr::V4(node_ip(cni, m))),
+                vni: None,
+                vlan: None,
+                permanent: true,
+            });
+            let mut r = route(
+                &cidr,
+                RouteType::Unicast,
+                Some(vtep),
+                Some(dev),
+                Scope::Universe,
+                table::MAIN,
+            );
+            r.onlink = true;
+            r
+        }
+    };
+    r.protocol = proto;
+    state.routes.push(r);
+}
+
+fn node_annotations(cni: CniMode, n: usize) -> BTreeMap<String, String> {
+    let ip = node_ip(cni, n).to_string();
+    let block = pod_cidr_base(n).to_string();
+    let mut a = BTreeMap::new();
+    match cni {
+        CniMode::FlannelHostGw | CniMode::FlannelVxlan => {
+            let vxlan = cni == CniMode::FlannelVxlan;
+            a.insert(
+                "flannel.alpha.coreos.com/backend-type".into(),
+                if vxlan { "vxlan" } else { "host-gw" }.into(),
+            );
+            if vxlan {
+                a.insert(
+                    "flannel.alpha.coreos.com/backend-data".into(),
+                    format!("{{\"VNI\":1,\"VtepMAC\":\"{}\"}}", vtep_mac(n)),
+                );
+            }
+            a.insert("flannel.alpha.coreos.com/public-ip".into(), ip);
+        }
+        CniMode::Generic => {}
+        _ => {
+            a.insert(
+                "projectcalico.org/IPv4Address".into(),
+                format!("{ip}/{}", underlay_prefix(cni)),
+            );
+            match cni {
+                CniMode::CalicoVxlan | CniMode::CalicoCrosssubnet => {
+                    a.insert("projectcalico.org/IPv4VXLANTunnelAddr".into(), block);
+                }
+                CniMode::CalicoIpip => {
+                    a.insert("projectcalico.org/IPv4IPIPTunnelAddr".into(), block);
+                }
+                _ => {}
+            }
+        }
+    }
+    a
+}
+
+/// A healthy cluster of `cni`: every pod has a veth to its node (into `cni0` for flannel, a
+/// `cali*` veth with a `/32` route and proxy ARP for calico) and a server on 8080; Service
+/// `default/web-S` (port 80 → 8080) selects pods round-robin; `default/web-1-1` on node-1 is
+/// the usual source. Only flannel host-gw declares its CNI in `cluster.cni`; the other modes
+/// leave it to auto-detection, as a collected snapshot does.
+pub fn cluster(cni: CniMode, size: ClusterSize) -> Snapshot {
     let mut snap = Snapshot::new(SnapshotSource {
         kind: SourceKind::Synthetic,
-        name: "flannel-host-gw".into(),
+        name: cni.to_string(),
         collected_at: None,
     });
-    snap.cluster.cni = Some(CniMode::FlannelHostGw);
-    snap.cluster.kube_proxy_mode = Some(KubeProxyMode::Iptables);
+    if cni == CniMode::FlannelHostGw {
+        snap.cluster.cni = Some(cni);
+        snap.cluster.kube_proxy_mode = Some(KubeProxyMode::Iptables);
+    }
     snap.cluster.cluster_cidrs = vec!["10.244.0.0/14".parse().expect("valid")];
     snap.cluster.service_cidrs = vec!["10.96.0.0/12".parse().expect("valid")];
 
@@ -230,92 +479,112 @@ pub fn flannel_host_gw(size: ClusterSize) -> Snapshot {
         })
         .collect();
     let rules = kube_proxy_rules(&services);
+    let no_rules = kube_proxy_rules(&[]);
+    let mtu = pod_mtu(cni);
 
     for n in 0..size.nodes {
         let name = node_name(n);
         let cidr = format!("{}/24", pod_cidr_base(n));
-        let gw = Ipv4Addr::from(u32::from(pod_cidr_base(n)) + 1);
+        let (cni_links, cni_addresses) = cni_devices(cni, n);
         let mut links = vec![
             link(1, "lo", LinkKind::Loopback, 65536),
             link(2, "eth0", LinkKind::Device, 1500),
-            link(3, "cni0", LinkKind::Bridge, 1500),
         ];
-        let addresses = vec![
+        links.extend(cni_links);
+        let mut addresses = vec![
             addr("lo", Ipv4Addr::LOCALHOST, 8),
-            addr("eth0", node_ip(n), 16),
-            addr("cni0", gw, 24),
+            addr("eth0", node_ip(cni, n), underlay_prefix(cni)),
         ];
-        let mut routes = local_routes(&addresses);
-        routes.push(route(
-            "192.168.0.0/16",
+        addresses.extend(cni_addresses);
+        let mut state = NetnsState {
+            routes: local_routes(&addresses),
+            ..NetnsState::default()
+        };
+        let underlay = IpNet::new(IpAddr::V4(node_ip(cni, n)), underlay_prefix(cni))
+            .expect("valid prefix")
+            .trunc();
+        state.routes.push(route(
+            &underlay.to_string(),
             RouteType::Unicast,
             None,
             Some("eth0"),
             Scope::Link,
             table::MAIN,
         ));
-        routes.push(route(
-            &cidr,
+        state.routes.push(route(
+            "0.0.0.0/0",
             RouteType::Unicast,
-            None,
-            Some("cni0"),
-            Scope::Link,
+            Some(underlay_gateway(cni, n)),
+            Some("eth0"),
+            Scope::Universe,
             table::MAIN,
         ));
-        // host-gw: every other node's pod CIDR via that node's underlay address. At scale only
-        // neighbours are listed; the remaining CIDRs fall back to a summary via node-1.
+        if is_calico(cni) {
+            let mut blackhole = route(
+                &cidr,
+                RouteType::Blackhole,
+                None,
+                None,
+                Scope::Universe,
+                table::MAIN,
+            );
+            blackhole.protocol = Some("bird".into());
+            state.routes.push(blackhole);
+        } else {
+            state.routes.push(route(
+                &cidr,
+                RouteType::Unicast,
+                None,
+                Some("cni0"),
+                Scope::Link,
+                table::MAIN,
+            ));
+        }
+        // Every other node's pod CIDR the way the plugin routes it. At scale only the first 64
+        // nodes are listed: a diagnosis reads only the nodes on its path.
         for m in 0..size.nodes.min(64) {
             if m != n {
-                routes.push(route(
-                    &format!("{}/24", pod_cidr_base(m)),
-                    RouteType::Unicast,
-                    Some(node_ip(m)),
-                    Some("eth0"),
-                    Scope::Universe,
-                    table::MAIN,
-                ));
+                remote_routes(cni, n, m, &mut state);
             }
         }
         let mut pod_records = Vec::new();
+        let mut veths = Vec::new();
         for p in 0..size.pods_per_node {
             let pod = pod_name(n, p);
-            let veth = format!("veth{n}x{p}");
             let pod_id = format!("{name}/default/{pod}");
-            let mut host_end = link(10 + p as u32, &veth, LinkKind::Veth, 1500);
-            host_end.master = Some("cni0".into());
+            let veth = if is_calico(cni) {
+                format!("cali{n:05}x{p:05}")
+            } else {
+                format!("veth{n}x{p}")
+            };
+            let mut host_end = link(10 + p as u32, &veth, LinkKind::Veth, mtu);
             host_end.peer = Some(LinkPeer {
                 ifindex: 2,
                 netns: Some(pod_id.clone()),
                 name: Some("eth0".into()),
             });
+            if is_calico(cni) {
+                host_end.mac = Some(CALICO_HOST_VETH_MAC.into());
+                state.routes.push(route(
+                    &format!("{}/32", pod_ip(n, p)),
+                    RouteType::Unicast,
+                    None,
+                    Some(&veth),
+                    Scope::Link,
+                    table::MAIN,
+                ));
+            } else {
+                host_end.master = Some("cni0".into());
+            }
             links.push(host_end);
-            let mut pod_end = link(2, "eth0", LinkKind::Veth, 1500);
+            let mut pod_end = link(2, "eth0", LinkKind::Veth, mtu);
             pod_end.peer = Some(LinkPeer {
                 ifindex: 10 + p as u32,
                 netns: Some(name.clone()),
-                name: Some(veth),
+                name: Some(veth.clone()),
             });
-            let pod_addrs = vec![
-                addr("lo", Ipv4Addr::LOCALHOST, 8),
-                addr("eth0", pod_ip(n, p), 24),
-            ];
-            let mut pod_routes = local_routes(&pod_addrs);
-            pod_routes.push(route(
-                &cidr,
-                RouteType::Unicast,
-                None,
-                Some("eth0"),
-                Scope::Link,
-                table::MAIN,
-            ));
-            pod_routes.push(route(
-                "0.0.0.0/0",
-                RouteType::Unicast,
-                Some(gw),
-                Some("eth0"),
-                Scope::Universe,
-                table::MAIN,
-            ));
+            veths.push(veth);
+            let pod_state = pod_netns_state(cni, n, p, pod_end);
             pod_records.push(NetnsRecord {
                 id: pod_id,
                 node: name.clone(),
@@ -323,87 +592,42 @@ pub fn flannel_host_gw(size: ClusterSize) -> Snapshot {
                     namespace: "default".into(),
                     name: pod.clone(),
                 },
-                state: NetnsState {
-                    links: vec![link(1, "lo", LinkKind::Loopback, 65536), pod_end],
-                    addresses: pod_addrs,
-                    routes: pod_routes,
-                    rules: Vec::new(),
-                    sysctls: sysctls(false, &["eth0"]),
-                    iptables: Some(IptablesDump {
-                        backend: IptablesBackend::Nft,
-                        ipv4: Some(String::new()),
-                        ipv6: None,
-                    }),
-                    sockets: Some(vec![ListeningSocket {
-                        protocol: 6,
-                        address: "0.0.0.0".parse().expect("valid"),
-                        port: 8080,
-                        dev: None,
-                        process: Some("server".into()),
-                    }]),
-                    ..NetnsState::default()
-                },
+                state: pod_state,
             });
-            snap.kubernetes.pods.push(Pod {
-                metadata: ObjectMeta {
-                    labels: Some([("app".to_string(), "web".to_string())].into()),
-                    ..meta(Some("default"), &pod)
-                },
-                spec: Some(PodSpec {
-                    node_name: Some(name.clone()),
-                    containers: vec![Container {
-                        name: "server".into(),
-                        ports: Some(vec![ContainerPort {
-                            container_port: 8080,
-                            name: Some("http".into()),
-                            ..ContainerPort::default()
-                        }]),
-                        ..Container::default()
-                    }],
-                    ..PodSpec::default()
-                }),
-                status: Some(PodStatus {
-                    pod_ip: Some(pod_ip(n, p).to_string()),
-                    phase: Some("Running".into()),
-                    ..PodStatus::default()
-                }),
-            });
+            snap.kubernetes
+                .pods
+                .push(pod_object(&name, &pod, pod_ip(n, p)));
         }
+        let mut devices: Vec<String> = links
+            .iter()
+            .filter(|l| l.kind != LinkKind::Loopback)
+            .map(|l| l.name.clone())
+            .collect();
+        devices.sort();
+        let proxy_arp = if is_calico(cni) { veths } else { Vec::new() };
+        state.sysctls = sysctls(true, &devices, &proxy_arp);
+        state.links = links;
+        state.addresses = addresses;
+        state.iptables = Some(IptablesDump {
+            backend: IptablesBackend::Nft,
+            ipv4: Some(if n < size.rules_on_nodes {
+                rules.clone()
+            } else {
+                no_rules.clone()
+            }),
+            ipv6: None,
+        });
+        state.sockets = Some(Vec::new());
         snap.netns.push(NetnsRecord {
             id: name.clone(),
             node: name.clone(),
             owner: NetnsOwner::Host,
-            state: NetnsState {
-                links,
-                addresses,
-                routes,
-                rules: Vec::new(),
-                sysctls: sysctls(true, &["eth0", "cni0"]),
-                iptables: Some(IptablesDump {
-                    backend: IptablesBackend::Nft,
-                    ipv4: Some(rules.clone()),
-                    ipv6: None,
-                }),
-                sockets: Some(Vec::new()),
-                ..NetnsState::default()
-            },
+            state,
         });
         snap.netns.extend(pod_records);
         snap.kubernetes.nodes.push(Node {
             metadata: ObjectMeta {
-                annotations: Some(
-                    [
-                        (
-                            "flannel.alpha.coreos.com/backend-type".to_string(),
-                            "host-gw".to_string(),
-                        ),
-                        (
-                            "flannel.alpha.coreos.com/public-ip".to_string(),
-                            node_ip(n).to_string(),
-                        ),
-                    ]
-                    .into(),
-                ),
+                annotations: Some(node_annotations(cni, n)),
                 ..meta(None, &name)
             },
             spec: Some(NodeSpec {
@@ -414,7 +638,7 @@ pub fn flannel_host_gw(size: ClusterSize) -> Snapshot {
             status: Some(NodeStatus {
                 addresses: Some(vec![NodeAddress {
                     type_: "InternalIP".into(),
-                    address: node_ip(n).to_string(),
+                    address: node_ip(cni, n).to_string(),
                 }]),
                 conditions: Some(vec![NodeCondition {
                     type_: "Ready".into(),
@@ -469,4 +693,92 @@ pub fn flannel_host_gw(size: ClusterSize) -> Snapshot {
         });
     }
     snap
+}
+
+/// A pod's netns: `eth0` with its address and default route the CNI's IPAM hands out (flannel:
+/// `/24` via `cni0`'s `.1`; calico: `/32` via the link-local 169.254.1.1 its host veth
+/// answers), and a server on 8080.
+fn pod_netns_state(cni: CniMode, n: usize, p: usize, eth0: Link) -> NetnsState {
+    let ip = pod_ip(n, p);
+    let calico = is_calico(cni);
+    let addresses = vec![
+        addr("lo", Ipv4Addr::LOCALHOST, 8),
+        addr("eth0", ip, if calico { 32 } else { 24 }),
+    ];
+    let mut routes = local_routes(&addresses);
+    let gateway = if calico {
+        routes.push(route(
+            &format!("{CALICO_GATEWAY}/32"),
+            RouteType::Unicast,
+            None,
+            Some("eth0"),
+            Scope::Link,
+            table::MAIN,
+        ));
+        CALICO_GATEWAY
+    } else {
+        routes.push(route(
+            &format!("{}/24", pod_cidr_base(n)),
+            RouteType::Unicast,
+            None,
+            Some("eth0"),
+            Scope::Link,
+            table::MAIN,
+        ));
+        Ipv4Addr::from(u32::from(pod_cidr_base(n)) + 1)
+    };
+    routes.push(route(
+        "0.0.0.0/0",
+        RouteType::Unicast,
+        Some(gateway),
+        Some("eth0"),
+        Scope::Universe,
+        table::MAIN,
+    ));
+    NetnsState {
+        links: vec![link(1, "lo", LinkKind::Loopback, 65536), eth0],
+        addresses,
+        routes,
+        sysctls: sysctls(false, &["eth0".to_string()], &[]),
+        iptables: Some(IptablesDump {
+            backend: IptablesBackend::Nft,
+            ipv4: Some(String::new()),
+            ipv6: None,
+        }),
+        sockets: Some(vec![ListeningSocket {
+            protocol: 6,
+            address: "0.0.0.0".parse().expect("valid"),
+            port: 8080,
+            dev: None,
+            process: Some("server".into()),
+        }]),
+        ..NetnsState::default()
+    }
+}
+
+fn pod_object(node: &str, pod: &str, ip: Ipv4Addr) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            labels: Some([("app".to_string(), "web".to_string())].into()),
+            ..meta(Some("default"), pod)
+        },
+        spec: Some(PodSpec {
+            node_name: Some(node.to_string()),
+            containers: vec![Container {
+                name: "server".into(),
+                ports: Some(vec![ContainerPort {
+                    container_port: 8080,
+                    name: Some("http".into()),
+                    ..ContainerPort::default()
+                }]),
+                ..Container::default()
+            }],
+            ..PodSpec::default()
+        }),
+        status: Some(PodStatus {
+            pod_ip: Some(ip.to_string()),
+            phase: Some("Running".into()),
+            ..PodStatus::default()
+        }),
+    }
 }

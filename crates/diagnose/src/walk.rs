@@ -23,8 +23,11 @@ use netstack::netfilter::{Hook, HookOutcome, Netfilter, NetfilterVerdict, Rulese
 use netstack::packet::{Packet, Protocol};
 use netstack::state::{LinkKind, OperState, StatePart};
 
+use crate::cni::Datapath;
 use crate::endpoint::{describe, Index};
 use crate::owner::owner_of_rule;
+
+mod path_checks;
 
 /// Hops one path may take before it is declared a loop.
 const MAX_HOPS: usize = 32;
@@ -53,6 +56,12 @@ pub struct Walker<'a> {
     sims: HashMap<String, NetnsSim<'a>>,
     pub findings: Vec<Finding>,
     pub incomplete: bool,
+    /// The CNI's intent, checked at every host hop.
+    pub datapath: Datapath<'a>,
+    /// Direction of the walk in progress.
+    direction: Direction,
+    /// Size of a full-size packet of the walk in progress: the sender's egress MTU.
+    full_size: Option<u32>,
 }
 
 /// Where a packet was delivered: the packet as it arrived, the netns, and the NAT bindings of
@@ -73,6 +82,9 @@ impl<'a> Walker<'a> {
             sims: HashMap::new(),
             findings: Vec::new(),
             incomplete: false,
+            datapath: Datapath::new(index.snapshot),
+            direction: Direction::Forward,
+            full_size: None,
         }
     }
 
@@ -163,6 +175,8 @@ impl<'a> Walker<'a> {
         bindings: Vec<(String, NatBinding)>,
         check_listener: bool,
     ) -> Vec<WalkEnd> {
+        self.direction = direction;
+        self.full_size = None;
         let mut ends = Vec::new();
         let mut work = vec![Flight {
             packet,
@@ -219,6 +233,11 @@ impl<'a> Walker<'a> {
         let arriving = flight.packet.iif.is_some();
         let before = flight.packet.clone();
         let mut steps = Vec::new();
+        if let Some(idx) = self.entry_checks(&id, &flight) {
+            return vec![Visit::End(Ended::hop_stopped(
+                flight, &id, before, steps, idx, self,
+            ))];
+        }
 
         // Conntrack: a reply (or later packet) of a connection NATed here is rewritten first.
         if let Some(p) = flight
@@ -283,6 +302,11 @@ impl<'a> Walker<'a> {
         let id = flight.netns.clone();
         let arriving = flight.packet.iif.is_some();
         let decision = self.route(&id, &flight.packet, &mut steps);
+        if let Some(idx) = self.intent_check(&id, &flight.packet, &decision) {
+            return vec![Visit::End(Ended::hop_stopped(
+                flight, &id, before, steps, idx, self,
+            ))];
+        }
         match &decision.outcome {
             RouteOutcome::Local { .. } => {
                 if !arriving {
@@ -552,12 +576,20 @@ impl<'a> Walker<'a> {
             flight.bindings.push((id.clone(), b));
         }
         let target = gateway.unwrap_or(flight.packet.dst);
+        let vxlan_next = match self.egress_checks(record, link, target) {
+            Err(idx) => {
+                return Visit::End(Ended::hop_stopped(flight, &id, before, steps, idx, self))
+            }
+            Ok(next) => next,
+        };
         steps.push(match gateway {
             Some(gw) => format!("out {dev} ({}) to gateway {gw}", link.kind),
             None => format!("out {dev} ({}) to {target}", link.kind),
         });
 
-        let next = if link.kind == LinkKind::Veth {
+        let next = if let Some(next) = vxlan_next {
+            next
+        } else if link.kind == LinkKind::Veth {
             let peer_ns = link
                 .peer
                 .as_ref()
@@ -583,6 +615,15 @@ impl<'a> Walker<'a> {
                 Some((owner.id.clone(), dev))
             })
         };
+        if let Err((idx, at_next)) = self.next_hop_checks(record, link, target, next.as_ref()) {
+            if !at_next {
+                return Visit::End(Ended::hop_stopped(flight, &id, before, steps, idx, self));
+            }
+            let hop = make_hop(record, &before, &flight.packet, steps, None, self);
+            flight.hops.push(hop);
+            flight.netns = next.map(|(netns, _)| netns).unwrap_or(id);
+            return Visit::End(Ended::stopped(flight, idx));
+        }
         let hop = make_hop(record, &before, &flight.packet, steps, None, self);
         flight.hops.push(hop);
         match next {
@@ -802,6 +843,10 @@ impl<'a> Walker<'a> {
             RouteOutcome::Prohibit { .. } => (FindingCode::RouteProhibit, "hits a prohibit route", "Remove the prohibit route or add a more specific one."),
             _ => (FindingCode::RouteMissing, "has no route", "Add a route to the destination (for pod networks the CNI adds it: check its agent on this node)."),
         };
+        let intended = (code == FindingCode::RouteMissing)
+            .then(|| self.datapath.missing_route_hint(record, packet.dst))
+            .flatten();
+        let hint = intended.as_deref().unwrap_or(hint);
         let code = if decision
             .rule
             .as_ref()

@@ -26,7 +26,17 @@ fn base() -> Snapshot {
     })
 }
 
-fn netns<'a>(s: &'a mut Snapshot, id: &str) -> &'a mut netstack::state::NetnsState {
+#[path = "golden/cni_modes.rs"]
+mod cni_modes;
+
+/// Every example: flannel host-gw's below, the other CNI modes' in `cni_modes`.
+fn all_cases() -> Vec<Case> {
+    let mut all = cases();
+    all.extend(cni_modes::cases());
+    all
+}
+
+pub fn netns<'a>(s: &'a mut Snapshot, id: &str) -> &'a mut netstack::state::NetnsState {
     &mut s
         .netns
         .iter_mut()
@@ -35,15 +45,17 @@ fn netns<'a>(s: &'a mut Snapshot, id: &str) -> &'a mut netstack::state::NetnsSta
         .state
 }
 
-struct Case {
-    name: &'static str,
-    snapshot: Snapshot,
-    src: &'static str,
-    dst: &'static str,
-    port: u16,
-    verdict: Verdict,
+pub struct Case {
+    /// The CNI mode: the folder under `examples/`, and what auto-detection must name.
+    pub folder: &'static str,
+    pub name: &'static str,
+    pub snapshot: Snapshot,
+    pub src: &'static str,
+    pub dst: &'static str,
+    pub port: u16,
+    pub verdict: Verdict,
     /// Root cause: finding code and the netns it must be placed in.
-    cause: Option<(FindingCode, &'static str)>,
+    pub cause: Option<(FindingCode, &'static str)>,
 }
 
 /// A fault on the cross-node pod → pod path, with its expected verdict and root cause.
@@ -55,6 +67,7 @@ fn cross_node_fault(
     netns: &'static str,
 ) -> Case {
     Case {
+        folder: "flannel-host-gw",
         name,
         snapshot,
         src: "default/web-1-1",
@@ -68,6 +81,7 @@ fn cross_node_fault(
 fn cases() -> Vec<Case> {
     let mut out = Vec::new();
     let healthy = |name, dst, port| Case {
+        folder: "flannel-host-gw",
         name,
         snapshot: base(),
         src: "default/web-1-1",
@@ -210,6 +224,7 @@ fn cases() -> Vec<Case> {
     let mut s = base();
     s.kubernetes.endpoint_slices.clear();
     out.push(Case {
+        folder: "flannel-host-gw",
         name: "service-without-endpoints",
         snapshot: s,
         src: "default/web-1-1",
@@ -221,16 +236,18 @@ fn cases() -> Vec<Case> {
     out
 }
 
-fn examples_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/flannel-host-gw")
+fn examples_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples")
 }
 
 #[test]
 fn examples_diagnose_to_their_golden_reports() {
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
-    let dir = examples_dir();
-    std::fs::create_dir_all(&dir).expect("examples dir");
-    for case in cases() {
+    let root = examples_root();
+    let all = all_cases();
+    for case in &all {
+        let dir = root.join(case.folder);
+        std::fs::create_dir_all(&dir).expect("examples dir");
         let snap_path = dir.join(format!("{}.json", case.name));
         let report_path = dir.join(format!("{}.expected.txt", case.name));
         let bytes = case.snapshot.to_bytes(false).expect("encode");
@@ -256,47 +273,42 @@ fn examples_diagnose_to_their_golden_reports() {
             sport: 40000,
         };
         let d = diagnose::diagnose(&snapshot, &query).expect("diagnose");
+        let label = format!("{}/{}", case.folder, case.name);
         assert_eq!(
             d.verdict,
             case.verdict,
-            "{}:\n{}",
-            case.name,
+            "{label}:\n{}",
             render(&d, Format::Text)
+        );
+        // Auto-detection must name the mode the example was built as.
+        assert_eq!(
+            d.datapath.as_ref().map(|p| p.cni.as_str()),
+            Some(case.folder),
+            "{label}: detected CNI"
         );
         match case.cause {
             None => assert!(
                 d.findings.iter().all(|f| f.level < model::Level::Error),
-                "{}: healthy paths must have no error-level finding:\n{}",
-                case.name,
+                "{label}: healthy paths must have no error-level finding:\n{}",
                 render(&d, Format::Text)
             ),
             Some((code, netns)) => {
                 let hit = d.findings.iter().find(|f| f.code == code);
                 let f = hit.unwrap_or_else(|| {
-                    panic!(
-                        "{}: expected {code}:\n{}",
-                        case.name,
-                        render(&d, Format::Text)
-                    )
+                    panic!("{label}: expected {code}:\n{}", render(&d, Format::Text))
                 });
                 assert_eq!(
                     f.place.netns.as_deref().unwrap_or(""),
                     netns,
-                    "{}: wrong place",
-                    case.name
+                    "{label}: wrong place"
                 );
                 assert_eq!(
                     d.findings[0].code,
                     code,
-                    "{}: the root cause comes first:\n{}",
-                    case.name,
+                    "{label}: the root cause comes first:\n{}",
                     render(&d, Format::Text)
                 );
-                assert!(
-                    f.hint.is_some(),
-                    "{}: every error says how to fix it",
-                    case.name
-                );
+                assert!(f.hint.is_some(), "{label}: every error says how to fix it");
             }
         }
         let report = render(&d, Format::Text);
@@ -306,9 +318,29 @@ fn examples_diagnose_to_their_golden_reports() {
         let expected = std::fs::read_to_string(&report_path).unwrap_or_default();
         assert_eq!(
             report, expected,
-            "{}: report changed (UPDATE_GOLDEN=1 to accept)",
-            case.name
+            "{label}: report changed (UPDATE_GOLDEN=1 to accept)"
         );
+    }
+    // Every committed example is one of the cases (a removed case must take its files along).
+    for folder in std::fs::read_dir(&root).expect("examples/") {
+        let folder = folder.expect("entry").path();
+        for file in std::fs::read_dir(&folder).expect("example folder") {
+            let file = file.expect("entry").path();
+            let Some(name) = file.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let stem = name
+                .strip_suffix(".expected.txt")
+                .or_else(|| name.strip_suffix(".json"));
+            let Some(stem) = stem else { continue };
+            let folder_name = folder.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            assert!(
+                all.iter()
+                    .any(|c| c.folder == folder_name && c.name == stem),
+                "{} has no golden case: delete it or add one",
+                file.display()
+            );
+        }
     }
 }
 

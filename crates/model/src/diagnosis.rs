@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::finding::{Finding, Level};
+use crate::snapshot::{CniMode, KubeProxyMode};
 
 /// Overall answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -78,10 +79,23 @@ pub struct Hop {
     pub level: Option<Level>,
 }
 
+/// Which datapath the engine assumed, and what in the snapshot told it so.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatapathSummary {
+    pub cni: CniMode,
+    /// The evidence, in words (`node annotation flannel.alpha.coreos.com/backend-type=vxlan`).
+    pub cni_detected_from: String,
+    pub kube_proxy_mode: KubeProxyMode,
+    pub kube_proxy_detected_from: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Diagnosis {
     pub query: QuerySummary,
     pub verdict: Verdict,
+    /// The CNI and kube-proxy mode the checks were made against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datapath: Option<DatapathSummary>,
     pub paths: Vec<Path>,
     pub findings: Vec<Finding>,
 }

@@ -1,0 +1,549 @@
+//! Golden cases for every CNI mode (flannel vxlan, calico BGP / VXLAN / CrossSubnet / IPIP) and
+//! for the path checks on flannel host-gw: each mode healthy, then faults the way they happen on
+//! real nodes (a stale VXLAN FDB entry, a pod MTU above the tunnel's, a veth off its bridge,
+//! proxy ARP or arp_ignore, a NotReady node, a full conntrack table). Calico IPIP is built in
+//! the shape a real calico IPIP node records (the ipip module is absent here, so the lab
+//! cannot produce one).
+
+use std::net::IpAddr;
+
+use diagnose::render::{render, Format};
+use diagnose::synthetic::{cluster, flannel_host_gw, ClusterSize};
+use diagnose::Query;
+use k8s_openapi::api::core::v1::NodeCondition;
+use model::diagnosis::Verdict;
+use model::{CniMode, FindingCode, Snapshot};
+use netstack::packet::Protocol;
+use netstack::state::{ConntrackState, Link};
+
+use super::{netns, Case};
+
+fn three_nodes(cni: CniMode) -> Snapshot {
+    cluster(
+        cni,
+        ClusterSize {
+            nodes: 3,
+            pods_per_node: 2,
+            services: 1,
+            endpoints_per_service: 2,
+            rules_on_nodes: 3,
+        },
+    )
+}
+
+fn host_gw() -> Snapshot {
+    flannel_host_gw(ClusterSize {
+        nodes: 2,
+        pods_per_node: 2,
+        services: 1,
+        endpoints_per_service: 2,
+        rules_on_nodes: 2,
+    })
+}
+
+fn link<'a>(s: &'a mut Snapshot, ns: &str, name: &str) -> &'a mut Link {
+    netns(s, ns)
+        .links
+        .iter_mut()
+        .find(|l| l.name == name)
+        .unwrap_or_else(|| panic!("no {name} in {ns}"))
+}
+
+fn set_sysctl(s: &mut Snapshot, ns: &str, key: &str, value: &str) {
+    netns(s, ns).sysctls.insert(key.into(), value.into());
+}
+
+fn case(
+    cni: CniMode,
+    name: &'static str,
+    snapshot: Snapshot,
+    dst: &'static str,
+    port: u16,
+    cause: Option<(FindingCode, &'static str)>,
+) -> Case {
+    Case {
+        folder: cni.as_str(),
+        name,
+        snapshot,
+        src: "default/web-1-1",
+        dst,
+        port,
+        verdict: if cause.is_some() {
+            Verdict::Blocked
+        } else {
+            Verdict::Delivered
+        },
+        cause,
+    }
+}
+
+fn healthy(cni: CniMode, name: &'static str, dst: &'static str, port: u16) -> Case {
+    case(cni, name, three_nodes(cni), dst, port, None)
+}
+
+/// A fault on the pod → pod path from node-1 to node-2.
+fn cross_node(
+    cni: CniMode,
+    name: &'static str,
+    snapshot: Snapshot,
+    code: FindingCode,
+    netns: &'static str,
+) -> Case {
+    case(
+        cni,
+        name,
+        snapshot,
+        "default/web-2-1",
+        8080,
+        Some((code, netns)),
+    )
+}
+
+/// What kubelet reports when the CNI is not ready on the node.
+fn not_ready(s: &mut Snapshot, node: &str) {
+    let node = s
+        .kubernetes
+        .nodes
+        .iter_mut()
+        .find(|n| n.metadata.name.as_deref() == Some(node))
+        .expect("node");
+    let status = node.status.as_mut().expect("status");
+    status.conditions = Some(vec![NodeCondition {
+        type_: "Ready".into(),
+        status: "False".into(),
+        reason: Some("KubeletNotReady".into()),
+        message: Some("container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:Network plugin returns error: cni plugin not initialized".into()),
+        ..NodeCondition::default()
+    }]);
+}
+
+/// `nf_conntrack_count` at `nf_conntrack_max`, with the drop counters a full table shows.
+fn conntrack_full(s: &mut Snapshot, ns: &str) {
+    netns(s, ns).conntrack = Some(ConntrackState {
+        entries: Vec::new(),
+        count: Some(262_144),
+        max: Some(262_144),
+        stats: [
+            ("drop".to_string(), 1834),
+            ("early_drop".to_string(), 0),
+            ("insert_failed".to_string(), 97),
+        ]
+        .into(),
+    });
+}
+
+/// Point the FDB entry for `mac` on `dev` at `dst` (None: delete it).
+fn fdb(s: &mut Snapshot, ns: &str, dev: &str, mac: &str, dst: Option<&str>) {
+    let state = netns(s, ns);
+    match dst {
+        Some(dst) => {
+            let entry = state
+                .fdb
+                .iter_mut()
+                .find(|e| e.dev == dev && e.mac == mac)
+                .expect("fdb entry");
+            entry.dst = Some(dst.parse().expect("valid"));
+        }
+        None => state.fdb.retain(|e| !(e.dev == dev && e.mac == mac)),
+    }
+}
+
+fn route_of<'a>(s: &'a mut Snapshot, ns: &str, dst: &str) -> &'a mut netstack::state::Route {
+    netns(s, ns)
+        .routes
+        .iter_mut()
+        .find(|r| r.dst.to_string() == dst)
+        .unwrap_or_else(|| panic!("no route {dst} in {ns}"))
+}
+
+/// node-1's pods and their host veths at `mtu` (a CNI config that forgot the tunnel).
+fn node1_pod_mtu(s: &mut Snapshot, mtu: u32, bridge: Option<&str>) {
+    for pod in ["node-1/default/web-1-1", "node-1/default/web-1-2"] {
+        link(s, pod, "eth0").mtu = mtu;
+    }
+    for l in netns(s, "node-1").links.iter_mut() {
+        if l.kind == netstack::state::LinkKind::Veth || Some(l.name.as_str()) == bridge {
+            l.mtu = mtu;
+        }
+    }
+}
+
+fn host_gw_path_checks() -> Vec<Case> {
+    let cni = CniMode::FlannelHostGw;
+    let mut out = Vec::new();
+
+    let mut s = host_gw();
+    not_ready(&mut s, "node-2");
+    out.push(cross_node(
+        cni,
+        "node-not-ready",
+        s,
+        FindingCode::NodeNotReady,
+        "node-2",
+    ));
+
+    let mut s = host_gw();
+    conntrack_full(&mut s, "node-2");
+    out.push(cross_node(
+        cni,
+        "conntrack-full",
+        s,
+        FindingCode::ConntrackFull,
+        "node-2",
+    ));
+
+    // The Service's endpoints are web-1-1 (the client itself) and web-1-2, both on node-1's
+    // bridge: web-1-2's reply is bridged straight back.
+    let mut s = host_gw();
+    set_sysctl(&mut s, "node-1", "net/bridge/bridge-nf-call-iptables", "0");
+    out.push(case(
+        cni,
+        "bridge-nf-call-iptables-off",
+        s,
+        "service/default/web-0",
+        80,
+        Some((FindingCode::SysctlBridgeNfCall, "node-1")),
+    ));
+
+    out.push(case(
+        cni,
+        "kube-dns-without-endpoints",
+        kube_dns_without_endpoints(),
+        "service/kube-system/kube-dns",
+        53,
+        Some((FindingCode::ServiceNoEndpoints, "")),
+    ));
+    out
+}
+
+/// The cluster's only Service turned into CoreDNS's (`kube-system/kube-dns`, TCP 53) with every
+/// CoreDNS pod gone: its EndpointSlice is empty while kube-proxy's rules are not yet synced.
+fn kube_dns_without_endpoints() -> Snapshot {
+    let mut s = host_gw();
+    let svc = &mut s.kubernetes.services[0];
+    svc.metadata.namespace = Some("kube-system".into());
+    svc.metadata.name = Some("kube-dns".into());
+    let spec = svc.spec.as_mut().expect("spec");
+    spec.ports.as_mut().expect("ports")[0].port = 53;
+    s.kubernetes.endpoint_slices.clear();
+    for record in s.netns.iter_mut() {
+        if let Some(rules) = record.state.iptables.as_mut().and_then(|d| d.ipv4.as_mut()) {
+            *rules = rules.replace("--dport 80 ", "--dport 53 ");
+        }
+    }
+    s
+}
+
+fn flannel_vxlan() -> Vec<Case> {
+    let cni = CniMode::FlannelVxlan;
+    let node2_vtep = "0e:6e:73:6c:00:02";
+    let mut out = vec![
+        healthy(
+            cni,
+            "healthy-pod-to-pod-cross-node",
+            "default/web-2-1",
+            8080,
+        ),
+        healthy(cni, "healthy-pod-to-service", "service/default/web-0", 80),
+    ];
+    let mut s = three_nodes(cni);
+    fdb(
+        &mut s,
+        "node-1",
+        "flannel.1",
+        node2_vtep,
+        Some("192.168.0.4"),
+    );
+    out.push(cross_node(
+        cni,
+        "vxlan-fdb-wrong-vtep",
+        s,
+        FindingCode::VxlanFdbWrong,
+        "node-1",
+    ));
+
+    let mut s = three_nodes(cni);
+    fdb(&mut s, "node-1", "flannel.1", node2_vtep, None);
+    out.push(cross_node(
+        cni,
+        "vxlan-fdb-missing",
+        s,
+        FindingCode::VxlanFdbWrong,
+        "node-1",
+    ));
+
+    let mut s = three_nodes(cni);
+    let vtep: IpAddr = "10.244.1.0".parse().expect("valid");
+    netns(&mut s, "node-1").neighbours.retain(|n| n.ip != vtep);
+    out.push(cross_node(
+        cni,
+        "vxlan-neighbour-missing",
+        s,
+        FindingCode::NeighbourMissing,
+        "node-1",
+    ));
+
+    let mut s = three_nodes(cni);
+    node1_pod_mtu(&mut s, 1500, Some("cni0"));
+    out.push(cross_node(
+        cni,
+        "pod-mtu-above-vxlan",
+        s,
+        FindingCode::LinkMtuMismatch,
+        "node-1",
+    ));
+
+    let mut s = three_nodes(cni);
+    link(&mut s, "node-2", "veth1x0").master = None;
+    out.push(cross_node(
+        cni,
+        "veth-not-on-bridge",
+        s,
+        FindingCode::LinkWrongMaster,
+        "node-2",
+    ));
+    out
+}
+
+fn calico_bgp() -> Vec<Case> {
+    let cni = CniMode::CalicoBgp;
+    let mut out = vec![
+        healthy(
+            cni,
+            "healthy-pod-to-pod-cross-node",
+            "default/web-2-1",
+            8080,
+        ),
+        healthy(cni, "healthy-pod-to-service", "service/default/web-0", 80),
+    ];
+    // bird learnt node-2's block from the wrong peer: it now points at node-3.
+    let mut s = three_nodes(cni);
+    route_of(&mut s, "node-1", "10.244.1.0/24").gateway =
+        Some("192.168.0.4".parse().expect("valid"));
+    out.push(cross_node(
+        cni,
+        "route-wrong-gateway",
+        s,
+        FindingCode::RouteWrong,
+        "node-1",
+    ));
+
+    let mut s = three_nodes(cni);
+    set_sysctl(
+        &mut s,
+        "node-1",
+        "net/ipv4/conf/cali00000x00000/proxy_arp",
+        "0",
+    );
+    out.push(cross_node(
+        cni,
+        "proxy-arp-off",
+        s,
+        FindingCode::SysctlArp,
+        "node-1",
+    ));
+
+    let mut s = three_nodes(cni);
+    not_ready(&mut s, "node-2");
+    out.push(cross_node(
+        cni,
+        "node-not-ready",
+        s,
+        FindingCode::NodeNotReady,
+        "node-2",
+    ));
+    out
+}
+
+fn calico_vxlan() -> Vec<Case> {
+    let cni = CniMode::CalicoVxlan;
+    let mut out = vec![
+        healthy(
+            cni,
+            "healthy-pod-to-pod-cross-node",
+            "default/web-2-1",
+            8080,
+        ),
+        healthy(cni, "healthy-pod-to-service", "service/default/web-0", 80),
+    ];
+    let mut s = three_nodes(cni);
+    fdb(
+        &mut s,
+        "node-1",
+        "vxlan.calico",
+        "0e:6e:73:6c:00:02",
+        Some("192.168.0.4"),
+    );
+    out.push(cross_node(
+        cni,
+        "vxlan-fdb-wrong-vtep",
+        s,
+        FindingCode::VxlanFdbWrong,
+        "node-1",
+    ));
+
+    let mut s = three_nodes(cni);
+    link(&mut s, "node-2", "eth0").mtu = 1400;
+    out.push(cross_node(
+        cni,
+        "underlay-mtu-below-vxlan",
+        s,
+        FindingCode::LinkMtuMismatch,
+        "node-2",
+    ));
+
+    let mut s = three_nodes(cni);
+    conntrack_full(&mut s, "node-2");
+    out.push(cross_node(
+        cni,
+        "conntrack-full",
+        s,
+        FindingCode::ConntrackFull,
+        "node-2",
+    ));
+    out
+}
+
+fn calico_crosssubnet() -> Vec<Case> {
+    let cni = CniMode::CalicoCrosssubnet;
+    // node-1 and node-3 share 192.168.0.0/24; node-2 is on 192.168.1.0/24.
+    let mut out = vec![
+        healthy(cni, "healthy-same-subnet-direct", "default/web-3-1", 8080),
+        healthy(cni, "healthy-across-subnets-vxlan", "default/web-2-1", 8080),
+    ];
+    let mut s = three_nodes(cni);
+    netns(&mut s, "node-1")
+        .routes
+        .retain(|r| r.dst.to_string() != "10.244.1.0/24");
+    out.push(cross_node(
+        cni,
+        "route-missing-across-subnets",
+        s,
+        FindingCode::RouteMissing,
+        "node-1",
+    ));
+
+    let mut s = three_nodes(cni);
+    for key in [
+        "net/ipv4/conf/all/arp_ignore",
+        "net/ipv4/conf/eth0/arp_ignore",
+    ] {
+        set_sysctl(&mut s, "node-3/default/web-3-1", key, "8");
+    }
+    out.push(case(
+        cni,
+        "arp-ignore-on-destination-pod",
+        s,
+        "default/web-3-1",
+        8080,
+        Some((FindingCode::SysctlArp, "node-3/default/web-3-1")),
+    ));
+    out
+}
+
+fn calico_ipip() -> Vec<Case> {
+    let cni = CniMode::CalicoIpip;
+    let mut out = vec![
+        healthy(
+            cni,
+            "healthy-pod-to-pod-cross-node",
+            "default/web-2-1",
+            8080,
+        ),
+        healthy(cni, "healthy-pod-to-service", "service/default/web-0", 80),
+    ];
+    let mut s = three_nodes(cni);
+    node1_pod_mtu(&mut s, 1500, None);
+    out.push(cross_node(
+        cni,
+        "pod-mtu-above-ipip",
+        s,
+        FindingCode::LinkMtuMismatch,
+        "node-1",
+    ));
+
+    // Someone "fixed" the route by hand without the tunnel: IPIP pools need tunl0.
+    let mut s = three_nodes(cni);
+    let r = route_of(&mut s, "node-1", "10.244.1.0/24");
+    r.dev = Some("eth0".into());
+    r.onlink = false;
+    r.protocol = None;
+    out.push(cross_node(
+        cni,
+        "route-bypasses-tunnel",
+        s,
+        FindingCode::RouteWrong,
+        "node-1",
+    ));
+    out
+}
+
+pub fn cases() -> Vec<Case> {
+    let mut out = host_gw_path_checks();
+    out.extend(flannel_vxlan());
+    out.extend(calico_bgp());
+    out.extend(calico_vxlan());
+    out.extend(calico_crosssubnet());
+    out.extend(calico_ipip());
+    out
+}
+
+#[test]
+fn a_blocked_cluster_dns_lookup_is_reported_on_top_of_its_cause() {
+    let d = diagnose::diagnose(
+        &kube_dns_without_endpoints(),
+        &Query {
+            src: "default/web-1-1".into(),
+            dst: "service/kube-system/kube-dns".into(),
+            protocol: Protocol::Tcp,
+            dport: 53,
+            sport: 40000,
+        },
+    )
+    .expect("diagnose");
+    let codes: Vec<FindingCode> = d.findings.iter().map(|f| f.code).collect();
+    assert_eq!(
+        codes.first(),
+        Some(&FindingCode::ServiceNoEndpoints),
+        "{}",
+        render(&d, Format::Text)
+    );
+    assert!(
+        codes.contains(&FindingCode::DnsUnreachable),
+        "{}",
+        render(&d, Format::Text)
+    );
+}
+
+#[test]
+fn healthy_dns_lookups_raise_no_dns_finding() {
+    let mut s = kube_dns_without_endpoints();
+    s.kubernetes.endpoint_slices = host_gw().kubernetes.endpoint_slices;
+    for slice in &mut s.kubernetes.endpoint_slices {
+        slice.metadata.namespace = Some("kube-system".into());
+        slice.metadata.labels = Some(
+            [(
+                "kubernetes.io/service-name".to_string(),
+                "kube-dns".to_string(),
+            )]
+            .into(),
+        );
+    }
+    let d = diagnose::diagnose(
+        &s,
+        &Query {
+            src: "default/web-1-1".into(),
+            dst: "service/kube-system/kube-dns".into(),
+            protocol: Protocol::Tcp,
+            dport: 53,
+            sport: 40000,
+        },
+    )
+    .expect("diagnose");
+    assert_eq!(
+        d.verdict,
+        Verdict::Delivered,
+        "{}",
+        render(&d, Format::Text)
+    );
+}
