@@ -655,3 +655,174 @@ fn cni_agent(cni: CniMode) -> &'static str {
         _ => "calico-node (bird/felix)",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::{cluster, ClusterSize};
+
+    fn snapshot(cni: CniMode) -> Snapshot {
+        let mut s = cluster(
+            cni,
+            ClusterSize {
+                nodes: 3,
+                pods_per_node: 1,
+                services: 1,
+                endpoints_per_service: 1,
+                rules_on_nodes: 3,
+            },
+        );
+        // Detection must work from the cluster's own state, not from a declaration.
+        s.cluster.cni = None;
+        s.cluster.kube_proxy_mode = None;
+        s
+    }
+
+    const MODES: [CniMode; 6] = [
+        CniMode::FlannelHostGw,
+        CniMode::FlannelVxlan,
+        CniMode::CalicoBgp,
+        CniMode::CalicoVxlan,
+        CniMode::CalicoCrosssubnet,
+        CniMode::CalicoIpip,
+    ];
+
+    #[test]
+    fn every_mode_is_detected_from_node_annotations() {
+        for cni in MODES {
+            let found = detect_cni(&snapshot(cni));
+            assert_eq!(found.value, cni, "{}", found.from);
+            assert!(found.from.contains("annotation"), "{}", found.from);
+        }
+    }
+
+    #[test]
+    fn without_annotations_the_devices_tell_the_mode() {
+        let expected = [
+            // A bare cni0 bridge is any bridge plugin: no flannel intent can be assumed.
+            (CniMode::FlannelHostGw, CniMode::Generic),
+            (CniMode::FlannelVxlan, CniMode::FlannelVxlan),
+            (CniMode::CalicoBgp, CniMode::CalicoBgp),
+            (CniMode::CalicoVxlan, CniMode::CalicoVxlan),
+            (CniMode::CalicoIpip, CniMode::CalicoIpip),
+        ];
+        for (built, detected) in expected {
+            let mut s = snapshot(built);
+            for node in &mut s.kubernetes.nodes {
+                node.metadata.annotations = None;
+            }
+            assert_eq!(detect_cni(&s).value, detected, "built as {built}");
+        }
+    }
+
+    #[test]
+    fn a_declared_mode_wins_over_detection() {
+        let mut s = snapshot(CniMode::FlannelVxlan);
+        s.cluster.cni = Some(CniMode::Generic);
+        assert_eq!(detect_cni(&s).value, CniMode::Generic);
+    }
+
+    #[test]
+    fn kube_proxy_mode_from_its_configmap_else_its_rules() {
+        let mut s = snapshot(CniMode::FlannelHostGw);
+        let found = detect_kube_proxy(&s);
+        assert_eq!(found.value, KubeProxyMode::Iptables);
+        assert!(found.from.contains("KUBE-SERVICES"), "{}", found.from);
+
+        // kubeadm's ConfigMap, as `kubectl get cm -n kube-system kube-proxy -o yaml` shows it.
+        let conf = "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nbindAddress: 0.0.0.0\nclusterCIDR: 10.244.0.0/16\nkind: KubeProxyConfiguration\nmode: \"ipvs\"\n";
+        s.kubernetes
+            .config_maps
+            .push(k8s_openapi::api::core::v1::ConfigMap {
+                metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                    name: Some("kube-proxy".into()),
+                    namespace: Some("kube-system".into()),
+                    ..Default::default()
+                },
+                data: Some([("config.conf".to_string(), conf.to_string())].into()),
+                ..Default::default()
+            });
+        assert_eq!(detect_kube_proxy(&s).value, KubeProxyMode::Ipvs);
+
+        let mut bare = snapshot(CniMode::FlannelHostGw);
+        for record in &mut bare.netns {
+            record.state.iptables = None;
+        }
+        assert_eq!(detect_kube_proxy(&bare).value, KubeProxyMode::None);
+    }
+
+    #[test]
+    fn intended_routes_follow_each_plugin() {
+        // node-1 towards the pod on node-2 (10.244.1.2) and node-3 (10.244.2.2), and its own.
+        let cases = [
+            (
+                CniMode::FlannelHostGw,
+                "10.244.1.2",
+                "10.244.1.0/24 via 192.168.0.3 dev eth0",
+            ),
+            (
+                CniMode::FlannelVxlan,
+                "10.244.1.2",
+                "10.244.1.0/24 via 10.244.1.0 dev flannel.1 onlink",
+            ),
+            (
+                CniMode::CalicoBgp,
+                "10.244.1.2",
+                "10.244.1.0/24 via 192.168.0.3 dev eth0",
+            ),
+            (
+                CniMode::CalicoVxlan,
+                "10.244.1.2",
+                "10.244.1.0/24 via 10.244.1.0 dev vxlan.calico onlink",
+            ),
+            (
+                CniMode::CalicoIpip,
+                "10.244.1.2",
+                "10.244.1.0/24 via 192.168.0.3 dev tunl0 onlink",
+            ),
+            // CrossSubnet: node-2 is on the other subnet, node-3 on node-1's.
+            (
+                CniMode::CalicoCrosssubnet,
+                "10.244.1.2",
+                "10.244.1.0/24 via 10.244.1.0 dev vxlan.calico onlink",
+            ),
+            (
+                CniMode::CalicoCrosssubnet,
+                "10.244.2.2",
+                "10.244.2.0/24 via 192.168.0.3 dev eth0",
+            ),
+            (
+                CniMode::FlannelVxlan,
+                "10.244.0.2",
+                "10.244.0.0/24 dev cni0 scope link",
+            ),
+            (
+                CniMode::CalicoBgp,
+                "10.244.0.2",
+                "10.244.0.2/32 dev cali00000x00000 scope link",
+            ),
+        ];
+        for (cni, dst, want) in cases {
+            let s = snapshot(cni);
+            let dp = Datapath::new(&s);
+            let got = dp
+                .expected_route("node-1", dst.parse().expect("valid"))
+                .unwrap_or_else(|| panic!("{cni}: no intent for {dst}"));
+            assert_eq!(got.to_string(), want, "{cni} → {dst}");
+        }
+    }
+
+    #[test]
+    fn the_generic_mode_has_no_intent() {
+        let mut s = snapshot(CniMode::FlannelHostGw);
+        for node in &mut s.kubernetes.nodes {
+            node.metadata.annotations = None;
+        }
+        let dp = Datapath::new(&s);
+        assert_eq!(dp.cni.value, CniMode::Generic);
+        assert_eq!(
+            dp.expected_route("node-1", "10.244.1.2".parse().expect("valid")),
+            None
+        );
+    }
+}

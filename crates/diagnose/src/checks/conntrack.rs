@@ -52,3 +52,47 @@ pub fn table_full(record: &NetnsRecord, packet: &Packet) -> Option<Finding> {
         )),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model::NetnsOwner;
+    use netstack::packet::Protocol;
+    use netstack::state::{ConntrackState, NetnsState};
+
+    fn node(count: u64, max: u64) -> NetnsRecord {
+        NetnsRecord {
+            id: "node-1".into(),
+            node: "node-1".into(),
+            owner: NetnsOwner::Host,
+            state: NetnsState {
+                conntrack: Some(ConntrackState {
+                    count: Some(count),
+                    max: Some(max),
+                    ..ConntrackState::default()
+                }),
+                ..NetnsState::default()
+            },
+        }
+    }
+
+    #[test]
+    fn only_a_full_table_drops_new_connections() {
+        let syn = Packet::new(
+            "10.244.0.2".parse().expect("valid"),
+            "10.244.1.2".parse().expect("valid"),
+            Protocol::Tcp,
+            40000,
+            8080,
+        );
+        assert!(table_full(&node(262_143, 262_144), &syn).is_none());
+        let f = table_full(&node(262_144, 262_144), &syn).expect("full");
+        assert_eq!(f.code, FindingCode::ConntrackFull);
+        assert!(f.evidence.contains(&Evidence::Counter {
+            name: "nf_conntrack_max".into(),
+            value: 262_144
+        }));
+        // Replies belong to an existing connection: they need no new entry.
+        assert!(table_full(&node(262_144, 262_144), &syn.reversed()).is_none());
+    }
+}

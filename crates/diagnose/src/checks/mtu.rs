@@ -107,3 +107,50 @@ pub fn tunnel(record: &NetnsRecord, tunnel: &Link, underlay: &Link) -> Option<Fi
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model::NetnsOwner;
+    use netstack::state::{NetnsState, OperState};
+
+    fn dev(name: &str, kind: LinkKind, mtu: u32) -> Link {
+        Link {
+            index: 1,
+            name: name.into(),
+            kind,
+            admin_up: true,
+            oper_state: OperState::Up,
+            mtu,
+            mac: None,
+            master: None,
+            peer: None,
+            vxlan: None,
+            tunnel: None,
+            noarp: false,
+        }
+    }
+
+    fn node() -> NetnsRecord {
+        NetnsRecord {
+            id: "node-1".into(),
+            node: "node-1".into(),
+            owner: NetnsOwner::Host,
+            state: NetnsState::default(),
+        }
+    }
+
+    #[test]
+    fn tunnels_must_leave_room_for_their_headers() {
+        let eth0 = dev("eth0", LinkKind::Device, 1500);
+        // What flannel and calico configure: 1500 - 50 and 1500 - 20.
+        assert!(tunnel(&node(), &dev("flannel.1", LinkKind::Vxlan, 1450), &eth0).is_none());
+        assert!(tunnel(&node(), &dev("tunl0", LinkKind::Ipip, 1480), &eth0).is_none());
+        let f = tunnel(&node(), &dev("flannel.1", LinkKind::Vxlan, 1500), &eth0)
+            .expect("1500 + 50 does not fit 1500");
+        assert_eq!(f.code, FindingCode::LinkMtuMismatch);
+        assert_eq!(f.place.device.as_deref(), Some("flannel.1"));
+        assert!(f.message.contains("1550-byte"), "{}", f.message);
+        assert!(tunnel(&node(), &dev("tunl0", LinkKind::Ipip, 1490), &eth0).is_some());
+    }
+}

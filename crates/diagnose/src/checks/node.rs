@@ -71,3 +71,55 @@ pub fn not_ready<'n>(
     }
     findings
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{NodeCondition, NodeStatus};
+    use model::{SnapshotSource, SourceKind};
+
+    fn with_conditions(conditions: &[(&str, &str)]) -> Snapshot {
+        let mut s = Snapshot::new(SnapshotSource {
+            kind: SourceKind::Synthetic,
+            name: "t".into(),
+            collected_at: None,
+        });
+        s.kubernetes.nodes.push(Node {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some("node-2".into()),
+                ..Default::default()
+            },
+            spec: None,
+            status: Some(NodeStatus {
+                conditions: Some(
+                    conditions
+                        .iter()
+                        .map(|(t, st)| NodeCondition {
+                            type_: t.to_string(),
+                            status: st.to_string(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
+                ..Default::default()
+            }),
+        });
+        s
+    }
+
+    #[test]
+    fn ready_nodes_pass_and_others_are_named_once() {
+        let healthy = with_conditions(&[("Ready", "True"), ("NetworkUnavailable", "False")]);
+        assert!(not_ready(&healthy, ["node-2", "node-2"]).is_empty());
+        // Unknown is what the node controller sets when the kubelet stops posting status.
+        for conditions in [
+            &[("Ready", "Unknown")][..],
+            &[("Ready", "True"), ("NetworkUnavailable", "True")][..],
+        ] {
+            let found = not_ready(&with_conditions(conditions), ["node-2", "node-2"]);
+            assert_eq!(found.len(), 1, "{conditions:?}");
+            assert_eq!(found[0].code, FindingCode::NodeNotReady);
+            assert_eq!(found[0].place.node.as_deref(), Some("node-2"));
+        }
+    }
+}
