@@ -151,15 +151,24 @@ impl<'a> Index<'a> {
                     .ok_or_else(|| {
                         EndpointError::NotFound(format!("service {namespace}/{name}"))
                     })?;
-                let ip = svc
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.cluster_ip.as_deref())
-                    .filter(|ip| *ip != "None")
+                let cluster_ip = svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref());
+                if cluster_ip == Some("None") {
+                    // Headless: DNS answers with the ready endpoints' addresses; the first one
+                    // stands for the query (the walk goes to each).
+                    let ip = crate::service::ready_addresses(k8s, namespace, name, None)
+                        .first()
+                        .copied()
+                        .ok_or_else(|| {
+                            EndpointError::NoAddress(
+                                raw.to_string(),
+                                "headless Service with no ready endpoint: its DNS name resolves to nothing".into(),
+                            )
+                        })?;
+                    return Ok((ip, self.owner_of(ip)));
+                }
+                let ip = cluster_ip
                     .and_then(|ip| ip.parse().ok())
-                    .ok_or_else(|| {
-                        EndpointError::NoAddress(raw.to_string(), "headless or no clusterIP".into())
-                    })?;
+                    .ok_or_else(|| EndpointError::NoAddress(raw.to_string(), "no clusterIP".into()))?;
                 Ok((ip, None))
             }
         }

@@ -8,7 +8,9 @@
 mod checks;
 pub mod cni;
 pub mod endpoint;
+mod intent;
 mod owner;
+mod policy;
 pub mod render;
 mod service;
 pub mod synthetic;
@@ -32,6 +34,12 @@ pub struct Query {
     pub dport: u16,
     /// Source port the simulated client uses.
     pub sport: u16,
+}
+
+/// One forward path and the packet as it last was on it (after NAT), for the intent checks.
+pub(crate) struct PathEnd<'p> {
+    pub path: &'p Path,
+    pub packet: &'p Packet,
 }
 
 /// The question cannot be asked of this snapshot (exit status 2).
@@ -59,11 +67,10 @@ pub fn diagnose(snapshot: &Snapshot, query: &Query) -> Result<Diagnosis, Diagnos
     let src_ns = src_ns.ok_or_else(|| DiagnoseError::SourceOutside(query.src.clone()))?;
 
     let mut walker = walk::Walker::new(&index);
-    if let EndpointSpec::Service { namespace, name } = &dst_spec {
-        service::check_service(snapshot, namespace, name, query, &mut walker.findings);
-    }
+    let frontend = service::frontend(&index, &dst_spec, dst_ip, query);
     let packet = Packet::new(src_ip, dst_ip, query.protocol, query.sport, query.dport);
-    let forward = walker.walk(Direction::Forward, packet, &src_ns.id, Vec::new(), true);
+    let forward = intent::walk_forward(&mut walker, &index, frontend.as_ref(), packet.clone(), src_ns);
+    intent::check(&mut walker, &index, query, &dst_spec, &packet, src_ns, &forward);
     let mut paths: Vec<Path> = Vec::new();
     for end in &forward {
         paths.push(end.path.clone());

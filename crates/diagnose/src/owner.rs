@@ -15,14 +15,7 @@ pub fn owner_of_rule(
         return (None, None);
     };
     let chain = rule.chain.as_str();
-    let policy_chain = chain.starts_with("KUBE-POD-FW-")
-        || chain.starts_with("KUBE-NWPLCY-")
-        || chain.starts_with("KUBE-ROUTER-")
-        || chain.starts_with("cali-pi-")
-        || chain.starts_with("cali-po-")
-        || chain.starts_with("cali-tw-")
-        || chain.starts_with("cali-fw-");
-    if policy_chain {
+    if is_policy_chain(chain) {
         let policy = trace
             .iter()
             .rev()
@@ -62,6 +55,22 @@ pub fn owner_of_rule(
         Owner::Unknown
     };
     (Some(owner), None)
+}
+
+/// Chains NetworkPolicy enforcers write: kube-router's per-pod and per-policy chains, calico's
+/// policy (`cali-pi-`/`cali-po-`) and workload (`cali-tw-`/`cali-fw-`) chains.
+pub(crate) fn is_policy_chain(chain: &str) -> bool {
+    [
+        "KUBE-POD-FW-",
+        "KUBE-NWPLCY-",
+        "KUBE-ROUTER-",
+        "cali-pi-",
+        "cali-po-",
+        "cali-tw-",
+        "cali-fw-",
+    ]
+    .iter()
+    .any(|prefix| chain.starts_with(prefix))
 }
 
 /// `ns/name` from comments such as `run through nw policy default/deny` (kube-router) or

@@ -71,6 +71,8 @@ type Delivery = (Packet, String, Vec<(String, NatBinding)>);
 /// How a walk ended.
 pub struct WalkEnd {
     pub path: Path,
+    /// The packet as it last was on the path (after NAT): what intent checks judge.
+    pub packet: Packet,
     /// The packet as delivered (for the reply), with its NAT bindings.
     delivered: Option<Delivery>,
 }
@@ -86,6 +88,11 @@ impl<'a> Walker<'a> {
             direction: Direction::Forward,
             full_size: None,
         }
+    }
+
+    /// The parsed netfilter rules of a netns (parsed once, shared with the intent checks).
+    pub(crate) fn netfilter(&mut self, id: &str) -> Option<&Netfilter> {
+        self.sim(id).map(|sim| &sim.netfilter)
     }
 
     fn sim(&mut self, id: &str) -> Option<&NetnsSim<'a>> {
@@ -1143,6 +1150,7 @@ fn end(
             hops: flight.hops,
             stopped_by,
         },
+        packet: flight.packet,
         delivered: delivered_at,
     }
 }

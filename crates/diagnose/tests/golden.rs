@@ -28,11 +28,15 @@ fn base() -> Snapshot {
 
 #[path = "golden/cni_modes.rs"]
 mod cni_modes;
+#[path = "golden/intent.rs"]
+mod intent;
 
-/// Every example: flannel host-gw's below, the other CNI modes' in `cni_modes`.
+/// Every example: flannel host-gw's below, the other CNI modes' in `cni_modes`, Service and
+/// NetworkPolicy intent in `intent`.
 fn all_cases() -> Vec<Case> {
     let mut all = cases();
     all.extend(cni_modes::cases());
+    all.extend(intent::cases());
     all
 }
 

@@ -1,0 +1,327 @@
+//! Golden cases for Kubernetes intent on flannel host-gw: NetworkPolicy denials enforced by
+//! kube-router-style rules (ingress; egress to a named port the server does not declare), and
+//! Service faults (externalTrafficPolicy=Local without a local endpoint, a named targetPort no pod
+//! declares, kube-proxy's iptables rules out of sync with the EndpointSlices, IPVS real servers
+//! out of sync).
+//!
+//! Node rulesets are what the lab programs in real namespaces: `lab::kube_proxy` renders
+//! kube-proxy's iptables rules from the Services and EndpointSlices, `lab::policy` the policy
+//! enforcement chains, so the examples are reproducible from these builders. IPVS cannot run
+//! here (no ip_vs module): its example carries `/proc/net/ip_vs` text in the kernel's format
+//! (`ip_vs_info_seq_show()`), as recorded for netstack's parser tests.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use diagnose::synthetic::{flannel_host_gw, ClusterSize};
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use lab::kube_proxy::{render_kube_proxy_iptables, KubeProxyInput};
+use lab::plan::{LabState, PodPlan};
+use model::diagnosis::Verdict;
+use model::{CniMode, FindingCode, Snapshot};
+
+use super::{netns, Case};
+
+const FOLDER: &str = "flannel-host-gw";
+
+/// Two nodes, two pods each; Service default/web-0 (80 → 8080 "http") with endpoints
+/// web-1-1 (10.244.0.2) and web-1-2 (10.244.0.3) on node-1. Pods get a `role` label each
+/// (web-1-1 frontend, web-1-2 api, web-2-1 db, web-2-2 cache) and EndpointSlices the
+/// nodeName and targetRef the EndpointSlice controller writes.
+fn base() -> Snapshot {
+    let mut s = flannel_host_gw(ClusterSize {
+        nodes: 2,
+        pods_per_node: 2,
+        services: 1,
+        endpoints_per_service: 2,
+        rules_on_nodes: 2,
+    });
+    let roles = [
+        ("web-1-1", "frontend"),
+        ("web-1-2", "api"),
+        ("web-2-1", "db"),
+        ("web-2-2", "cache"),
+    ];
+    for pod in &mut s.kubernetes.pods {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        if let Some((_, role)) = roles.iter().find(|(n, _)| *n == name) {
+            pod.metadata
+                .labels
+                .get_or_insert_with(BTreeMap::new)
+                .insert("role".into(), (*role).into());
+        }
+    }
+    let pods: Vec<(String, String, String)> = s
+        .kubernetes
+        .pods
+        .iter()
+        .filter_map(|p| {
+            Some((
+                p.status.as_ref()?.pod_ip.clone()?,
+                p.metadata.name.clone()?,
+                p.spec.as_ref()?.node_name.clone()?,
+            ))
+        })
+        .collect();
+    for slice in &mut s.kubernetes.endpoint_slices {
+        for endpoint in &mut slice.endpoints {
+            if let Some((_, name, node)) = pods
+                .iter()
+                .find(|(ip, _, _)| endpoint.addresses.contains(ip))
+            {
+                endpoint.node_name = Some(node.clone());
+                endpoint.target_ref = Some(pod_ref(name));
+            }
+        }
+    }
+    s
+}
+
+fn pod_ref(name: &str) -> ObjectReference {
+    ObjectReference {
+        kind: Some("Pod".into()),
+        namespace: Some("default".into()),
+        name: Some(name.into()),
+        ..ObjectReference::default()
+    }
+}
+
+/// kube-proxy's rules for `node` as it would write them from `objects` (Services and slices).
+fn kube_proxy_rules(objects: &Snapshot, node: &str) -> String {
+    render_kube_proxy_iptables(&KubeProxyInput {
+        node_name: node.into(),
+        cluster_cidr: Some("10.244.0.0/14".parse().expect("valid")),
+        services: objects.kubernetes.services.clone(),
+        endpoint_slices: objects.kubernetes.endpoint_slices.clone(),
+    })
+}
+
+/// kube-router's policy chains for the pods on `node`, merged into the `filter` table of
+/// kube-proxy's rules: its hooks go first in INPUT/FORWARD/OUTPUT, as its `-I … 1` puts them.
+fn with_policy_rules(kube_proxy: &str, s: &Snapshot, node: &str) -> String {
+    let state = LabState {
+        name: "golden".into(),
+        cni: CniMode::FlannelHostGw,
+        nodes: Vec::new(),
+        pods: s
+            .kubernetes
+            .pods
+            .iter()
+            .filter_map(|pod| {
+                let spec = pod.spec.as_ref()?;
+                let node = spec.node_name.clone()?;
+                let ip: Ipv4Addr = pod.status.as_ref()?.pod_ip.as_ref()?.parse().ok()?;
+                let name = pod.metadata.name.clone()?;
+                Some(PodPlan {
+                    pod: pod.clone(),
+                    netns: Some(format!("{node}/default/{name}")),
+                    node,
+                    ip,
+                    host_veth: None,
+                })
+            })
+            .collect(),
+        services: Vec::new(),
+        network_policies: s.kubernetes.network_policies.clone(),
+        listener: Vec::new(),
+    };
+    let policy = lab::policy::render_policy_iptables(&state, node);
+    let body = policy
+        .strip_prefix("*filter\n")
+        .and_then(|b| b.strip_suffix("COMMIT\n"))
+        .expect("one filter table");
+    let (declarations, rules): (Vec<&str>, Vec<&str>) =
+        body.lines().partition(|l| l.starts_with(':'));
+    let hooks: Vec<String> = rules
+        .iter()
+        .filter_map(|l| l.strip_prefix("-I "))
+        .map(|l| {
+            let (chain, rest) = l.split_once(" 1 ").expect("-I CHAIN 1 …");
+            format!("-A {chain} {rest}")
+        })
+        .collect();
+    let chains: Vec<&str> = rules
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("-A "))
+        .collect();
+    let (filter, rest) = kube_proxy
+        .strip_prefix("*filter\n")
+        .and_then(|k| k.split_once("COMMIT\n"))
+        .expect("kube-proxy renders filter first");
+    let (builtins, own): (Vec<&str>, Vec<&str>) = filter.lines().partition(|l| l.starts_with(':'));
+    let mut out = String::from("*filter\n");
+    for line in builtins.iter().chain(&declarations) {
+        out.push_str(line);
+        out.push('\n');
+    }
+    for line in hooks.iter().map(String::as_str).chain(chains).chain(own) {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.push_str("COMMIT\n");
+    out.push_str(rest);
+    out
+}
+
+fn set_rules(s: &mut Snapshot, node: &str, rules: String) {
+    netns(s, node)
+        .iptables
+        .as_mut()
+        .expect("nodes carry a dump")
+        .ipv4 = Some(rules);
+}
+
+fn policy(yaml: serde_json::Value) -> NetworkPolicy {
+    serde_json::from_value(yaml).expect("test policy")
+}
+
+fn case(
+    name: &'static str,
+    snapshot: Snapshot,
+    (src, dst, port): (&'static str, &'static str, u16),
+    cause: (FindingCode, &'static str),
+) -> Case {
+    Case {
+        folder: FOLDER,
+        name,
+        snapshot,
+        src,
+        dst,
+        port,
+        verdict: Verdict::Blocked,
+        cause: Some(cause),
+    }
+}
+
+pub fn cases() -> Vec<Case> {
+    let mut out = Vec::new();
+
+    // Ingress: db pods accept only the api pods; the frontend is rejected on node-2.
+    let mut s = base();
+    s.kubernetes.network_policies.push(policy(serde_json::json!({
+        "metadata": {"namespace": "default", "name": "db-from-api"},
+        "spec": {"podSelector": {"matchLabels": {"role": "db"}},
+                 "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "api"}}}], "ports": [{"port": 8080}]}]}
+    })));
+    for node in ["node-1", "node-2"] {
+        let rules = with_policy_rules(&kube_proxy_rules(&s, node), &s, node);
+        set_rules(&mut s, node, rules);
+    }
+    out.push(case(
+        "policy-ingress-denied",
+        s,
+        ("default/web-1-1", "default/web-2-1", 8080),
+        (FindingCode::PolicyIngressDenied, "node-2"),
+    ));
+
+    // Egress to a named port the server does not declare: the frontend may reach the db on
+    // "postgres", and web-2-1 declares only "http". kube-router resolves named ports against
+    // the peer pods and writes no ACCEPT for a name none declares, which the lab's renderer
+    // (protocol-wide for names) is given as the resolved, empty, port list.
+    let mut s = base();
+    let egress = serde_json::json!({
+        "metadata": {"namespace": "default", "name": "frontend-egress"},
+        "spec": {"podSelector": {"matchLabels": {"role": "frontend"}}, "policyTypes": ["Egress"],
+                 "egress": [{"to": [{"podSelector": {"matchLabels": {"role": "db"}}}], "ports": [{"port": "postgres"}]}]}
+    });
+    s.kubernetes.network_policies.push(policy(egress.clone()));
+    let mut as_enforced = s.clone();
+    let mut resolved = egress;
+    resolved["spec"]["egress"] = serde_json::json!([]);
+    as_enforced.kubernetes.network_policies = vec![policy(resolved)];
+    for node in ["node-1", "node-2"] {
+        let rules = with_policy_rules(&kube_proxy_rules(&s, node), &as_enforced, node);
+        set_rules(&mut s, node, rules);
+    }
+    out.push(case(
+        "policy-egress-denied-named-port",
+        s,
+        ("default/web-1-1", "default/web-2-1", 8080),
+        (FindingCode::PolicyEgressDenied, "node-1"),
+    ));
+
+    // externalTrafficPolicy=Local NodePort reached on node-2, whose kube-proxy has no local
+    // endpoint (both run on node-1): traffic from another node is dropped.
+    let mut s = base();
+    let spec = s.kubernetes.services[0].spec.as_mut().expect("spec");
+    spec.type_ = Some("NodePort".into());
+    spec.external_traffic_policy = Some("Local".into());
+    spec.ports.as_mut().expect("ports")[0].node_port = Some(30080);
+    spec.ports.as_mut().expect("ports")[0].target_port = Some(IntOrString::String("http".into()));
+    for node in ["node-1", "node-2"] {
+        let rules = kube_proxy_rules(&s, node);
+        set_rules(&mut s, node, rules);
+    }
+    out.push(case(
+        "etp-local-no-local-endpoint",
+        s,
+        ("node/node-1", "node/node-2", 30080),
+        (FindingCode::ServiceNoLocalEndpoint, "node-2"),
+    ));
+
+    // A named targetPort no pod declares: the EndpointSlice controller publishes no endpoint,
+    // and kube-proxy rejects the ClusterIP.
+    let mut s = base();
+    s.kubernetes.services[0]
+        .spec
+        .as_mut()
+        .expect("spec")
+        .ports
+        .as_mut()
+        .expect("ports")[0]
+        .target_port = Some(IntOrString::String("metrics".into()));
+    for slice in &mut s.kubernetes.endpoint_slices {
+        slice.endpoints.clear();
+    }
+    for node in ["node-1", "node-2"] {
+        let rules = kube_proxy_rules(&s, node);
+        set_rules(&mut s, node, rules);
+    }
+    out.push(case(
+        "named-port-missing",
+        s,
+        ("default/web-1-1", "service/default/web-0", 80),
+        (FindingCode::ServiceNamedPortMissing, "node-1"),
+    ));
+
+    // kube-proxy on node-1 stopped syncing: web-1-2 went NotReady and web-2-1 became an
+    // endpoint, but node-1's rules are still those of the old slices.
+    let mut s = base();
+    let old = s.clone();
+    let slice = &mut s.kubernetes.endpoint_slices[0];
+    for endpoint in &mut slice.endpoints {
+        if endpoint.addresses == ["10.244.0.3"] {
+            endpoint.conditions = Some(EndpointConditions {
+                ready: Some(false),
+                serving: Some(false),
+                terminating: Some(false),
+            });
+        }
+    }
+    slice.endpoints.push(Endpoint {
+        addresses: vec!["10.244.1.2".into()],
+        conditions: Some(EndpointConditions {
+            ready: Some(true),
+            serving: Some(true),
+            terminating: Some(false),
+        }),
+        node_name: Some("node-2".into()),
+        target_ref: Some(pod_ref("web-2-1")),
+        ..Endpoint::default()
+    });
+    let stale = kube_proxy_rules(&old, "node-1");
+    set_rules(&mut s, "node-1", stale);
+    let fresh = kube_proxy_rules(&s, "node-2");
+    set_rules(&mut s, "node-2", fresh);
+    out.push(case(
+        "proxy-out-of-sync",
+        s,
+        ("default/web-1-1", "service/default/web-0", 80),
+        (FindingCode::ServiceProxyOutOfSync, "node-1"),
+    ));
+    out
+}
