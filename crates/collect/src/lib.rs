@@ -12,12 +12,14 @@
 //!
 //! A part that cannot be read is recorded in [`netstack::state::NetnsState::missing`] with the
 //! reason; nothing is silently left empty. Only failing to enter a namespace at all is an error.
-//! Veth peers are resolved across the namespaces collected together ([`snapshot`]).
+//! Veth peers are resolved across the namespaces collected together ([`snapshot`]). [`scope`]
+//! picks the namespaces a diagnosis question needs.
 //!
 //! This crate must not interpret state (that is `diagnose`'s job) nor change it: it only reads.
 
 pub mod netlink;
 pub mod procfs;
+pub mod scope;
 pub mod snapshot;
 mod thread;
 pub mod tools;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use diagnose::render::{render, Format};
-use diagnose::Query;
+use diagnose::{EndpointSpec, Query};
 use model::diagnosis::Verdict;
 use model::Snapshot;
 use netstack::packet::Protocol;
@@ -58,6 +58,21 @@ pub struct Args {
     pub output: Option<PathBuf>,
 }
 
+/// Collects the namespaces of the lab that the question involves (see `collect::scope`).
+fn collect_for_query(lab: &str, args: &Args) -> anyhow::Result<Snapshot> {
+    let inventory = super::collect::lab_inventory(lab)?;
+    let src: EndpointSpec = args
+        .src
+        .parse()
+        .map_err(|e| ExitError::bad_input(format!("source: {e}")))?;
+    let dst: EndpointSpec = args
+        .dst
+        .parse()
+        .map_err(|e| ExitError::bad_input(format!("destination: {e}")))?;
+    let filter = collect::scope::netns_for_query(&inventory, &src, &dst, args.port);
+    super::collect::collect_inventory(&inventory, &filter, &format!("lab {lab}"))
+}
+
 fn parse_protocol(s: &str) -> Result<Protocol, String> {
     s.parse()
 }
@@ -66,15 +81,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let snapshot = match (&args.snapshot, &args.lab, &args.kubeconfig) {
         (Some(path), _, _) => {
             let name = path.display().to_string();
-            let bytes = std::fs::read(path).map_err(|e| ExitError::bad_input(format!("cannot read {name}: {e}")))?;
+            let bytes = std::fs::read(path)
+                .map_err(|e| ExitError::bad_input(format!("cannot read {name}: {e}")))?;
             Snapshot::from_bytes(&name, &bytes).map_err(|e| ExitError::bad_input(e.to_string()))?
         }
-        (None, Some(_), _) | (None, None, Some(_)) => {
+        (None, Some(lab), _) => collect_for_query(lab, &args)?,
+        (None, None, Some(_)) => return Err(super::collect::kubeconfig_unavailable()),
+        (None, None, None) => {
             return Err(ExitError::bad_input(
-                "live collection (--lab / --kubeconfig) is not available in this build yet: collect a snapshot and pass --snapshot",
+                "one of --snapshot, --lab or --kubeconfig is required",
             ))
         }
-        (None, None, None) => return Err(ExitError::bad_input("one of --snapshot, --lab or --kubeconfig is required")),
     };
     let query = Query {
         src: args.src,
