@@ -514,7 +514,8 @@ fn probe_list(
     Ok(out)
 }
 
-fn parse_address(text: &str) -> Result<ListenAddress, String> {
+/// `[tcp://]host:port`, `:port` or `unix:///path`.
+pub fn parse_address(text: &str) -> Result<ListenAddress, String> {
     if let Some(path) = text.strip_prefix("unix://") {
         if path.is_empty() {
             return Err("`unix://` needs a path".into());

@@ -10,10 +10,16 @@
 //! catalogue), [`registry`] (samples → OpenMetrics), [`events`] (Event + bus), [`podmap`]
 //! (netns → pod), [`health`] (the agent's own metrics).
 
+pub mod agent;
 pub mod config;
 pub mod events;
 pub mod health;
+pub mod http;
 pub mod podmap;
 pub mod probe;
 pub mod probes;
 pub mod registry;
+pub mod run;
+pub mod scrape;
+pub mod sinks;
+pub mod status;

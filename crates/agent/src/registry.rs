@@ -135,6 +135,18 @@ impl ScrapeOutput {
         }
     }
 
+    /// Add every series of `other` (collected on another thread) to this output.
+    pub fn absorb(&mut self, other: ScrapeOutput) {
+        for family in other.families {
+            let desc = family.desc;
+            self.declare(desc);
+            for series in family.series {
+                let extra: Vec<&str> = series.extra.iter().map(String::as_str).collect();
+                self.add(desc, &series.entity, &extra, series.value);
+            }
+        }
+    }
+
     /// The value of one series, for tests and benchmarks: `labels` must match every label.
     pub fn value(&self, family_suffix: &str, labels: &[(&str, &str)]) -> Option<&Value> {
         self.families
@@ -179,6 +191,11 @@ impl<'a> Samples<'a> {
             entity,
             resolve,
         }
+    }
+
+    /// Inode of the netns the samples are attributed to.
+    pub fn netns(&self) -> u64 {
+        self.entity.netns
     }
 
     /// A monotonic counter with no labels besides the entity's.

@@ -4,10 +4,49 @@
 //! sinks or other probes. eBPF probes (crate `bpf`) have their adapter module here too: add the
 //! module and one [`ProbeSpec`] line to [`CATALOGUE`].
 
-use crate::probe::{ProbeKind, ProbeSpec};
+pub mod conntrack;
+pub mod fd;
+pub mod io;
+pub mod ipvs;
+pub mod netdev;
+mod netlink;
+mod pids;
+mod procfs;
+pub mod qdisc;
+pub mod snmp;
+pub mod sock;
+pub mod softnet;
+pub mod tcpext;
+pub mod tcpsummary;
+
+
+use crate::probe::{Overhead, ProbeKind, ProbeSpec};
+
+const fn metrics_only(
+    name: &'static str,
+    summary: &'static str,
+    overhead: Overhead,
+    factory: crate::probe::MetricFactory,
+) -> ProbeSpec {
+    ProbeSpec { name, summary, overhead, metrics: Some(factory), event: None }
+}
 
 /// Every probe this agent knows, by KubeSkoop name. `/status` lists these as available.
-pub static CATALOGUE: &[ProbeSpec] = &[];
+pub static CATALOGUE: &[ProbeSpec] = &[
+    metrics_only("netdev", "per-netns device counters (/proc/net/dev)", Overhead::Low, netdev::create),
+    metrics_only("ip", "IP MIB (/proc/net/snmp Ip)", Overhead::Low, snmp::ip),
+    metrics_only("tcp", "TCP MIB (/proc/net/snmp Tcp)", Overhead::Low, snmp::tcp),
+    metrics_only("udp", "UDP MIB (/proc/net/snmp Udp)", Overhead::Low, snmp::udp),
+    metrics_only("tcpext", "TCP extended MIB (/proc/net/netstat TcpExt)", Overhead::Low, tcpext::create),
+    metrics_only("sock", "TCP socket counts (/proc/net/sockstat)", Overhead::Low, sock::create),
+    metrics_only("softnet", "NET_RX softirq per-CPU stats, node only", Overhead::Low, softnet::create),
+    metrics_only("conntrack", "conntrack stats and table fill", Overhead::Low, conntrack::create),
+    metrics_only("qdisc", "root qdisc stats per device (netlink)", Overhead::Low, qdisc::create),
+    metrics_only("fd", "open fds and sockets of the netns's processes", Overhead::Medium, fd::create),
+    metrics_only("io", "syscalls and storage bytes of the netns's processes", Overhead::Low, io::create),
+    metrics_only("ipvs", "IPVS totals (/proc/net/ip_vs_stats)", Overhead::Low, ipvs::create),
+    metrics_only("tcpsummary", "TCP sockets by state and queued bytes (sock_diag)", Overhead::Medium, tcpsummary::create),
+];
 
 /// KubeSkoop's old or mis-cased names → ours.
 const ALIASES: &[(&str, &str)] = &[

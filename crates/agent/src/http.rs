@@ -1,0 +1,72 @@
+//! The HTTP surface on `:9102`: `/metrics` (OpenMetrics text), `/status`, `/healthz`,
+//! `/events` (server-sent events, live) and `/snapshot` (this node's netns state, once the
+//! collector can provide it). Handlers only call into [`crate::agent::Agent`].
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures::stream::Stream;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::agent::Agent;
+
+/// OpenMetrics text, which Prometheus negotiates and prometheus-client renders.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+pub fn router(agent: Agent) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/metrics", get(metrics))
+        .route("/status", get(status))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/events", get(events))
+        .route("/snapshot", get(snapshot))
+        .with_state(agent)
+}
+
+async fn index() -> &'static str {
+    "netsleuth agent: /metrics /status /healthz /events /snapshot\n"
+}
+
+async fn metrics(State(agent): State<Agent>) -> Response {
+    // Scraping enters network namespaces on a thread of its own: keep it off the async workers.
+    match tokio::task::spawn_blocking(move || agent.render_metrics()).await {
+        Ok(text) => ([(header::CONTENT_TYPE, OPENMETRICS)], text).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("scrape failed: {e}\n")).into_response(),
+    }
+}
+
+async fn status(State(agent): State<Agent>) -> Response {
+    Json(agent.status()).into_response()
+}
+
+async fn snapshot() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "snapshot: the live netns collector (crate `collect`) is not wired into the agent yet\n",
+    )
+        .into_response()
+}
+
+async fn events(State(agent): State<Agent>) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let receiver = agent.bus().subscribe();
+    let stream = futures::stream::unfold(receiver, |mut receiver| async move {
+        let sse = match receiver.recv().await {
+            Ok(event) => {
+                let data = serde_json::to_string(&*event).unwrap_or_default();
+                SseEvent::default().event(event.kind.as_str()).data(data)
+            }
+            // Fell behind: tell the client how many it missed instead of hiding it.
+            Err(RecvError::Lagged(missed)) => SseEvent::default().event("lost").data(missed.to_string()),
+            Err(RecvError::Closed) => return None,
+        };
+        Some((Ok(sse), receiver))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
