@@ -1,5 +1,6 @@
 //! The README's main job, end to end: `netsleuth demo` builds a lab (needs root), real traffic
-//! flows, the fault stops it, and the diagnosis names the rule — exit 0 only when all agree.
+//! flows, the fault stops it, and the diagnosis of the freshly collected lab names the rule —
+//! exit 0 only when all agree.
 
 use std::process::Command;
 
@@ -14,7 +15,15 @@ fn demo_breaks_a_lab_and_names_the_fault() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
     assert!(stderr.contains("reachable: connected"), "{stderr}");
+    assert!(
+        stderr.contains("diagnosis: Delivered"),
+        "the healthy lab diagnoses as delivered: {stderr}"
+    );
     assert!(stderr.contains("NOT reachable"), "{stderr}");
+    assert!(
+        stderr.contains("collected 5 of 5 namespaces of lab"),
+        "the diagnosis reads the live lab: {stderr}"
+    );
     assert!(stdout.contains("[netfilter.drop] at node-2"), "{stdout}");
     assert!(
         stdout.contains("iptables -t filter -D FORWARD"),

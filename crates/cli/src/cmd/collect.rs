@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use collect::NetnsFilter;
+use diagnose::EndpointSpec;
 use model::{Inventory, NetnsLocation, Snapshot};
 
 use super::{exit, ExitError};
@@ -102,6 +103,28 @@ pub fn lab_inventory(name: &str) -> anyhow::Result<Inventory> {
 pub fn collect_lab(name: &str, filter: &NetnsFilter) -> anyhow::Result<Snapshot> {
     let inventory = lab_inventory(name)?;
     collect_inventory(&inventory, filter, &format!("lab {name}"))
+}
+
+/// Collects the namespaces of a lab that the question `src → dst:port` involves (see
+/// `collect::scope`), with progress on stderr.
+pub fn collect_lab_for_query(
+    lab: &str,
+    src: &str,
+    dst: &str,
+    port: u16,
+) -> anyhow::Result<Snapshot> {
+    let inventory = lab_inventory(lab)?;
+    let parse = |text: &str, role: &str| {
+        text.parse::<EndpointSpec>()
+            .map_err(|e| ExitError::bad_input(format!("{role}: {e}")))
+    };
+    let filter = collect::scope::netns_for_query(
+        &inventory,
+        &parse(src, "source")?,
+        &parse(dst, "destination")?,
+        port,
+    );
+    collect_inventory(&inventory, &filter, &format!("lab {lab}"))
 }
 
 /// Collects the selected namespaces of an inventory, with progress on stderr.

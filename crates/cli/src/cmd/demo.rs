@@ -1,34 +1,39 @@
 //! `netsleuth demo`: the product in one command — build a lab cluster from network namespaces,
-//! prove real traffic flows, break it the way real incidents do, prove real traffic stops, and
-//! show that the diagnosis names the fault, its owner and the fix. Until the collector can read a
-//! live lab (issue #3), the diagnosis runs on the recorded snapshots of the same layout and fault
-//! and says so. Cleans up after itself (also on error).
+//! prove real traffic flows and the live diagnosis agrees, break it the way real incidents do,
+//! prove real traffic stops, then collect the live lab again and show that the diagnosis names
+//! the fault, where it is, its owner and the fix. Cleans up after itself (also on error).
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use diagnose::render::{render, Format};
+use diagnose::Query;
 use lab::faults::{scenario_spec, DESTINATION_POD, SOURCE_POD};
 use lab::{Fault, Lab, ProbeRequest};
-use model::diagnosis::Verdict;
-use model::{CniMode, Snapshot};
+use model::diagnosis::{Diagnosis, Verdict};
+use model::finding::Place;
+use model::{CniMode, Finding};
 use netstack::packet::Protocol;
 
-/// Build a lab cluster, break it, diagnose it, explain, clean up (needs root).
+use super::ExitError;
+
+/// Build a lab cluster, break it, diagnose it live, explain, clean up (needs root).
 ///
 /// Two nodes with one pod each, on the chosen CNI datapath. Real TCP from default/pod-1-1 to
-/// default/pod-2-1:8080 first succeeds; then a hand-added DROP is put in node-2's FORWARD
-/// chain, the same traffic fails, and `diagnose` must name the rule, its owner and the fix.
-/// Exit 0 when it does, 1 when it does not.
+/// default/pod-2-1:8080 first succeeds and the live diagnosis says delivered; then the fault is
+/// injected (by default a hand-added DROP in node-2's FORWARD chain), the fault's probe fails,
+/// and the diagnosis of the freshly collected lab must name the fault at the right place, with
+/// its owner and the fix. Exit 0 when it does, 1 when it does not.
 #[derive(clap::Args)]
 pub struct Args {
     /// Lab name (its namespaces are called nsl-NAME-…).
     #[arg(long, default_value = "demo")]
     pub name: String,
-    #[arg(long, default_value = "flannel-host-gw")]
+    /// CNI datapath to emulate.
+    #[arg(long, default_value = "flannel-vxlan")]
     pub cni: CniMode,
-    /// The fault to inject.
+    /// The fault to inject (`netsleuth lab inject --name NAME` lists them).
     #[arg(long, default_value = "node-forward-drop")]
     pub fault: String,
     /// Leave the lab running afterwards (remove it with `netsleuth lab down --name NAME`).
@@ -52,44 +57,68 @@ impl Drop for Teardown<'_> {
     }
 }
 
+const STEPS: usize = 7;
+
 fn step(started: Instant, n: usize, text: &str) {
-    eprintln!("[{n}/6 {:>5.2}s] {text}", started.elapsed().as_secs_f64());
+    eprintln!(
+        "[{n}/{STEPS} {:>5.2}s] {text}",
+        started.elapsed().as_secs_f64()
+    );
 }
 
-/// The recorded example snapshots of the fault the demo injects: the same two-node flannel
-/// host-gw layout, before and after. Live collection of the lab (the collector, issue #3) is
-/// not built yet, so the demo diagnoses these and says so.
-const HEALTHY_EXAMPLE: &[u8] =
-    include_bytes!("../../../../examples/flannel-host-gw/healthy-pod-to-pod-cross-node.json");
-const FAULT_EXAMPLE: &[u8] =
-    include_bytes!("../../../../examples/flannel-host-gw/forward-drop-hand-added.json");
-
-fn diagnose_example(name: &str, bytes: &[u8]) -> anyhow::Result<model::diagnosis::Diagnosis> {
-    let snapshot = Snapshot::from_bytes(name, bytes)?;
-    let query = diagnose::Query {
-        src: "default/web-1-1".into(),
-        dst: "default/web-2-1".into(),
-        protocol: Protocol::Tcp,
-        dport: 8080,
+/// The diagnosis question that matches a lab probe.
+pub fn query_for(probe: &ProbeRequest) -> Query {
+    Query {
+        src: probe.src.clone(),
+        dst: probe.dst.clone(),
+        protocol: match probe.protocol {
+            lab::Protocol::Tcp => Protocol::Tcp,
+            lab::Protocol::Udp => Protocol::Udp,
+            lab::Protocol::Icmp => Protocol::Icmp,
+        },
+        dport: probe.port,
         sport: 40000,
-    };
-    diagnose::diagnose(&snapshot, &query).map_err(|e| anyhow!("{e}"))
+    }
+}
+
+/// Collects the lab's namespaces on the path of `query` and diagnoses it, as
+/// `diagnose --lab` does.
+pub fn diagnose_live(lab_name: &str, query: &Query) -> anyhow::Result<Diagnosis> {
+    let snapshot =
+        super::collect::collect_lab_for_query(lab_name, &query.src, &query.dst, query.dport)?;
+    diagnose::diagnose(&snapshot, query).map_err(|e| anyhow!("{e}"))
+}
+
+/// Whether `found` is at `expected`: every part of the place the fault names (node, netns,
+/// device) is the same.
+pub fn at_place(found: &Place, expected: &Place) -> bool {
+    let same = |want: &Option<String>, got: &Option<String>| want.is_none() || want == got;
+    same(&expected.node, &found.node)
+        && same(&expected.netns, &found.netns)
+        && same(&expected.device, &found.device)
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let fault = Fault::from_name(&args.fault).ok_or_else(|| {
         let names: Vec<&str> = Fault::ALL.iter().map(|f| f.name()).collect();
-        super::ExitError::bad_input(format!(
+        ExitError::bad_input(format!(
             "unknown fault {:?}; one of: {}",
             args.fault,
             names.join(", ")
         ))
     })?;
-    if fault != Fault::NodeForwardDrop {
-        return Err(super::ExitError::bad_input(format!(
-            "the demo can only diagnose node-forward-drop until live lab collection is built; inject {} with `netsleuth lab inject` and probe it with `netsleuth lab probe`",
-            fault.name()
+    if !fault.applies_to(args.cni) {
+        return Err(ExitError::bad_input(format!(
+            "fault {} does not apply to {}; it applies to {}",
+            fault.name(),
+            args.cni,
+            fault
+                .cni_modes()
+                .iter()
+                .map(|m| m.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
     step(
@@ -106,7 +135,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         name: &args.name,
         keep: args.keep,
     };
-    let request = ProbeRequest {
+    let healthy_probe = ProbeRequest {
         src: SOURCE_POD.into(),
         dst: DESTINATION_POD.into(),
         port: 8080,
@@ -119,25 +148,26 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         2,
         &format!("real traffic {SOURCE_POD} -> {DESTINATION_POD}:8080 before the fault"),
     );
-    let before = lab.probe(&request, Duration::from_secs(2))?;
+    let before = lab.probe(&healthy_probe, Duration::from_secs(2))?;
     eprintln!("         {before}");
 
     step(
         started,
         3,
-        &format!(
-            "injecting fault \"{}\": a hand-added DROP in node-2's FORWARD chain",
-            fault.name()
-        ),
+        "collecting the live lab and diagnosing the same flow",
     );
+    let healthy = diagnose_live(&args.name, &query_for(&healthy_probe))?;
+    eprintln!("         diagnosis: {:?}", healthy.verdict);
+
+    step(started, 4, &format!("injecting fault \"{}\"", fault.name()));
     let injected = fault.inject(&mut lab)?;
 
     step(
         started,
-        4,
+        5,
         &format!(
-            "real traffic {} -> {}:{} after the fault",
-            injected.probe.src, injected.probe.dst, injected.probe.port
+            "real traffic {} -> {}:{} ({}) after the fault",
+            injected.probe.src, injected.probe.dst, injected.probe.port, injected.probe.protocol
         ),
     );
     let after = lab.probe(&injected.probe, Duration::from_secs(2))?;
@@ -145,44 +175,40 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     step(
         started,
-        5,
-        "diagnosing the recorded snapshots of this layout, before and after the same fault",
+        6,
+        "collecting the live lab again and diagnosing that flow",
     );
-    eprintln!("         (collecting a live lab needs the collector, which is not built yet)");
-    let healthy = diagnose_example(
-        "examples/flannel-host-gw/healthy-pod-to-pod-cross-node.json",
-        HEALTHY_EXAMPLE,
-    )?;
-    let diagnosis = diagnose_example(
-        "examples/flannel-host-gw/forward-drop-hand-added.json",
-        FAULT_EXAMPLE,
-    )?;
-    eprintln!("         before: {:?}", healthy.verdict);
+    let diagnosis = diagnose_live(&args.name, &query_for(&injected.probe))?;
     println!("{}", render(&diagnosis, Format::Text));
 
-    step(started, 6, "verdict");
-    let found = diagnosis
+    step(started, 7, "verdict");
+    let found: Option<&Finding> = diagnosis
         .findings
         .iter()
-        .find(|f| f.code == injected.expected_code);
+        .find(|f| f.code == injected.expected_code && at_place(&f.place, &injected.expected_place));
     let agrees = before.reachable
+        && healthy.verdict == Verdict::Delivered
         && !after.reachable
-        && diagnosis.verdict == Verdict::Blocked
-        && healthy.verdict == Verdict::Delivered;
+        && diagnosis.verdict == Verdict::Blocked;
     match found {
         Some(f) if agrees => {
             println!(
                 "netsleuth names the fault: [{}] at {}, owner {} — and real packets agree (reachable before, blocked after).",
                 f.code,
-                f.place.netns.as_deref().unwrap_or("?"),
-                f.owner.as_ref().map(|o| o.to_string()).unwrap_or_default()
+                f.place.netns.as_deref().or(f.place.node.as_deref()).unwrap_or("?"),
+                f.owner.as_ref().map(|o| o.to_string()).unwrap_or_else(|| "unknown".into())
             );
             Ok(ExitCode::SUCCESS)
         }
         _ => {
             println!(
-                "netsleuth did NOT confirm the fault: expected [{}]; real traffic before: {}, after: {}; diagnosis before: {:?}, after: {:?}",
-                injected.expected_code, before.reachable, after.reachable, healthy.verdict, diagnosis.verdict
+                "netsleuth did NOT confirm the fault: expected [{}] at {:?}; real traffic before: {}, after: {}; diagnosis before: {:?}, after: {:?}",
+                injected.expected_code,
+                injected.expected_place,
+                before.reachable,
+                after.reachable,
+                healthy.verdict,
+                diagnosis.verdict
             );
             Ok(ExitCode::from(super::exit::BLOCKED))
         }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use diagnose::render::{render, Format};
-use diagnose::{EndpointSpec, Query};
+use diagnose::Query;
 use model::diagnosis::Verdict;
 use model::Snapshot;
 use netstack::packet::Protocol;
@@ -58,21 +58,6 @@ pub struct Args {
     pub output: Option<PathBuf>,
 }
 
-/// Collects the namespaces of the lab that the question involves (see `collect::scope`).
-fn collect_for_query(lab: &str, args: &Args) -> anyhow::Result<Snapshot> {
-    let inventory = super::collect::lab_inventory(lab)?;
-    let src: EndpointSpec = args
-        .src
-        .parse()
-        .map_err(|e| ExitError::bad_input(format!("source: {e}")))?;
-    let dst: EndpointSpec = args
-        .dst
-        .parse()
-        .map_err(|e| ExitError::bad_input(format!("destination: {e}")))?;
-    let filter = collect::scope::netns_for_query(&inventory, &src, &dst, args.port);
-    super::collect::collect_inventory(&inventory, &filter, &format!("lab {lab}"))
-}
-
 fn parse_protocol(s: &str) -> Result<Protocol, String> {
     s.parse()
 }
@@ -85,7 +70,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .map_err(|e| ExitError::bad_input(format!("cannot read {name}: {e}")))?;
             Snapshot::from_bytes(&name, &bytes).map_err(|e| ExitError::bad_input(e.to_string()))?
         }
-        (None, Some(lab), _) => collect_for_query(lab, &args)?,
+        (None, Some(lab), _) => {
+            super::collect::collect_lab_for_query(lab, &args.src, &args.dst, args.port)?
+        }
         (None, None, Some(_)) => return Err(super::collect::kubeconfig_unavailable()),
         (None, None, None) => {
             return Err(ExitError::bad_input(
