@@ -1,0 +1,51 @@
+//! `tcpretrans` adapter: retransmitted segments per netns and socket state as a counter, and
+//! as `TCPRetrans` events with the connection's tuple (src = local end).
+
+use bpf::tcpretrans::TcpRetrans;
+
+use super::ebpf::{forward_loader, kernel_event, EventSource, MetricSource};
+use crate::events::{EventBatch, EventType};
+use crate::probe::MetricDesc;
+use crate::registry::{Samples, Value};
+
+forward_loader!(TcpRetrans, "tcpretrans");
+
+static METRICS: [MetricDesc; 1] = [MetricDesc::counter(
+    "tcpretrans",
+    "total",
+    "Retransmitted TCP segments by socket state",
+)
+.with_labels(&["state"])];
+
+impl MetricSource for TcpRetrans {
+    const METRICS: &'static [MetricDesc] = &METRICS;
+
+    fn collect(&self, out: &mut Samples<'_>) -> Result<(), bpf::Error> {
+        for (key, count) in self.counts()? {
+            out.for_netns(u64::from(key.netns.0)).add(
+                &METRICS[0],
+                &[&key.state.name()],
+                Value::Counter(count),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl EventSource for TcpRetrans {
+    fn drain(&mut self, out: &mut EventBatch) {
+        for retrans in self.drain_events() {
+            let message = format!("state:{}", retrans.state.name());
+            out.push(
+                kernel_event(
+                    EventType::TcpRetrans,
+                    retrans.netns,
+                    retrans.time,
+                    retrans.tuple,
+                    message,
+                )
+                .with_reason(retrans.state.name()),
+            );
+        }
+    }
+}
