@@ -670,7 +670,18 @@ impl RuleCtx<'_> {
         if let Some(why) = &set.unreadable {
             return Err(why.clone());
         }
-        Ok(set.elements.iter().position(|e| {
+        let numbers: Option<Vec<u128>> = key
+            .iter()
+            .map(|d| match d {
+                Datum::Num(v) => Some(*v),
+                Datum::Name(_) => None,
+            })
+            .collect();
+        if let Some(&i) = numbers.and_then(|n| set.exact.get(&n)) {
+            return Ok(Some(i));
+        }
+        Ok(set.ranged.iter().copied().find(|&i| {
+            let e = &set.elements[i];
             e.key.len() == key.len() && e.key.iter().zip(key).all(|(a, d)| contains(a, d))
         }))
     }

@@ -381,10 +381,50 @@ pub enum SetRef {
 pub struct Set {
     pub name: String,
     pub key: DataType,
-    pub elements: Vec<Element>,
+    elements: Vec<Element>,
     /// Why the set cannot be used (a key type or element we do not model); lookups in it are
     /// then reported as unsupported and assumed to match.
     pub unreadable: Option<String>,
+    /// Elements whose every dimension is one number, by key: kube-proxy's maps hold one such
+    /// element per Service port, so a lookup must not scan them all.
+    exact: HashMap<Vec<u128>, usize>,
+    /// The other elements (prefixes, ranges, names), scanned in order.
+    ranged: Vec<usize>,
+}
+
+impl Set {
+    fn new(name: String, key: DataType, elements: Vec<Element>, unreadable: Option<String>) -> Set {
+        let mut exact = HashMap::new();
+        let mut ranged = Vec::new();
+        for (i, e) in elements.iter().enumerate() {
+            let values: Option<Vec<u128>> = e
+                .key
+                .iter()
+                .map(|a| match a {
+                    Atom::Interval { lo, hi } if lo == hi => Some(*lo),
+                    _ => None,
+                })
+                .collect();
+            match values {
+                Some(v) => {
+                    exact.entry(v).or_insert(i);
+                }
+                None => ranged.push(i),
+            }
+        }
+        Set {
+            name,
+            key,
+            elements,
+            unreadable,
+            exact,
+            ranged,
+        }
+    }
+
+    pub fn elements(&self) -> &[Element] {
+        &self.elements
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -294,34 +294,25 @@ fn standard_priority(name: &str) -> Option<i32> {
 fn named_set(table: &Table, raw: &RawSet) -> Set {
     let key = raw.key_type.data_type();
     let verdicts = raw.map.as_ref().is_some_and(RawType::is_verdict);
-    let mut set = Set {
-        name: raw.name.clone(),
-        key,
-        elements: Vec::new(),
-        unreadable: None,
-    };
     let elements: Result<Vec<Element>, String> = raw
         .elem
         .iter()
         .map(|e| match &raw.map {
             None => Ok(Element {
-                key: set.key.key(e)?,
+                key: key.key(e)?,
                 data: None,
             }),
-            Some(_) => map_element(table, &set.key, e, verdicts),
+            Some(_) => map_element(table, &key, e, verdicts),
         })
         .collect();
     match elements {
-        Ok(elements) => set.elements = elements,
+        Ok(elements) => Set::new(raw.name.clone(), key, elements, None),
         Err(message) => {
-            set.unreadable = Some(format!(
-                "{} {}: {message}",
-                if raw.map.is_some() { "map" } else { "set" },
-                raw.name
-            ))
+            let what = if raw.map.is_some() { "map" } else { "set" };
+            let why = format!("{what} {}: {message}", raw.name);
+            Set::new(raw.name.clone(), key, Vec::new(), Some(why))
         }
     }
-    set
 }
 
 /// `[KEY, DATA]` of a map.
@@ -576,12 +567,12 @@ fn set_ref(
             Some(v) => map_element(table, key, e, v),
         })
         .collect::<Result<_, String>>()?;
-    Ok(SetRef::Anonymous(Box::new(Set {
-        name: String::new(),
-        key: key.clone(),
+    Ok(SetRef::Anonymous(Box::new(Set::new(
+        String::new(),
+        key.clone(),
         elements,
-        unreadable: None,
-    })))
+        None,
+    ))))
 }
 
 fn expr(table: &Table, v: &Value) -> Result<Expr, String> {

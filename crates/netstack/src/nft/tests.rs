@@ -141,7 +141,7 @@ fn recorded_dump_reads_every_table_chain_set_and_rule() {
         svc.key,
         DataType::from_names(&["ipv4_addr", "inet_proto", "inet_service"])
     );
-    assert_eq!(svc.elements.len(), 2);
+    assert_eq!(svc.elements().len(), 2);
     // Every kube-proxy and firewall statement is modelled; only iptables-nft's `xt` is not.
     for table in &rs.tables {
         for chain in &table.chains {
@@ -993,4 +993,40 @@ fn goto_loops_end_as_reported_drops() {
     );
     let o = only(run(rs, Hook::Forward, &tcp("10.0.0.1", "10.0.0.2", 80)));
     assert_eq!(o.verdict, NetfilterVerdict::Drop);
+}
+
+#[test]
+fn large_maps_find_exact_and_interval_elements() {
+    // 10,000 exact `addr . proto . port` elements (kube-proxy's service-ips on a big cluster)
+    // and one prefix element: both kinds are found.
+    let mut elems: Vec<String> = (0..10_000u32)
+        .map(|i| {
+            format!(
+                r#"[{{"concat": ["172.30.{}.{}", "tcp", 80]}}, {{"drop": null}}]"#,
+                i / 256,
+                i % 256
+            )
+        })
+        .collect();
+    elems.push(
+        r#"[{"concat": [{"prefix": {"addr": "10.0.0.0", "len": 8}}, "tcp", 80]}, {"accept": null}]"#
+            .into(),
+    );
+    let map = format!(
+        r#"{{"map": {{"family": "inet", "name": "m", "table": "t", "type": ["ipv4_addr", "inet_proto", "inet_service"], "map": "verdict", "elem": [{}]}}}}"#,
+        elems.join(",")
+    );
+    let rule = r#"[{"vmap": {"key": {"concat": [{"payload": {"protocol": "ip", "field": "daddr"}}, {"meta": {"key": "l4proto"}}, {"payload": {"protocol": "th", "field": "dport"}}]}, "data": "@m"}}]"#;
+    let rs = parse(&dump("forward", "accept", &[&map], &[rule])).unwrap();
+    let verdict = |dst: &str, port: u16| {
+        only(run(rs.clone(), Hook::Forward, &tcp("10.9.9.9", dst, port))).verdict
+    };
+    assert_eq!(verdict("172.30.30.97", 80), NetfilterVerdict::Drop);
+    assert_eq!(verdict("172.30.30.97", 81), NetfilterVerdict::Accept);
+    let o = only(run(
+        rs.clone(),
+        Hook::Forward,
+        &tcp("10.9.9.9", "10.1.2.3", 80),
+    ));
+    assert_eq!(o.trace[0].action, "ACCEPT (vmap @m)");
 }
