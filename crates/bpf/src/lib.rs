@@ -34,7 +34,7 @@ pub use btf::{BtfError, EnumNames, KernelBtf};
 pub use error::Error;
 pub use kallsyms::KernelSymbols;
 pub use net::{monotonic_ns_to_system_time, L3Protocol, L4Protocol, NetnsInode, TcpState, Tuple};
-pub use object::MapFill;
+pub use object::{enable_runtime_stats, MapFill, ProgramRuntime, RuntimeStatsGuard};
 pub use options::Options;
 pub use stats::{Log2Histogram, ProbeStats};
 

@@ -32,6 +32,27 @@ pub(crate) struct ObjectSpec<'a> {
     pub sized_maps: &'static [&'static str],
 }
 
+/// Run statistics of one program of a probe. Counted by the kernel only while
+/// [`enable_runtime_stats`]'s guard (or `kernel.bpf_stats_enabled=1`) is in effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProgramRuntime {
+    pub program: &'static str,
+    pub run_count: u64,
+    pub run_time: std::time::Duration,
+}
+
+/// Keeps the kernel's per-program run-time accounting on (BPF_ENABLE_STATS) until dropped.
+/// Accounting adds two clock reads per program run, so it is for benchmarks and diagnosis.
+pub struct RuntimeStatsGuard {
+    _fd: std::os::fd::OwnedFd,
+}
+
+pub fn enable_runtime_stats() -> std::io::Result<RuntimeStatsGuard> {
+    aya::sys::enable_stats(aya::sys::Stats::RunTime)
+        .map(|fd| RuntimeStatsGuard { _fd: fd })
+        .map_err(|e| e.io_error)
+}
+
 /// How full a bounded map is, for `/status` and self-metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MapFill {
@@ -194,6 +215,35 @@ impl ProbeObject {
 
     pub(crate) fn events_fd(&self) -> BorrowedFd<'_> {
         self.events.as_fd()
+    }
+
+    pub(crate) fn program_runtimes(
+        &self,
+        attachments: &'static [Attachment],
+    ) -> Result<Vec<ProgramRuntime>, Error> {
+        attachments
+            .iter()
+            .map(|attachment| {
+                let program =
+                    self.ebpf
+                        .program(attachment.program)
+                        .ok_or(Error::ProgramMissing {
+                            probe: self.probe,
+                            program: attachment.program,
+                        })?;
+                let info = program.info().map_err(|source| Error::Attach {
+                    probe: self.probe,
+                    program: attachment.program,
+                    tracepoint: attachment.tracepoint,
+                    source,
+                })?;
+                Ok(ProgramRuntime {
+                    program: attachment.program,
+                    run_count: info.run_count(),
+                    run_time: info.run_time(),
+                })
+            })
+            .collect()
     }
 
     /// Entries in a hash map against its capacity, walking keys with BPF_MAP_GET_NEXT_KEY.
@@ -370,8 +420,13 @@ fn attach(
 /// The accessors every probe exposes the same way: sampler stats, the ring buffer's fd for
 /// readiness polling, and the fill of its bounded maps.
 macro_rules! impl_probe_common {
-    ($probe:ty, [$($map:literal),* $(,)?]) => {
+    ($probe:ty, $attachments:expr, [$($map:literal),* $(,)?]) => {
         impl $probe {
+            /// Run counts and time of each of the probe's programs.
+            pub fn program_runtimes(&self) -> Result<Vec<$crate::ProgramRuntime>, $crate::Error> {
+                self.object.program_runtimes($attachments)
+            }
+
             /// Event sampling and map-full accounting since load.
             pub fn stats(&self) -> Result<$crate::ProbeStats, $crate::Error> {
                 self.object.stats()

@@ -183,3 +183,20 @@ fn file_that_is_not_btf_is_a_clear_error() {
         "{message}"
     );
 }
+
+#[test]
+fn program_run_time_is_accounted_while_stats_are_enabled() {
+    let ns = Netns::new("plstats");
+    let probe = PacketLoss::load(&options()).unwrap();
+    let stats = bpf::enable_runtime_stats().expect("BPF_ENABLE_STATS as root");
+    send_udp(&ns, "127.0.0.1:9", 50);
+    let runtimes = probe.program_runtimes().unwrap();
+    drop(stats);
+    assert_eq!(runtimes.len(), 1);
+    assert_eq!(runtimes[0].program, "on_kfree_skb");
+    assert!(runtimes[0].run_count >= 50, "{runtimes:?}");
+    assert!(
+        runtimes[0].run_time > std::time::Duration::ZERO,
+        "{runtimes:?}"
+    );
+}

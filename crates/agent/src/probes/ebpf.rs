@@ -15,7 +15,7 @@ use serde::Deserialize;
 use crate::events::{Event, EventBatch, FiveTuple, Protocol};
 use crate::probe::{
     EventProbe, MapFill, MetricDesc, MetricProbe, Overhead, ProbeArgs, ProbeContext, ProbeError,
-    ProbeHealth, ProbeSpec, Scope,
+    ProbeHealth, ProbeSpec, ProgramStats, Scope,
 };
 use crate::registry::{HistogramValue, Samples, Value};
 
@@ -78,6 +78,7 @@ pub(crate) trait Loader: Sized + Send + 'static {
     fn load(options: &bpf::Options) -> Result<Self, bpf::Error>;
     fn stats(&self) -> Result<bpf::ProbeStats, bpf::Error>;
     fn map_fills(&self) -> Result<Vec<bpf::MapFill>, bpf::Error>;
+    fn program_runtimes(&self) -> Result<Vec<bpf::ProgramRuntime>, bpf::Error>;
 }
 
 /// The metric half: how in-kernel aggregates become samples.
@@ -109,7 +110,8 @@ fn lock<P>(loader: &Mutex<P>) -> MutexGuard<'_, P> {
 }
 
 fn health<P: Loader>(loader: &Mutex<P>) -> ProbeHealth {
-    let maps = lock(loader)
+    let loader = lock(loader);
+    let maps = loader
         .map_fills()
         .unwrap_or_default()
         .into_iter()
@@ -119,10 +121,18 @@ fn health<P: Loader>(loader: &Mutex<P>) -> ProbeHealth {
             capacity: u64::from(fill.capacity),
         })
         .collect();
-    ProbeHealth {
-        programs: Vec::new(),
-        maps,
-    }
+    // Zero unless run-time accounting is on (kernel.bpf_stats_enabled=1).
+    let programs = loader
+        .program_runtimes()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|run| ProgramStats {
+            program: run.program.to_string(),
+            run_count: run.run_count,
+            run_time_ns: run.run_time.as_nanos() as u64,
+        })
+        .collect();
+    ProbeHealth { programs, maps }
 }
 
 struct EbpfMetrics<P> {
@@ -323,6 +333,9 @@ macro_rules! forward_loader {
             }
             fn map_fills(&self) -> Result<Vec<bpf::MapFill>, bpf::Error> {
                 <$loader>::map_fills(self)
+            }
+            fn program_runtimes(&self) -> Result<Vec<bpf::ProgramRuntime>, bpf::Error> {
+                <$loader>::program_runtimes(self)
             }
         }
     };

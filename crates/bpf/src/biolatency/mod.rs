@@ -72,7 +72,18 @@ pub struct BioLatency {
     object: ProbeObject,
 }
 
-impl_probe_common!(BioLatency, ["bio_in_flight", "bio_latency"]);
+const ATTACHMENTS: &[Attachment] = &[
+    Attachment {
+        program: "on_block_rq_issue",
+        tracepoint: "block_rq_issue",
+    },
+    Attachment {
+        program: "on_block_rq_complete",
+        tracepoint: "block_rq_complete",
+    },
+];
+
+impl_probe_common!(BioLatency, ATTACHMENTS, ["bio_in_flight", "bio_latency"]);
 
 impl BioLatency {
     pub fn load(options: &Options) -> Result<Self, Error> {
@@ -80,16 +91,7 @@ impl BioLatency {
             ObjectSpec {
                 probe: "biolatency",
                 bytes: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/biolatency.bpf.o")),
-                attachments: &[
-                    Attachment {
-                        program: "on_block_rq_issue",
-                        tracepoint: "block_rq_issue",
-                    },
-                    Attachment {
-                        program: "on_block_rq_complete",
-                        tracepoint: "block_rq_complete",
-                    },
-                ],
+                attachments: ATTACHMENTS,
                 globals: &[(
                     "slow_threshold_ns",
                     options.slow_threshold.as_nanos() as u64,

@@ -57,7 +57,18 @@ pub struct Flow {
     object: ProbeObject,
 }
 
-impl_probe_common!(Flow, ["flows"]);
+const ATTACHMENTS: &[Attachment] = &[
+    Attachment {
+        program: "on_net_dev_queue",
+        tracepoint: "net_dev_queue",
+    },
+    Attachment {
+        program: "on_netif_receive_skb",
+        tracepoint: "netif_receive_skb",
+    },
+];
+
+impl_probe_common!(Flow, ATTACHMENTS, ["flows"]);
 
 impl Flow {
     pub fn load(options: &Options) -> Result<Self, Error> {
@@ -70,16 +81,7 @@ impl Flow {
             ObjectSpec {
                 probe: PROBE,
                 bytes: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flow.bpf.o")),
-                attachments: &[
-                    Attachment {
-                        program: "on_net_dev_queue",
-                        tracepoint: "net_dev_queue",
-                    },
-                    Attachment {
-                        program: "on_netif_receive_skb",
-                        tracepoint: "netif_receive_skb",
-                    },
-                ],
+                attachments: ATTACHMENTS,
                 globals: &[("skip_netns", skip_netns)],
                 sized_maps: &["flows"],
             },

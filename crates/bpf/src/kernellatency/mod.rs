@@ -57,7 +57,22 @@ pub struct KernelLatency {
     object: ProbeObject,
 }
 
-impl_probe_common!(KernelLatency, ["rx_in_flight", "rx_latency"]);
+const ATTACHMENTS: &[Attachment] = &[
+    Attachment {
+        program: "on_netif_receive_skb",
+        tracepoint: "netif_receive_skb",
+    },
+    Attachment {
+        program: "on_tcp_probe",
+        tracepoint: "tcp_probe",
+    },
+    Attachment {
+        program: "on_skb_copy_datagram_iovec",
+        tracepoint: "skb_copy_datagram_iovec",
+    },
+];
+
+impl_probe_common!(KernelLatency, ATTACHMENTS, ["rx_in_flight", "rx_latency"]);
 
 impl KernelLatency {
     pub fn load(options: &Options) -> Result<Self, Error> {
@@ -68,20 +83,7 @@ impl KernelLatency {
                     env!("OUT_DIR"),
                     "/kernellatency.bpf.o"
                 )),
-                attachments: &[
-                    Attachment {
-                        program: "on_netif_receive_skb",
-                        tracepoint: "netif_receive_skb",
-                    },
-                    Attachment {
-                        program: "on_tcp_probe",
-                        tracepoint: "tcp_probe",
-                    },
-                    Attachment {
-                        program: "on_skb_copy_datagram_iovec",
-                        tracepoint: "skb_copy_datagram_iovec",
-                    },
-                ],
+                attachments: ATTACHMENTS,
                 globals: &[(
                     "slow_threshold_ns",
                     options.slow_threshold.as_nanos() as u64,

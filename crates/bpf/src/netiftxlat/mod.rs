@@ -60,7 +60,22 @@ pub struct NetifTxLatency {
     object: ProbeObject,
 }
 
-impl_probe_common!(NetifTxLatency, ["tx_in_flight", "tx_latency"]);
+const ATTACHMENTS: &[Attachment] = &[
+    Attachment {
+        program: "on_net_dev_queue",
+        tracepoint: "net_dev_queue",
+    },
+    Attachment {
+        program: "on_net_dev_start_xmit",
+        tracepoint: "net_dev_start_xmit",
+    },
+    Attachment {
+        program: "on_net_dev_xmit",
+        tracepoint: "net_dev_xmit",
+    },
+];
+
+impl_probe_common!(NetifTxLatency, ATTACHMENTS, ["tx_in_flight", "tx_latency"]);
 
 impl NetifTxLatency {
     pub fn load(options: &Options) -> Result<Self, Error> {
@@ -68,20 +83,7 @@ impl NetifTxLatency {
             ObjectSpec {
                 probe: "netiftxlat",
                 bytes: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netiftxlat.bpf.o")),
-                attachments: &[
-                    Attachment {
-                        program: "on_net_dev_queue",
-                        tracepoint: "net_dev_queue",
-                    },
-                    Attachment {
-                        program: "on_net_dev_start_xmit",
-                        tracepoint: "net_dev_start_xmit",
-                    },
-                    Attachment {
-                        program: "on_net_dev_xmit",
-                        tracepoint: "net_dev_xmit",
-                    },
-                ],
+                attachments: ATTACHMENTS,
                 globals: &[(
                     "slow_threshold_ns",
                     options.slow_threshold.as_nanos() as u64,

@@ -68,7 +68,22 @@ pub struct NetSoftirq {
     object: ProbeObject,
 }
 
-impl_probe_common!(NetSoftirq, ["softirq_latency"]);
+const ATTACHMENTS: &[Attachment] = &[
+    Attachment {
+        program: "on_softirq_raise",
+        tracepoint: "softirq_raise",
+    },
+    Attachment {
+        program: "on_softirq_entry",
+        tracepoint: "softirq_entry",
+    },
+    Attachment {
+        program: "on_softirq_exit",
+        tracepoint: "softirq_exit",
+    },
+];
+
+impl_probe_common!(NetSoftirq, ATTACHMENTS, ["softirq_latency"]);
 
 impl NetSoftirq {
     pub fn load(options: &Options) -> Result<Self, Error> {
@@ -76,20 +91,7 @@ impl NetSoftirq {
             ObjectSpec {
                 probe: "netsoftirq",
                 bytes: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netsoftirq.bpf.o")),
-                attachments: &[
-                    Attachment {
-                        program: "on_softirq_raise",
-                        tracepoint: "softirq_raise",
-                    },
-                    Attachment {
-                        program: "on_softirq_entry",
-                        tracepoint: "softirq_entry",
-                    },
-                    Attachment {
-                        program: "on_softirq_exit",
-                        tracepoint: "softirq_exit",
-                    },
-                ],
+                attachments: ATTACHMENTS,
                 globals: &[(
                     "slow_threshold_ns",
                     options.slow_threshold.as_nanos() as u64,

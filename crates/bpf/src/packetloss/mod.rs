@@ -90,7 +90,12 @@ pub struct PacketLoss {
     symbols: KernelSymbols,
 }
 
-impl_probe_common!(PacketLoss, ["drop_counts"]);
+const ATTACHMENTS: &[Attachment] = &[Attachment {
+    program: "on_kfree_skb",
+    tracepoint: "kfree_skb",
+}];
+
+impl_probe_common!(PacketLoss, ATTACHMENTS, ["drop_counts"]);
 
 impl PacketLoss {
     pub fn load(options: &Options) -> Result<Self, Error> {
@@ -104,10 +109,7 @@ impl PacketLoss {
             ObjectSpec {
                 probe: PROBE,
                 bytes: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/packetloss.bpf.o")),
-                attachments: &[Attachment {
-                    program: "on_kfree_skb",
-                    tracepoint: "kfree_skb",
-                }],
+                attachments: ATTACHMENTS,
                 globals: &[("capture_stack", u64::from(options.capture_stack))],
                 sized_maps: &["drop_counts"],
             },

@@ -47,7 +47,22 @@ pub struct SocketLatency {
     object: ProbeObject,
 }
 
-impl_probe_common!(SocketLatency, ["unread_since", "read_latency"]);
+const ATTACHMENTS: &[Attachment] = &[
+    Attachment {
+        program: "on_sk_data_ready",
+        tracepoint: "sk_data_ready",
+    },
+    Attachment {
+        program: "on_sock_recv_length",
+        tracepoint: "sock_recv_length",
+    },
+    Attachment {
+        program: "on_inet_sock_set_state",
+        tracepoint: "inet_sock_set_state",
+    },
+];
+
+impl_probe_common!(SocketLatency, ATTACHMENTS, ["unread_since", "read_latency"]);
 
 impl SocketLatency {
     pub fn load(options: &Options) -> Result<Self, Error> {
@@ -58,20 +73,7 @@ impl SocketLatency {
                     env!("OUT_DIR"),
                     "/socketlatency.bpf.o"
                 )),
-                attachments: &[
-                    Attachment {
-                        program: "on_sk_data_ready",
-                        tracepoint: "sk_data_ready",
-                    },
-                    Attachment {
-                        program: "on_sock_recv_length",
-                        tracepoint: "sock_recv_length",
-                    },
-                    Attachment {
-                        program: "on_inet_sock_set_state",
-                        tracepoint: "inet_sock_set_state",
-                    },
-                ],
+                attachments: ATTACHMENTS,
                 globals: &[(
                     "slow_threshold_ns",
                     options.slow_threshold.as_nanos() as u64,

@@ -85,7 +85,18 @@ pub struct TcpReset {
     reasons: EnumNames,
 }
 
-impl_probe_common!(TcpReset, ["reset_counts"]);
+const ATTACHMENTS: &[Attachment] = &[
+    Attachment {
+        program: "on_tcp_send_reset",
+        tracepoint: "tcp_send_reset",
+    },
+    Attachment {
+        program: "on_tcp_receive_reset",
+        tracepoint: "tcp_receive_reset",
+    },
+];
+
+impl_probe_common!(TcpReset, ATTACHMENTS, ["reset_counts"]);
 
 impl TcpReset {
     pub fn load(options: &Options) -> Result<Self, Error> {
@@ -95,16 +106,7 @@ impl TcpReset {
             ObjectSpec {
                 probe: PROBE,
                 bytes: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcpreset.bpf.o")),
-                attachments: &[
-                    Attachment {
-                        program: "on_tcp_send_reset",
-                        tracepoint: "tcp_send_reset",
-                    },
-                    Attachment {
-                        program: "on_tcp_receive_reset",
-                        tracepoint: "tcp_receive_reset",
-                    },
-                ],
+                attachments: ATTACHMENTS,
                 globals: &[],
                 sized_maps: &["reset_counts"],
             },

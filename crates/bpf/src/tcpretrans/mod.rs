@@ -49,7 +49,12 @@ pub struct TcpRetrans {
     object: ProbeObject,
 }
 
-impl_probe_common!(TcpRetrans, ["retrans_counts"]);
+const ATTACHMENTS: &[Attachment] = &[Attachment {
+    program: "on_tcp_retransmit_skb",
+    tracepoint: "tcp_retransmit_skb",
+}];
+
+impl_probe_common!(TcpRetrans, ATTACHMENTS, ["retrans_counts"]);
 
 impl TcpRetrans {
     pub fn load(options: &Options) -> Result<Self, Error> {
@@ -57,10 +62,7 @@ impl TcpRetrans {
             ObjectSpec {
                 probe: "tcpretrans",
                 bytes: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcpretrans.bpf.o")),
-                attachments: &[Attachment {
-                    program: "on_tcp_retransmit_skb",
-                    tracepoint: "tcp_retransmit_skb",
-                }],
+                attachments: ATTACHMENTS,
                 globals: &[],
                 sized_maps: &["retrans_counts"],
             },
