@@ -197,7 +197,9 @@ impl Netfilter {
                 (&dump.ipv6, true, "ip6tables"),
             ] {
                 let Some(text) = text else { continue };
-                match crate::iptables::parse(text) {
+                // Lazily: only the chains a packet enters get read (a bad rule there is
+                // reported by the evaluator); the structure is checked here.
+                match crate::iptables::parse_lazy(text) {
                     Ok(mut rs) => {
                         rs.ipv6 = ipv6;
                         if ipv6 {
@@ -311,7 +313,12 @@ impl Netfilter {
                 }
                 let outcomes = match stage {
                     Stage::Iptables(rs, t) => rs.run_table(t, hook, branch, ctx),
-                    Stage::Nft(rs, at) => rs.run_base_chain(*at, branch, ctx),
+                    Stage::Nft(rs, at) => {
+                        let budget = crate::iptables::MAX_BRANCHES
+                            .saturating_sub(next.len() + done.len())
+                            .max(1);
+                        rs.run_base_chain(*at, branch, ctx, budget)
+                    }
                 };
                 for outcome in outcomes {
                     match outcome.verdict {

@@ -94,12 +94,15 @@ impl Ruleset {
     }
 
     /// Run one base chain for one branch. Every fan-out branch gives one outcome; `verdict` is
-    /// `None` when the packet goes on to the next base chain.
+    /// `None` when the packet goes on to the next base chain. `max_branches` bounds the fan-out
+    /// (the caller's share of [`MAX_BRANCHES`], so that chained spreads at one hook cannot
+    /// multiply without limit); past it, spreads follow their first value and say so.
     pub fn run_base_chain(
         &self,
         at: BaseChainRef,
         branch: Branch,
         ctx: &dyn EvalContext,
+        max_branches: usize,
     ) -> Vec<TableOutcome> {
         let table = &self.tables[at.table];
         let mut work = vec![(
@@ -148,7 +151,8 @@ impl Ruleset {
                 position: cur.rule + 1,
                 rule,
             };
-            let room = work.len() + out.len() < MAX_BRANCHES;
+            // This branch counts too: splitting it makes at least two.
+            let room = work.len() + out.len() + 1 < max_branches;
             rref.run(branch, ctx, room, &mut ends);
             for (mut branch, flow) in ends.drain(..) {
                 let mut cur = cur.clone();

@@ -1030,3 +1030,38 @@ fn large_maps_find_exact_and_interval_elements() {
     ));
     assert_eq!(o.trace[0].action, "ACCEPT (vmap @m)");
 }
+
+#[test]
+fn chained_spreads_stay_within_the_branch_limit() {
+    // Three base chains, each `numgen random mod 64 vmap { 0 : accept, …, 63 : accept }`:
+    // 64³ paths unbounded; the evaluator stops splitting at the limit and says so.
+    let elems: Vec<String> = (0..64)
+        .map(|i| format!(r#"[{i}, {{"accept": null}}]"#))
+        .collect();
+    let rule = format!(
+        r#"[{{"vmap": {{"key": {{"numgen": {{"mode": "random", "mod": 64, "offset": 0}}}}, "data": {{"set": [{}]}}}}}}]"#,
+        elems.join(",")
+    );
+    let mut items = vec![r#"{"table": {"family": "inet", "name": "t"}}"#.to_string()];
+    for (i, prio) in [0, 1, 2].iter().enumerate() {
+        items.push(format!(
+            r#"{{"chain": {{"family": "inet", "table": "t", "name": "c{i}", "type": "filter", "hook": "forward", "prio": {prio}, "policy": "accept"}}}}"#
+        ));
+        items.push(format!(
+            r#"{{"rule": {{"family": "inet", "table": "t", "chain": "c{i}", "handle": {i}, "expr": {rule}}}}}"#
+        ));
+    }
+    let rs = parse(&format!(r#"{{"nftables": [{}]}}"#, items.join(","))).unwrap();
+    let outs = run(rs, Hook::Forward, &tcp("10.0.0.1", "10.0.0.2", 80));
+    assert!(
+        outs.len() <= 2 * crate::iptables::MAX_BRANCHES,
+        "{}",
+        outs.len()
+    );
+    let total: f64 = outs.iter().map(|o| o.probability).sum();
+    assert!((total - 1.0).abs() < 1e-9, "{total}");
+    assert!(outs.iter().any(|o| o
+        .unsupported
+        .iter()
+        .any(|u| u.feature.starts_with("fan-out limit"))));
+}
