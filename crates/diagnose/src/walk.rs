@@ -27,6 +27,7 @@ use crate::cni::Datapath;
 use crate::endpoint::{describe, Index};
 use crate::owner::owner_of_rule;
 
+mod ipvs;
 mod path_checks;
 
 /// Hops one path may take before it is declared a loop.
@@ -339,6 +340,10 @@ impl<'a> Walker<'a> {
                             self,
                         ))),
                         Ok(()) => {
+                            if let Some(scheduled) = self.ipvs_schedule(&id, &f, &before, &steps) {
+                                visits.extend(scheduled);
+                                continue;
+                            }
                             match self.check_listener(&id, &f.packet, check_listener, &mut steps) {
                                 Some(idx) => visits.push(Visit::End(Ended::hop_stopped(
                                     f,

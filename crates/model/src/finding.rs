@@ -125,6 +125,8 @@ finding_codes! {
     ServiceIpvsOutOfSync => "service.ipvs_out_of_sync",
     /// The destination port has no Service port.
     ServicePortMissing => "service.port_missing",
+    /// Informational: a headless Service's name resolves to its pods' addresses, each diagnosed.
+    ServiceHeadless => "service.headless",
     /// A NetworkPolicy isolates the pod and none allows the packet (ingress).
     PolicyIngressDenied => "policy.ingress_denied",
     /// A NetworkPolicy isolates the pod and none allows the packet (egress).

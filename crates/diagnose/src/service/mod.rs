@@ -287,12 +287,13 @@ pub fn ready_addresses(
     out
 }
 
-/// For a headless Service: the pod addresses its DNS name resolves to.
+/// For a headless Service: the pod addresses its DNS name resolves to (of every port: the
+/// client picks the port itself).
 pub fn headless_addresses(
     frontend: &Frontend<'_>,
     k8s: &model::snapshot::KubeObjects,
 ) -> Vec<IpAddr> {
-    ready_addresses(k8s, frontend.namespace, frontend.name, frontend.port)
+    ready_addresses(k8s, frontend.namespace, frontend.name, None)
 }
 
 /// Everything the checks need besides the frontend.
@@ -331,6 +332,33 @@ pub fn check(
     let mut report = |finding: Finding, symptom: Symptom<'_>| {
         merge_or_push(ctx, findings, finding, symptom);
     };
+    if frontend.access == Access::Headless {
+        let addresses: Vec<String> = headless_addresses(frontend, k8s)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        report(
+            Finding {
+                code: FindingCode::ServiceHeadless,
+                level: Level::Info,
+                place: Place::default(),
+                message: format!(
+                    "Service {}/{} is headless: its DNS name resolves to the pod addresses {}, so each is diagnosed directly (no kube-proxy, no NAT)",
+                    frontend.namespace,
+                    frontend.name,
+                    addresses.join(", ")
+                ),
+                evidence: vec![object("clusterIP: None".into())],
+                owner: None,
+                hint: Some("Clients get every address from DNS and pick one themselves; diagnose one pod with -d NAMESPACE/POD.".into()),
+            },
+            Symptom::None,
+        );
+        // The client connects to the pods directly, on the port it chose: the Service's ports
+        // only name them (DNS SRV), and kube-proxy has nothing to do.
+        return;
+    }
+
     let Some(port) = frontend.port else {
         if ctx.query.protocol != Protocol::Icmp {
             let have: Vec<String> = frontend
@@ -372,30 +400,6 @@ pub fn check(
     let spec = frontend.service.spec.as_ref();
     let all = backends(k8s, frontend.namespace, frontend.name, Some(port));
     let used = in_use(&all);
-
-    if frontend.access == Access::Headless {
-        let addresses: Vec<String> = headless_addresses(frontend, k8s)
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        report(
-            Finding {
-                code: FindingCode::NatApplied,
-                level: Level::Info,
-                place: Place::default(),
-                message: format!(
-                    "Service {}/{} is headless: its DNS name resolves to the pod addresses {}, so each is diagnosed directly (no kube-proxy, no NAT)",
-                    frontend.namespace,
-                    frontend.name,
-                    addresses.join(", ")
-                ),
-                evidence: vec![object("clusterIP: None".into())],
-                owner: None,
-                hint: None,
-            },
-            Symptom::None,
-        );
-    }
 
     // A named targetPort no selected pod declares: the EndpointSlice controller leaves those
     // pods out, which is why there are no endpoints; say that instead of "no endpoints".
@@ -830,7 +834,10 @@ fn merge_or_push(
     finding: Finding,
     symptom: Symptom<'_>,
 ) {
+    // The walk may have met the same cause in the kernel's terms (an IPVS service without real
+    // servers is "no endpoints" too).
     let is_symptom = |f: &Finding| match &symptom {
+        _ if f.code == finding.code => true,
         Symptom::None => false,
         Symptom::KubeProxyComment(text) => {
             f.owner == Some(Owner::KubeProxy)

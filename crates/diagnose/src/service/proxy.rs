@@ -303,7 +303,7 @@ pub(super) fn iptables_endpoints(
     let services = nat.chain("KUBE-SERVICES")?;
     let portal = services.rules().iter().find_map(|r| match &r.target {
         Target::Chain { name, .. } if addresses(r, cluster_ip, port, protocol_number) => {
-            Some(name.as_str())
+            Some(&**name)
         }
         _ => None,
     });
@@ -344,7 +344,7 @@ fn collect_dnat(rules: &Ruleset, chain: &str, depth: usize, out: &mut Vec<(Addre
     }
     for (i, rule) in c.rules().iter().enumerate() {
         match &rule.target {
-            Target::Chain { name, .. } if name != "KUBE-MARK-MASQ" => {
+            Target::Chain { name, .. } if &**name != "KUBE-MARK-MASQ" => {
                 collect_dnat(rules, name, depth + 1, out)
             }
             Target::Dnat {

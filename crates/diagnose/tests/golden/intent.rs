@@ -21,7 +21,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use lab::kube_proxy::{render_kube_proxy_iptables, KubeProxyInput};
 use lab::plan::{LabState, PodPlan};
 use model::diagnosis::Verdict;
-use model::{CniMode, FindingCode, Snapshot};
+use model::{CniMode, FindingCode, KubeProxyMode, Snapshot};
+use netstack::state::{Address, LinkKind, OperState, Route, RouteType, Scope};
 
 use super::{netns, Case};
 
@@ -202,11 +203,7 @@ pub fn cases() -> Vec<Case> {
 
     // Ingress: db pods accept only the api pods; the frontend is rejected on node-2.
     let mut s = base();
-    s.kubernetes.network_policies.push(policy(serde_json::json!({
-        "metadata": {"namespace": "default", "name": "db-from-api"},
-        "spec": {"podSelector": {"matchLabels": {"role": "db"}},
-                 "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "api"}}}], "ports": [{"port": 8080}]}]}
-    })));
+    s.kubernetes.network_policies.push(db_from_api());
     for node in ["node-1", "node-2"] {
         let rules = with_policy_rules(&kube_proxy_rules(&s, node), &s, node);
         set_rules(&mut s, node, rules);
@@ -323,5 +320,154 @@ pub fn cases() -> Vec<Case> {
         ("default/web-1-1", "service/default/web-0", 80),
         (FindingCode::ServiceProxyOutOfSync, "node-1"),
     ));
+
+    // The same ingress policy on plain flannel, which enforces no NetworkPolicy: delivered,
+    // and a warning that intent and datapath disagree.
+    let mut s = base();
+    s.kubernetes.network_policies.push(db_from_api());
+    out.push(Case {
+        verdict: Verdict::Delivered,
+        ..case(
+            "policy-not-enforced",
+            s,
+            ("default/web-1-1", "default/web-2-1", 8080),
+            (FindingCode::PolicyIngressDenied, "node-2/default/web-2-1"),
+        )
+    });
+
+    // A headless Service: its name resolves to the pods, each reached directly.
+    let mut s = base();
+    s.kubernetes.services[0]
+        .spec
+        .as_mut()
+        .expect("spec")
+        .cluster_ip = Some("None".into());
+    for node in ["node-1", "node-2"] {
+        let rules = kube_proxy_rules(&s, node);
+        set_rules(&mut s, node, rules);
+    }
+    out.push(Case {
+        verdict: Verdict::Delivered,
+        ..case(
+            "headless-service",
+            s,
+            ("default/web-2-1", "service/default/web-0", 8080),
+            (FindingCode::ServiceHeadless, ""),
+        )
+    });
+
+    // targetPort 9090 while the pods serve 8080: kube-proxy DNATs to a closed port.
+    let mut s = base();
+    s.kubernetes.services[0]
+        .spec
+        .as_mut()
+        .expect("spec")
+        .ports
+        .as_mut()
+        .expect("ports")[0]
+        .target_port = Some(IntOrString::Int(9090));
+    for slice in &mut s.kubernetes.endpoint_slices {
+        for port in slice.ports.iter_mut().flatten() {
+            port.port = Some(9090);
+        }
+    }
+    for node in ["node-1", "node-2"] {
+        let rules = kube_proxy_rules(&s, node);
+        set_rules(&mut s, node, rules);
+    }
+    out.push(case(
+        "wrong-target-port",
+        s,
+        ("default/web-2-1", "service/default/web-0", 80),
+        (
+            FindingCode::ServiceWrongTargetPort,
+            "node-1/default/web-1-2",
+        ),
+    ));
+
+    out.push(case(
+        "ipvs-out-of-sync",
+        ipvs_out_of_sync(),
+        ("default/web-2-1", "service/default/web-0", 80),
+        (FindingCode::ServiceIpvsOutOfSync, "node-2"),
+    ));
     out
+}
+
+fn db_from_api() -> NetworkPolicy {
+    policy(serde_json::json!({
+        "metadata": {"namespace": "default", "name": "db-from-api"},
+        "spec": {"podSelector": {"matchLabels": {"role": "db"}},
+                 "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "api"}}}], "ports": [{"port": 8080}]}]}
+    }))
+}
+
+/// kube-proxy in IPVS mode on node-2 (the client's node): the ClusterIP on `kube-ipvs0`, the
+/// iptables/ipset rules IPVS mode keeps for masquerading, and `/proc/net/ip_vs` in the kernel's
+/// format with a stale real server (10.244.1.9, a deleted pod) and without the endpoint
+/// 10.244.0.3. IPVS cannot run here (no ip_vs module), so this text stands for the recording.
+fn ipvs_out_of_sync() -> Snapshot {
+    let mut s = base();
+    s.cluster.kube_proxy_mode = Some(KubeProxyMode::Ipvs);
+    let state = netns(&mut s, "node-2");
+    let mut dummy = state
+        .links
+        .iter()
+        .find(|l| l.name == "cni0")
+        .expect("cni0")
+        .clone();
+    dummy.name = "kube-ipvs0".into();
+    dummy.index = 99;
+    dummy.kind = LinkKind::Dummy;
+    dummy.oper_state = OperState::Unknown;
+    state.links.push(dummy);
+    let local = state
+        .routes
+        .iter()
+        .find(|r| r.kind == RouteType::Local && r.dev.as_deref() == Some("cni0"))
+        .expect("local route of cni0")
+        .clone();
+    state.routes.push(Route {
+        dst: "10.96.0.10/32".parse().expect("valid"),
+        dev: Some("kube-ipvs0".into()),
+        ..local
+    });
+    state.addresses.push(Address {
+        dev: "kube-ipvs0".into(),
+        address: "10.96.0.10".parse().expect("valid"),
+        prefix_len: 32,
+        scope: Scope::Universe,
+    });
+    state.ipsets = Some(
+        "create KUBE-CLUSTER-IP hash:ip,port family inet hashsize 1024 maxelem 65536\n\
+         add KUBE-CLUSTER-IP 10.96.0.10,tcp:80\n"
+            .into(),
+    );
+    state.ipvs = Some(
+        "IP Virtual Server version 1.2.1 (size=4096)\n\
+         Prot LocalAddress:Port Scheduler Flags\n  \
+         -> RemoteAddress:Port Forward Weight ActiveConn InActConn\n\
+         TCP  0A60000A:0050 rr  \n  \
+         -> 0AF40002:1F90      Masq    1      0          0         \n  \
+         -> 0AF40109:1F90      Masq    1      0          3         \n"
+            .into(),
+    );
+    state.iptables.as_mut().expect("dump").ipv4 = Some(
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n\
+         :KUBE-SERVICES - [0:0]\n:KUBE-POSTROUTING - [0:0]\n:KUBE-MARK-MASQ - [0:0]\n:KUBE-NODE-PORT - [0:0]\n\
+         -A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
+         -A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
+         -A POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING\n\
+         -A KUBE-MARK-MASQ -j MARK --or-mark 0x4000\n\
+         -A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN\n\
+         -A KUBE-POSTROUTING -j MARK --xor-mark 0x4000\n\
+         -A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE --random-fully\n\
+         -A KUBE-SERVICES ! -s 10.244.0.0/14 -m comment --comment \"Kubernetes service cluster ip + port for masquerade purpose\" -m set --match-set KUBE-CLUSTER-IP dst,dst -j KUBE-MARK-MASQ\n\
+         -A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODE-PORT\n\
+         -A KUBE-SERVICES -m set --match-set KUBE-CLUSTER-IP dst,dst -j ACCEPT\n\
+         COMMIT\n*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+         -A FORWARD -m conntrack --ctstate INVALID -j DROP\nCOMMIT\n"
+            .into(),
+    );
+    s
 }
