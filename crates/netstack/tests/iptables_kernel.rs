@@ -133,7 +133,7 @@ fn check_dump(backend: &str, dump: &str) {
     // "assumed", which is a decision, not ignorance).
     for table in &rs.tables {
         for chain in &table.chains {
-            for rule in &chain.rules {
+            for rule in chain.rules() {
                 for m in &rule.matches {
                     assert!(
                         !matches!(m.kind, MatchKind::Unknown { .. }),
@@ -151,9 +151,9 @@ fn check_dump(backend: &str, dump: &str) {
     }
     let filter = rs.table(TableName::Filter).unwrap();
     let policy = filter.chain("POLICY").unwrap();
-    assert_eq!(policy.rules[0].comment(), Some("policy default/deny-db"));
+    assert_eq!(policy.rules()[0].comment(), Some("policy default/deny-db"));
     assert_eq!(
-        policy.rules[0].target,
+        policy.rules()[0].target,
         Target::Chain {
             name: "DOCKER-USER".into(),
             goto: true

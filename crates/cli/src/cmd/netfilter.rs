@@ -87,7 +87,7 @@ fn summarise(file: &str, ruleset: &Ruleset) -> Summary {
                 .chains
                 .iter()
                 .map(|chain| {
-                    for (i, rule) in chain.rules.iter().enumerate() {
+                    for (i, rule) in chain.rules().iter().enumerate() {
                         let mut features: Vec<String> = rule
                             .matches
                             .iter()
@@ -105,7 +105,7 @@ fn summarise(file: &str, ruleset: &Ruleset) -> Summary {
                         if !features.is_empty() {
                             unsupported.push(UnsupportedRule {
                                 table: table.name.to_string(),
-                                chain: chain.name.clone(),
+                                chain: chain.name().to_string(),
                                 position: i + 1,
                                 line: rule.line,
                                 features,
@@ -114,10 +114,10 @@ fn summarise(file: &str, ruleset: &Ruleset) -> Summary {
                     }
                     let policy = chain.policy.map(|p| format!("{p:?}").to_uppercase());
                     (
-                        chain.name.clone(),
+                        chain.name().to_string(),
                         ChainSummary {
                             policy,
-                            rules: chain.rules.len(),
+                            rules: chain.rules().len(),
                         },
                     )
                 })

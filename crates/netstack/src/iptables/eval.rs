@@ -235,7 +235,7 @@ impl Ruleset {
                     break;
                 }
                 let chain = &table.chains[cur.chain];
-                let Some(rule) = chain.rules.get(cur.rule) else {
+                let Some(rule) = chain.rules().get(cur.rule) else {
                     // End of chain: implicit RETURN, or the policy of the built-in chain.
                     if let Some((c, r)) = cur.stack.pop() {
                         cur.chain = c;
@@ -344,11 +344,11 @@ impl Ruleset {
         RuleRef {
             source: self.source(),
             table: table.name.as_str().to_string(),
-            chain: chain.name.clone(),
+            chain: chain.name().to_string(),
             position: 0,
             line: chain.line,
             handle: None,
-            text: format!(":{} {word}", chain.name),
+            text: format!(":{} {word}", chain.name()),
         }
     }
 
@@ -356,7 +356,7 @@ impl Ruleset {
         RuleRef {
             source: self.source(),
             table: table.name.as_str().to_string(),
-            chain: chain.name.clone(),
+            chain: chain.name().to_string(),
             position: index + 1,
             line: rule.line,
             handle: None,
@@ -576,6 +576,17 @@ impl Ruleset {
             }
             Target::Passive { name, .. } => {
                 trace(branch, name.clone());
+                Step::Next
+            }
+            Target::Unreadable { message } => {
+                // It has no matches (nothing was read), so it gets here for every packet:
+                // skip it, and say that the verdict rests on skipping it.
+                let rule = rref();
+                branch.unsupported.push(Unsupported {
+                    rule,
+                    feature: format!("a rule that cannot be read ({message})"),
+                    assumed_match: false,
+                });
                 Step::Next
             }
             Target::Unknown { name, args } => {

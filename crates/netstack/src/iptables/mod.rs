@@ -2,7 +2,11 @@
 //!
 //! Our own parser, because no maintained Rust crate parses `iptables-save` text (the `iptables`
 //! crate shells out; the others are abandoned). It is written for speed (a kube-proxy node has
-//! 100k+ rules): a quote-aware splitter over borrowed text, no regular expressions.
+//! 100k+ rules): a first pass only indexes the dump (tables, chain declarations, and which lines
+//! hold each chain's rules); a chain's rules are read from its lines when first asked for.
+//! [`parse`] then reads every chain (on all cores) and fails on the first bad line;
+//! [`parse_lazy`] leaves them to be read when evaluation enters the chain, which is what a
+//! diagnosis wants (a packet meets a few dozen of a node's 40,000 chains).
 //!
 //! Every rule keeps its table, chain, position and source line so that evidence can cite it.
 //! A match or target we do not model is kept as [`MatchKind::Unknown`] / [`Target::Unknown`] and
@@ -12,19 +16,21 @@
 //! Must not know about Kubernetes: kube-proxy's chains are just chains here.
 
 mod eval;
+mod index;
 mod parse;
 mod print;
 
 pub use eval::{Branch, EvalContext, StateContext, TableOutcome, MAX_BRANCHES};
-pub use parse::{parse, ParseError};
+pub use parse::{parse, parse_lazy, ParseError};
 
-use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
-use std::sync::Arc;
-
-use rustc_hash::FxHasher;
 use std::fmt;
+use std::hash::BuildHasher;
 use std::net::IpAddr;
+use std::ops::Range;
+use std::sync::{Arc, OnceLock};
+
+use hashbrown::HashTable;
+use rustc_hash::FxBuildHasher;
 
 use ipnet::IpNet;
 
@@ -99,45 +105,132 @@ impl Ruleset {
 
     /// A rule as it appeared in the dump (without a leading `[pkts:bytes]` counter).
     pub fn rule_text(&self, rule: &Rule) -> &str {
-        let start = rule.span.start as usize;
-        self.source
-            .get(start..start + rule.span.len as usize)
-            .unwrap_or("")
+        span_text(&self.source, rule.span)
     }
 
     pub fn rule_count(&self) -> usize {
         self.tables
             .iter()
             .flat_map(|t| &t.chains)
-            .map(|c| c.rules.len())
+            .map(|c| c.rules().len())
             .sum()
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone)]
 pub struct Table {
     pub name: TableName,
     pub chains: Vec<Chain>,
-    /// Chain name → position in `chains`; a fast non-cryptographic hash, since a node's dump
-    /// has tens of thousands of chains and no untrusted party chooses their names.
-    index: HashMap<String, usize, BuildHasherDefault<FxHasher>>,
+    text: Arc<TableText>,
 }
 
 impl Table {
-    fn new(name: TableName) -> Table {
-        Table {
-            name,
-            chains: Vec::new(),
-            index: HashMap::default(),
-        }
-    }
-
     pub fn chain(&self, name: &str) -> Option<&Chain> {
-        self.index.get(name).map(|&i| &self.chains[i])
+        self.chain_index(name).map(|i| &self.chains[i])
     }
 
     fn chain_index(&self, name: &str) -> Option<usize> {
-        self.index.get(name).copied()
+        self.text.find(name)
+    }
+}
+
+impl PartialEq for Table {
+    fn eq(&self, other: &Table) -> bool {
+        self.name == other.name && self.chains == other.chains
+    }
+}
+
+impl fmt::Debug for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Table")
+            .field("name", &self.name)
+            .field("chains", &self.chains)
+            .finish()
+    }
+}
+
+/// What the chains of one table share: the dump, the chains' names, and where each chain's rules
+/// are in the dump.
+struct TableText {
+    source: Arc<str>,
+    names: ChainNames,
+    /// Per chain (in `chains` order), consecutive ranges of this.
+    segments: Vec<Segment>,
+    /// Per chain, its name as jump targets hold it, made on the first jump read.
+    shared_names: Box<[OnceLock<Arc<str>>]>,
+}
+
+impl TableText {
+    fn shared_name(&self, chain: usize) -> Arc<str> {
+        Arc::clone(self.shared_names[chain].get_or_init(|| Arc::from(self.name(chain))))
+    }
+
+    fn name(&self, chain: usize) -> &str {
+        self.names.name(&self.source, chain)
+    }
+
+    fn find(&self, name: &str) -> Option<usize> {
+        self.names.find(&self.source, name)
+    }
+}
+
+/// A table's chain names, as spans of the dump (a node's dump declares tens of thousands of
+/// chains: copying each name out would cost more than reading the rest), and the index from name
+/// to position. The hash is fast and non-cryptographic since no untrusted party chooses chain
+/// names; it is kept beside the position so that growing the index reads no names.
+#[derive(Default)]
+struct ChainNames {
+    spans: Vec<TextSpan>,
+    index: HashTable<(u64, u32)>,
+}
+
+impl ChainNames {
+    fn name<'s>(&self, source: &'s str, chain: usize) -> &'s str {
+        span_text(source, self.spans[chain])
+    }
+
+    fn find(&self, source: &str, name: &str) -> Option<usize> {
+        let hash = name_hash(name);
+        self.index
+            .find(hash, |&(h, i)| {
+                h == hash && span_text(source, self.spans[i as usize]) == name
+            })
+            .map(|&(_, i)| i as usize)
+    }
+
+    /// Add `name`, a slice of `source`, as the next chain; false if the table has it already.
+    fn insert(&mut self, source: &str, name: &str) -> bool {
+        let hash = name_hash(name);
+        let ChainNames { spans, index } = self;
+        match index.entry(
+            hash,
+            |&(h, i)| h == hash && span_text(source, spans[i as usize]) == name,
+            |&(h, _)| h,
+        ) {
+            hashbrown::hash_table::Entry::Occupied(_) => false,
+            hashbrown::hash_table::Entry::Vacant(slot) => {
+                slot.insert((hash, spans.len() as u32));
+                spans.push(span_of(source, name));
+                true
+            }
+        }
+    }
+}
+
+fn name_hash(name: &str) -> u64 {
+    FxBuildHasher.hash_one(name)
+}
+
+fn span_text(source: &str, span: TextSpan) -> &str {
+    let start = span.start as usize;
+    source.get(start..start + span.len as usize).unwrap_or("")
+}
+
+/// The span of `part`, which must be a slice of `source` (the index checks dumps fit in u32).
+fn span_of(source: &str, part: &str) -> TextSpan {
+    TextSpan {
+        start: (part.as_ptr() as usize - source.as_ptr() as usize) as u32,
+        len: part.len() as u32,
     }
 }
 
@@ -148,14 +241,74 @@ pub enum Policy {
     Drop,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone)]
 pub struct Chain {
-    pub name: String,
     /// `Some` for built-in chains (`:INPUT ACCEPT [0:0]`), `None` for user chains (`:X - [0:0]`).
     pub policy: Option<Policy>,
     /// Line of the `:CHAIN` declaration.
     pub line: usize,
-    pub rules: Vec<Rule>,
+    /// Position in the table (where its name and segments are in `text`).
+    position: u32,
+    text: Arc<TableText>,
+    /// Range of `text.segments` holding this chain's rules.
+    segments: Range<u32>,
+    rules: OnceLock<Vec<Rule>>,
+}
+
+impl Chain {
+    pub fn name(&self) -> &str {
+        self.text.name(self.position as usize)
+    }
+
+    /// The chain's rules in order, read from the dump on first use (see [`parse_lazy`]).
+    pub fn rules(&self) -> &[Rule] {
+        self.rules.get_or_init(|| {
+            let segments =
+                &self.text.segments[self.segments.start as usize..self.segments.end as usize];
+            parse::read_rules(&self.text, segments)
+        })
+    }
+
+    /// Bytes of rule text, for splitting the reading of a dump between threads.
+    fn rule_bytes(&self) -> usize {
+        self.text.segments[self.segments.start as usize..self.segments.end as usize]
+            .iter()
+            .map(|s| (s.end - s.start) as usize)
+            .sum()
+    }
+}
+
+impl PartialEq for Chain {
+    fn eq(&self, other: &Chain) -> bool {
+        self.name() == other.name()
+            && self.policy == other.policy
+            && self.line == other.line
+            && self.rules() == other.rules()
+    }
+}
+
+impl fmt::Debug for Chain {
+    // Not the shared table text: every chain's debug output would print the whole dump.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = f.debug_struct("Chain");
+        s.field("name", &self.name())
+            .field("policy", &self.policy)
+            .field("line", &self.line);
+        match self.rules.get() {
+            Some(rules) => s.field("rules", rules),
+            None => s.field("rules", &"<not read yet>"),
+        };
+        s.finish()
+    }
+}
+
+/// Consecutive lines of the dump holding rules of one chain (blank and `#` lines may be among
+/// them): bytes `start..end`, the first of which is on line `line`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Segment {
+    start: u32,
+    end: u32,
+    line: u32,
 }
 
 /// One `-A` line.
@@ -376,9 +529,10 @@ pub enum Target {
     Reject {
         with: String,
     },
-    /// `-j CHAIN` (`goto: false`) or `-g CHAIN` (`goto: true`).
+    /// `-j CHAIN` (`goto: false`) or `-g CHAIN` (`goto: true`). The name is shared by every
+    /// rule that jumps there (kube-proxy has 100k+ jumps).
     Chain {
-        name: String,
+        name: Arc<str>,
         goto: bool,
     },
     Dnat {
@@ -416,6 +570,11 @@ pub enum Target {
     Unknown {
         name: String,
         args: String,
+    },
+    /// A rule that could not be read (`message` says why). Only a ruleset from [`parse_lazy`]
+    /// holds these ([`parse`] fails instead); the evaluator skips the rule and reports it.
+    Unreadable {
+        message: String,
     },
 }
 

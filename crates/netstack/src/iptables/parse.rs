@@ -7,7 +7,6 @@
 
 use std::borrow::Cow;
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use ipnet::IpNet;
 use thiserror::Error;
@@ -22,110 +21,96 @@ pub struct ParseError {
     pub message: String,
 }
 
-fn err<T>(line: usize, message: impl Into<String>) -> Result<T, ParseError> {
+pub(super) fn err<T>(line: usize, message: impl Into<String>) -> Result<T, ParseError> {
     Err(ParseError {
         line,
         message: message.into(),
     })
 }
 
-/// Parse a whole `iptables-save` (or `ip6tables-save`) dump.
+/// Dumps smaller than this are read on one thread: starting threads costs more than it saves.
+const PARALLEL_MIN_BYTES: usize = 1 << 20;
+
+/// Parse a whole `iptables-save` (or `ip6tables-save`) dump, reading every rule: the first bad
+/// line (in file order) is the error.
 pub fn parse(text: &str) -> Result<Ruleset, ParseError> {
-    let mut ruleset = Ruleset::default();
-    let mut current: Option<Table> = None;
-    let mut table_line = 0;
-    let mut last_chain: Option<(String, usize)> = None;
-    let mut tokens = Vec::with_capacity(32);
-    for (idx, raw) in text.lines().enumerate() {
-        let line_no = idx + 1;
-        let line = raw.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        if let Some(name) = line.strip_prefix('*') {
-            if current.is_some() {
-                return err(
-                    line_no,
-                    format!("table *{name} starts before the previous table's COMMIT"),
-                );
-            }
-            let table = TableName::from_name(name.trim()).ok_or_else(|| ParseError {
-                line: line_no,
-                message: format!("unknown table {name:?}"),
-            })?;
-            if ruleset.table(table).is_some() {
-                return err(line_no, format!("table *{name} appears twice"));
-            }
-            current = Some(Table::new(table));
-            last_chain = None;
-            table_line = line_no;
-            continue;
-        }
-        let Some(table) = current.as_mut() else {
-            return err(
-                line_no,
-                "rule or chain outside a table (expected a `*table` line first)",
-            );
-        };
-        if line == "COMMIT" {
-            let mut done = current.take().expect("checked above");
-            resolve_targets(&mut done)?;
-            ruleset.tables.push(done);
-        } else if let Some(decl) = line.strip_prefix(':') {
-            declare_chain(table, decl, line_no)?;
-        } else {
-            let rule_text = strip_counters(line);
-            let Some(rest) = rule_text.strip_prefix("-A ") else {
-                return err(
-                    line_no,
-                    format!(
-                        "expected `-A CHAIN …`, `:CHAIN`, `COMMIT` or `*table`, found {line:?}"
-                    ),
-                );
-            };
-            tokenize(rest, line_no, &mut tokens)?;
-            let (chain_name, options) = tokens.split_first().ok_or_else(|| ParseError {
-                line: line_no,
-                message: "`-A` without a chain name".into(),
-            })?;
-            // Rules of one chain come together in a dump: remember the last chain found.
-            let chain = match &last_chain {
-                Some((name, idx)) if name.as_str() == chain_name.as_ref() => *idx,
-                _ => {
-                    let idx = table.chain_index(chain_name).ok_or_else(|| ParseError {
-                        line: line_no,
-                        message: format!(
-                            "rule appended to chain {chain_name:?}, which is not declared in table {}",
-                            table.name
-                        ),
-                    })?;
-                    last_chain = Some((chain_name.to_string(), idx));
-                    idx
-                }
-            };
-            let (matches, target) = parse_rule(options, line_no)?;
-            table.chains[chain].rules.push(Rule {
-                line: line_no,
-                span: TextSpan {
-                    start: (rule_text.as_ptr() as usize - text.as_ptr() as usize) as u32,
-                    len: rule_text.len() as u32,
-                },
-                matches,
-                target,
-            });
-        }
+    let index::Indexed { ruleset, error } = index::index(text);
+    read_every_chain(&ruleset);
+    let unreadable = ruleset
+        .tables
+        .iter()
+        .flat_map(|t| &t.chains)
+        .flat_map(|c| c.rules())
+        .filter_map(|r| match &r.target {
+            Target::Unreadable { message } => Some(ParseError {
+                line: r.line,
+                message: message.clone(),
+            }),
+            _ => None,
+        })
+        .min_by_key(|e| e.line);
+    match (error, unreadable) {
+        (Some(structural), Some(rule)) if rule.line < structural.noticed_at => Err(rule),
+        (Some(structural), _) => Err(structural.error),
+        (None, Some(rule)) => Err(rule),
+        (None, None) => Ok(ruleset),
     }
-    if let Some(table) = current {
-        return err(
-            table_line,
-            format!("table *{} is never committed (missing COMMIT)", table.name),
-        );
-    }
-    ruleset.source = Arc::from(text);
-    Ok(ruleset)
 }
 
-fn strip_counters(line: &str) -> &str {
+/// Read a dump's structure (tables, chain declarations, which lines hold which chain's rules)
+/// and leave the rules to be read when [`Chain::rules`] is first called for their chain, which
+/// the evaluator does as a packet enters it. Errors are structural only; a rule that turns out
+/// to be unreadable becomes a [`Target::Unreadable`] rule, which the evaluator skips and reports.
+pub fn parse_lazy(text: &str) -> Result<Ruleset, ParseError> {
+    let index::Indexed { ruleset, error } = index::index(text);
+    match error {
+        Some(structural) => Err(structural.error),
+        None => Ok(ruleset),
+    }
+}
+
+/// Read every chain's rules, split over the available cores by bytes of rule text (chains are
+/// independent, and `iptables-save` output is 90% rules of a few thousand big tables' chains).
+fn read_every_chain(ruleset: &Ruleset) {
+    let chains: Vec<&Chain> = ruleset
+        .tables
+        .iter()
+        .flat_map(|t| &t.chains)
+        .filter(|c| !c.segments.is_empty())
+        .collect();
+    let total: usize = chains.iter().map(|c| c.rule_bytes()).sum();
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if workers < 2 || total < PARALLEL_MIN_BYTES {
+        read_chains(&chains);
+        return;
+    }
+    let share = total.div_ceil(workers);
+    let mut groups: Vec<&[&Chain]> = Vec::with_capacity(workers);
+    let (mut from, mut bytes) = (0, 0);
+    for (i, chain) in chains.iter().enumerate() {
+        bytes += chain.rule_bytes();
+        if bytes >= share {
+            groups.push(&chains[from..=i]);
+            (from, bytes) = (i + 1, 0);
+        }
+    }
+    groups.push(&chains[from..]);
+    std::thread::scope(|scope| {
+        let (mine, others) = groups.split_first().expect("at least one group");
+        for group in others {
+            scope.spawn(move || read_chains(group));
+        }
+        read_chains(mine);
+    });
+}
+
+fn read_chains(chains: &[&Chain]) {
+    for chain in chains {
+        chain.rules();
+    }
+}
+
+pub(super) fn strip_counters(line: &str) -> &str {
     if line.starts_with('[') {
         if let Some(end) = line.find(']') {
             return line[end + 1..].trim_start();
@@ -134,63 +119,56 @@ fn strip_counters(line: &str) -> &str {
     line
 }
 
-fn declare_chain(table: &mut Table, decl: &str, line: usize) -> Result<(), ParseError> {
-    let mut parts = decl.split_whitespace();
-    let name = parts.next().ok_or_else(|| ParseError {
-        line,
-        message: "chain declaration without a name".into(),
-    })?;
-    let policy = match parts.next() {
-        Some("-") => None,
-        Some("ACCEPT") => Some(Policy::Accept),
-        Some("DROP") => Some(Policy::Drop),
-        Some(other) => {
-            return err(
-                line,
-                format!("chain {name}: unknown policy {other:?} (expected ACCEPT, DROP or -)"),
-            )
+/// Read the rules of one chain from its segments of the dump. A rule that cannot be read is kept
+/// (as [`Target::Unreadable`]) so that the positions of the rules after it stay right.
+pub(super) fn read_rules(table: &TableText, segments: &[Segment]) -> Vec<Rule> {
+    let source: &str = &table.source;
+    // One line is at most one rule: size the list once.
+    let lines: usize = segments
+        .iter()
+        .map(|s| memchr::memchr_iter(b'\n', segment_bytes(source, s)).count() + 1)
+        .sum();
+    let mut rules = Vec::with_capacity(lines);
+    let mut tokens = Vec::with_capacity(32);
+    for segment in segments {
+        let text = &source[segment.start as usize..segment.end as usize];
+        for (i, raw) in text.split('\n').enumerate() {
+            let line = raw.trim_ascii();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let line_no = segment.line as usize + i;
+            let rule_text = strip_counters(line);
+            let (matches, target) = match read_rule(rule_text, line_no, table, &mut tokens) {
+                Ok(rule) => rule,
+                Err(e) => (Vec::new(), Target::Unreadable { message: e.message }),
+            };
+            rules.push(Rule {
+                line: line_no,
+                span: span_of(source, rule_text),
+                matches,
+                target,
+            });
         }
-        None => return err(line, format!("chain {name}: missing policy")),
-    };
-    if table.index.contains_key(name) {
-        return err(
-            line,
-            format!("chain {name} declared twice in table {}", table.name),
-        );
     }
-    table.index.insert(name.to_string(), table.chains.len());
-    table.chains.push(Chain {
-        name: name.to_string(),
-        policy,
-        line,
-        rules: Vec::new(),
-    });
-    Ok(())
+    rules
 }
 
-/// `-j NAME` is a user chain when the table declares it; otherwise it is an extension target we
-/// do not model (iptables-save never jumps to an undeclared chain). A `-g` must name a chain.
-fn resolve_targets(table: &mut Table) -> Result<(), ParseError> {
-    let Table { chains, index, .. } = table;
-    for chain in chains.iter_mut() {
-        for rule in &mut chain.rules {
-            if let Target::Chain { name, goto } = &rule.target {
-                if !index.contains_key(name) {
-                    if *goto {
-                        return err(
-                            rule.line,
-                            format!("goto chain {name:?}, which is not declared in this table"),
-                        );
-                    }
-                    rule.target = Target::Unknown {
-                        name: name.clone(),
-                        args: String::new(),
-                    };
-                }
-            }
-        }
-    }
-    Ok(())
+fn segment_bytes<'s>(source: &'s str, segment: &Segment) -> &'s [u8] {
+    &source.as_bytes()[segment.start as usize..segment.end as usize]
+}
+
+/// One `-A CHAIN options…` line (the index has checked the chain).
+fn read_rule<'a>(
+    rule_text: &'a str,
+    line: usize,
+    table: &TableText,
+    tokens: &mut Vec<Cow<'a, str>>,
+) -> Result<(Vec<Match>, Target), ParseError> {
+    let rest = rule_text.strip_prefix("-A ").unwrap_or(rule_text);
+    tokenize(rest, line, tokens)?;
+    let options = tokens.get(1..).unwrap_or_default();
+    parse_rule(options, line, table)
 }
 
 /// Split a rule into `tokens` (cleared first; reused across lines to spare an allocation per
@@ -204,7 +182,7 @@ pub(super) fn tokenize<'a>(
     let bytes = text.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
-        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
+        while i < bytes.len() && is_blank(bytes[i]) {
             i += 1;
         }
         if i >= bytes.len() {
@@ -243,13 +221,18 @@ pub(super) fn tokenize<'a>(
             i = end + 1;
         } else {
             let start = i;
-            while i < bytes.len() && !bytes[i].is_ascii_whitespace() {
+            while i < bytes.len() && !is_blank(bytes[i]) {
                 i += 1;
             }
             tokens.push(Cow::Borrowed(&text[start..i]));
         }
     }
     Ok(())
+}
+
+/// ASCII whitespace, tested cheaply for the common case of a printable byte.
+pub(super) fn is_blank(b: u8) -> bool {
+    b <= b' ' && b.is_ascii_whitespace()
 }
 
 /// Cursor over a rule's tokens.
@@ -304,7 +287,11 @@ impl<'a, 'b> Tokens<'a, 'b> {
     }
 }
 
-fn parse_rule(tokens: &[Cow<'_, str>], line: usize) -> Result<(Vec<Match>, Target), ParseError> {
+fn parse_rule(
+    tokens: &[Cow<'_, str>],
+    line: usize,
+    table: &TableText,
+) -> Result<(Vec<Match>, Target), ParseError> {
     let mut t = Tokens {
         tokens,
         pos: 0,
@@ -337,7 +324,8 @@ fn parse_rule(tokens: &[Cow<'_, str>], line: usize) -> Result<(Vec<Match>, Targe
             }
             "-j" | "--jump" | "-g" | "--goto" => {
                 let name = t.value(tok)?;
-                target = parse_target(name, tok.starts_with("-g") || tok == "--goto", &mut t)?;
+                let goto = tok.starts_with("-g") || tok == "--goto";
+                target = parse_target(name, goto, &mut t, table)?;
                 None
             }
             "-c" | "--set-counters" => {
@@ -642,38 +630,54 @@ fn parse_statistic(mode: &str, t: &mut Tokens<'_, '_>) -> Result<MatchKind, Pars
     }
 }
 
-fn parse_target(name: &str, goto: bool, t: &mut Tokens<'_, '_>) -> Result<Target, ParseError> {
+/// `table` tells chain jumps from extension targets: `-j NAME` is a user chain when the table
+/// declares it, and otherwise an extension target we do not model (iptables-save never jumps to
+/// an undeclared chain). A `-g` must name a chain.
+fn parse_target(
+    name: &str,
+    goto: bool,
+    t: &mut Tokens<'_, '_>,
+    table: &TableText,
+) -> Result<Target, ParseError> {
     let line = t.line;
     // Target options follow the target name up to the end of the rule (iptables-save prints
-    // them last); read them as (option, value) pairs.
-    let mut opts: Vec<(&str, Option<&str>)> = Vec::new();
+    // them last): `--option [value]…`, where only options start with `--`. They are looked up in
+    // place rather than collected, since most rules' targets have none or one.
+    let first = t.pos;
     while let Some(tok) = t.peek() {
         if !tok.starts_with("--") {
             break;
         }
         t.next();
-        let value = match t.peek() {
-            Some(v) if !v.starts_with("--") => {
-                t.next();
-                Some(v)
-            }
-            _ => None,
-        };
-        opts.push((tok, value));
+        if t.peek().is_some_and(|v| !v.starts_with("--")) {
+            t.next();
+        }
     }
-    let opt = |name: &str| opts.iter().find(|(o, _)| *o == name).and_then(|(_, v)| *v);
-    let has = |name: &str| opts.iter().any(|(o, _)| *o == name);
+    let opts = &t.tokens[first..t.pos];
+    let opt = |name: &str| {
+        let at = opts.iter().position(|o| o == name)?;
+        opts.get(at + 1)
+            .map(|v| v.as_ref())
+            .filter(|v| !v.starts_with("--"))
+    };
+    let has = |name: &str| opts.iter().any(|o| o == name);
     let args = || {
         opts.iter()
-            .map(|(o, v)| v.map_or_else(|| o.to_string(), |v| format!("{o} {v}")))
+            .map(|o| o.as_ref())
             .collect::<Vec<_>>()
             .join(" ")
     };
     if goto {
-        return Ok(Target::Chain {
-            name: name.to_string(),
-            goto: true,
-        });
+        return match table.find(name) {
+            Some(chain) => Ok(Target::Chain {
+                name: table.shared_name(chain),
+                goto: true,
+            }),
+            None => err(
+                line,
+                format!("goto chain {name:?}, which is not declared in this table"),
+            ),
+        };
     }
     Ok(match name {
         "ACCEPT" => Target::Accept,
@@ -702,7 +706,7 @@ fn parse_target(name: &str, goto: bool, t: &mut Tokens<'_, '_>) -> Result<Target
         }
         "MASQUERADE" | "REDIRECT" => {
             let port = opt("--to-ports")
-                .map(|p| parse_port_range(&p.replace('-', ":"), line))
+                .map(|p| parse_port_range_split(p, '-', line))
                 .transpose()?;
             if name == "MASQUERADE" {
                 Target::Masquerade { port }
@@ -793,9 +797,15 @@ fn parse_target(name: &str, goto: bool, t: &mut Tokens<'_, '_>) -> Result<Target
             name: other.to_string(),
             args: args(),
         },
-        chain => Target::Chain {
-            name: chain.to_string(),
-            goto: false,
+        other => match table.find(other) {
+            Some(chain) => Target::Chain {
+                name: table.shared_name(chain),
+                goto: false,
+            },
+            None => Target::Unknown {
+                name: other.to_string(),
+                args: String::new(),
+            },
         },
     })
 }
@@ -823,7 +833,7 @@ fn parse_nat_to(v: &str, line: usize) -> Result<(Option<IpAddr>, Option<PortRang
         Some(parse_ip(first, line)?)
     };
     let port = port_part
-        .map(|p| parse_port_range(&p.replace('-', ":"), line))
+        .map(|p| parse_port_range_split(p, '-', line))
         .transpose()?;
     Ok((addr, port))
 }
@@ -876,7 +886,12 @@ fn parse_num<T: std::str::FromStr>(v: &str, line: usize, what: &str) -> Result<T
 }
 
 fn parse_port_range(v: &str, line: usize) -> Result<PortRange, ParseError> {
-    let (lo, hi) = v.split_once(':').unwrap_or((v, v));
+    parse_port_range_split(v, ':', line)
+}
+
+/// A port range written `LO<sep>HI` (matches use `:`, NAT targets `-`), or one port.
+fn parse_port_range_split(v: &str, sep: char, line: usize) -> Result<PortRange, ParseError> {
+    let (lo, hi) = v.split_once(sep).unwrap_or((v, v));
     let lo: u16 = if lo.is_empty() {
         0
     } else {
@@ -894,7 +909,18 @@ fn parse_port_range(v: &str, line: usize) -> Result<PortRange, ParseError> {
 }
 
 pub(super) fn parse_protocol(v: &str, line: usize) -> Result<u8, ParseError> {
-    Ok(match v.to_ascii_lowercase().as_str() {
+    // iptables-save writes names in lower case; other spellings are rare enough to copy.
+    match protocol_number(v) {
+        Some(n) => Ok(n),
+        None if v.bytes().any(|b| b.is_ascii_uppercase()) => {
+            protocol_number(&v.to_ascii_lowercase()).map_or_else(|| parse_num(v, line, "-p"), Ok)
+        }
+        None => parse_num(v, line, "-p"),
+    }
+}
+
+fn protocol_number(name: &str) -> Option<u8> {
+    Some(match name {
         "all" => 0,
         "icmp" => 1,
         "igmp" => 2,
@@ -908,7 +934,7 @@ pub(super) fn parse_protocol(v: &str, line: usize) -> Result<u8, ParseError> {
         "icmpv6" | "ipv6-icmp" => 58,
         "sctp" => 132,
         "udplite" => 136,
-        other => parse_num(other, line, "-p")?,
+        _ => return None,
     })
 }
 

@@ -15,15 +15,20 @@ impl Display for Ruleset {
                     Some(Policy::Drop) => "DROP",
                     None => "-",
                 };
-                writeln!(f, ":{} {policy} [0:0]", chain.name)?;
+                writeln!(f, ":{} {policy} [0:0]", chain.name())?;
             }
             for chain in &table.chains {
-                for rule in &chain.rules {
+                for rule in chain.rules() {
+                    if let Target::Unreadable { .. } = rule.target {
+                        // Nothing was read from it to print: keep the dump's own text.
+                        writeln!(f, "{}", self.rule_text(rule))?;
+                        continue;
+                    }
                     writeln!(
                         f,
                         "{}",
                         RuleLine {
-                            chain: &chain.name,
+                            chain: chain.name(),
                             rule
                         }
                     )?;
@@ -301,7 +306,8 @@ impl Display for TargetText<'_> {
             }
         };
         match self.0 {
-            Target::None => Ok(()),
+            // An unreadable rule has no target to print (`Ruleset` prints its dump text).
+            Target::None | Target::Unreadable { .. } => Ok(()),
             Target::Accept => write!(f, "-j ACCEPT"),
             Target::Drop => write!(f, "-j DROP"),
             Target::Return => write!(f, "-j RETURN"),

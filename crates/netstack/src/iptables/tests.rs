@@ -68,7 +68,7 @@ fn parses_tables_chains_rules_with_positions_and_lines() {
     let rs = parse(text).unwrap();
     assert_eq!(rs.tables.len(), 2);
     let nat = rs.table(TableName::Nat).unwrap();
-    let rule = &nat.chain("PREROUTING").unwrap().rules[0];
+    let rule = &nat.chain("PREROUTING").unwrap().rules()[0];
     assert_eq!(rule.line, 5);
     assert_eq!(rule.comment(), Some("kubernetes service portals"));
     assert_eq!(
@@ -80,8 +80,8 @@ fn parses_tables_chains_rules_with_positions_and_lines() {
     );
     let input = rs.table(TableName::Filter).unwrap().chain("INPUT").unwrap();
     assert_eq!(input.policy, Some(Policy::Drop));
-    assert_eq!(input.rules[1].line, 10);
-    assert!(input.rules[1].matches[0].invert);
+    assert_eq!(input.rules()[1].line, 10);
+    assert!(input.rules()[1].matches[0].invert);
     assert_eq!(rs.rule_count(), 3);
 }
 
@@ -416,6 +416,135 @@ fn kube_proxy_statistic_chains_fan_out_to_every_endpoint() {
 }
 
 #[test]
+fn lazy_reading_gives_the_same_rules_and_reads_only_the_chains_a_packet_enters() {
+    let strict = parse(KUBE_PROXY).unwrap();
+    let lazy = parse_lazy(KUBE_PROXY).unwrap();
+    let nat = lazy.table(TableName::Nat).unwrap();
+    let read = |t: &Table| t.chains.iter().filter(|c| c.rules.get().is_some()).count();
+    assert_eq!(read(nat), 0, "nothing is read before evaluation");
+    let mut p = pkt("10.244.1.9", "10.96.0.20", Protocol::Tcp, 80);
+    p.iif = Some("cni0".into());
+    let (a, b) = (
+        strict.run_hook(Hook::Prerouting, &p, &ctx()),
+        lazy.run_hook(Hook::Prerouting, &p, &ctx()),
+    );
+    assert_eq!(a, b, "same outcomes, traces and evidence");
+    assert!(
+        read(nat) < nat.chains.len(),
+        "chains off the path stay unread"
+    );
+    assert_eq!(strict, lazy, "reading the rest gives the same ruleset");
+}
+
+#[test]
+fn rules_of_a_chain_split_by_other_chains_and_comments_keep_positions_and_lines() {
+    let text = "*filter\n:FORWARD ACCEPT [0:0]\n:A - [0:0]\n-A FORWARD -s 10.0.0.1/32 -j A\n-A A -j RETURN\n\n# note\n-A FORWARD -s 10.0.0.2/32 -j DROP\n[5:300] -A A -j ACCEPT\n-A FORWARD -j ACCEPT\nCOMMIT\n";
+    let rs = parse(text).unwrap();
+    let filter = rs.table(TableName::Filter).unwrap();
+    let lines = |chain: &str| -> Vec<usize> {
+        filter
+            .chain(chain)
+            .unwrap()
+            .rules()
+            .iter()
+            .map(|r| r.line)
+            .collect()
+    };
+    assert_eq!(lines("FORWARD"), [4, 8, 10]);
+    assert_eq!(lines("A"), [5, 9]);
+    let texts: Vec<&str> = filter
+        .chain("A")
+        .unwrap()
+        .rules()
+        .iter()
+        .map(|r| rs.rule_text(r))
+        .collect();
+    assert_eq!(
+        texts,
+        ["-A A -j RETURN", "-A A -j ACCEPT"],
+        "counters are not part of the text"
+    );
+}
+
+/// A kube-proxy-shaped dump of `services` Services × 3 endpoints, big enough (>1 MiB) for
+/// `parse` to split the reading between threads.
+fn big_dump(services: usize) -> String {
+    let mut decl = String::from(
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n:KUBE-MARK-MASQ - [0:0]\n",
+    );
+    let mut rules = String::from("-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000\n");
+    for s in 0..services {
+        decl.push_str(&format!(":KUBE-SVC-{s} - [0:0]\n"));
+        rules.push_str(&format!("-A KUBE-SERVICES -d 10.96.{}.{}/32 -p tcp -m comment --comment \"default/svc-{s}:http cluster IP\" -m tcp --dport 80 -j KUBE-SVC-{s}\n", s / 250, s % 250));
+        for e in 0..3 {
+            decl.push_str(&format!(":KUBE-SEP-{s}-{e} - [0:0]\n"));
+            let p = ["0.33333333349", "0.50000000000"];
+            let stat = p
+                .get(e)
+                .map(|p| format!(" -m statistic --mode random --probability {p}"))
+                .unwrap_or_default();
+            rules.push_str(&format!("-A KUBE-SVC-{s} -m comment --comment \"default/svc-{s}:http\"{stat} -j KUBE-SEP-{s}-{e}\n"));
+            rules.push_str(&format!("-A KUBE-SEP-{s}-{e} -s 10.244.{e}.{}/32 -m comment --comment \"default/svc-{s}:http\" -j KUBE-MARK-MASQ\n", s % 250 + 2));
+            rules.push_str(&format!("-A KUBE-SEP-{s}-{e} -p tcp -m comment --comment \"default/svc-{s}:http\" -m tcp -j DNAT --to-destination 10.244.{e}.{}:8080\n", s % 250 + 2));
+        }
+    }
+    format!("{decl}{rules}COMMIT\n")
+}
+
+#[test]
+fn big_dumps_read_on_all_cores_match_a_lazy_read_and_errors_name_the_first_bad_line() {
+    let text = big_dump(3000);
+    assert!(text.len() > 1 << 20, "{} bytes", text.len());
+    let strict = parse(&text).unwrap();
+    assert_eq!(strict.rule_count(), 2 + 3000 * 10);
+    assert_eq!(strict, parse_lazy(&text).unwrap());
+    // Two bad rules far apart (so on different threads): the first one is the error.
+    let mut lines: Vec<&str> = text.lines().collect();
+    let last = lines.len() - 2;
+    lines[last] = "-A KUBE-SEP-2999-2 -p tcp -j DNAT --to-destination 10.244.999.1:8080";
+    let middle = lines.len() / 2;
+    assert!(lines[middle].starts_with("-A KUBE-"));
+    let bad_middle = lines[middle].replace(" -j ", " -s 10.0.0.300 -j ");
+    lines[middle] = &bad_middle;
+    let e = parse(&lines.join("\n")).unwrap_err();
+    assert_eq!(e.line, middle + 1, "{e}");
+    lines[middle] = "-A KUBE-SERVICES -j ACCEPT";
+    let e = parse(&lines.join("\n")).unwrap_err();
+    assert_eq!(e.line, last + 1, "{e}");
+    assert!(e.message.contains("not an IP address"), "{e}");
+}
+
+#[test]
+fn a_lazily_read_bad_rule_is_skipped_and_reported_where_a_packet_meets_it() {
+    let text = "*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -s 10.0.0.300/32 -j ACCEPT\n-A FORWARD -p tcp -j DROP\nCOMMIT\n";
+    assert_eq!(parse(text).unwrap_err().line, 3);
+    let rs = parse_lazy(text).unwrap();
+    let out = rs.run_hook(
+        Hook::Forward,
+        &pkt("10.0.0.1", "10.0.0.2", Protocol::Tcp, 80),
+        &ctx(),
+    );
+    assert_eq!(
+        out[0].verdict,
+        NetfilterVerdict::Drop,
+        "the rule after it still applies"
+    );
+    let dropped_by = out[0].decided_by.as_ref().unwrap();
+    assert_eq!((dropped_by.position, dropped_by.line), (2, 4));
+    let skipped = &out[0].unsupported[0];
+    assert!(!skipped.assumed_match);
+    assert_eq!((skipped.rule.position, skipped.rule.line), (1, 3));
+    assert!(
+        skipped.feature.contains("10.0.0.300/32"),
+        "{}",
+        skipped.feature
+    );
+    // Structural errors are still found up front.
+    let e = parse_lazy("*filter\n:FORWARD ACCEPT [0:0]\n-A NOPE -j ACCEPT\nCOMMIT\n").unwrap_err();
+    assert_eq!(e.line, 3);
+}
+
+#[test]
 fn nat_only_for_new_connections_and_masquerade_uses_the_out_device() {
     let rs = parse(KUBE_PROXY).unwrap();
     let mut est = pkt("10.244.1.9", "10.96.0.20", Protocol::Tcp, 80);
@@ -601,7 +730,7 @@ proptest! {
         let printed = first.to_string();
         let second = parse(&printed).map_err(|e| TestCaseError::fail(format!("{e}\n{printed}")))?;
         let strip = |rs: &Ruleset| -> Vec<(Vec<Match>, Target)> {
-            rs.tables.iter().flat_map(|t| &t.chains).flat_map(|c| &c.rules).map(|r| (r.matches.clone(), r.target.clone())).collect()
+            rs.tables.iter().flat_map(|t| &t.chains).flat_map(|c| c.rules()).map(|r| (r.matches.clone(), r.target.clone())).collect()
         };
         prop_assert_eq!(strip(&first), strip(&second));
         let expected: Vec<(Vec<Match>, Target)> = rules.clone();
@@ -610,20 +739,34 @@ proptest! {
 }
 
 fn print_rule(chain: &str, rule: &Rule) -> String {
-    let mut table = Table::new(TableName::Filter);
-    table.index.insert(chain.to_string(), 0);
-    table.chains.push(Chain {
-        name: chain.into(),
-        policy: Some(Policy::Accept),
-        line: 0,
-        rules: vec![rule.clone()],
+    let source: Arc<str> = Arc::from(chain);
+    let mut names = ChainNames::default();
+    names.insert(&source, &source);
+    let text = Arc::new(TableText {
+        source: Arc::clone(&source),
+        names,
+        segments: Vec::new(),
+        shared_names: Box::new([OnceLock::new()]),
     });
-    let text = Ruleset {
+    let table = Table {
+        name: TableName::Filter,
+        chains: vec![Chain {
+            policy: Some(Policy::Accept),
+            line: 0,
+            position: 0,
+            text: Arc::clone(&text),
+            segments: 0..0,
+            rules: OnceLock::from(vec![rule.clone()]),
+        }],
+        text,
+    };
+    let printed = Ruleset {
         tables: vec![table],
         ..Ruleset::default()
     }
     .to_string();
-    text.lines()
+    printed
+        .lines()
         .find(|l| l.starts_with("-A"))
         .unwrap_or_default()
         .to_string()
