@@ -481,7 +481,7 @@ pub fn check(
         let unready: Vec<String> = all
             .iter()
             .filter_map(|b| b.pod.clone())
-            .filter(|p| pod_by_key(k8s, p).is_some_and(|pod| !pod_is_ready(pod)))
+            .filter(|p| pod_by_key(k8s, p).is_some_and(pod_is_unready))
             .collect();
         if !unready.is_empty() {
             report(
@@ -592,12 +592,13 @@ fn pod_by_key<'a>(k8s: &'a model::snapshot::KubeObjects, key: &str) -> Option<&'
     })
 }
 
-fn pod_is_ready(pod: &Pod) -> bool {
+/// The pod reports `Ready=False` (a pod without conditions is not judged).
+fn pod_is_unready(pod: &Pod) -> bool {
     pod.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
-        .is_some_and(|c| c.status == "True")
+        .is_some_and(|c| c.status != "True")
 }
 
 /// Pods the Service's selector picks (running, not hostNetwork-agnostic: kube-proxy does not care).

@@ -9,6 +9,10 @@
 //! enforcement chains, so the examples are reproducible from these builders. IPVS cannot run
 //! here (no ip_vs module): its example carries `/proc/net/ip_vs` text in the kernel's format
 //! (`ip_vs_info_seq_show()`), as recorded for netstack's parser tests.
+//!
+//! Scenario tests at the end vary the examples (stale enforcement rules, a second fault in front
+//! of a policy denial, pod clients of an ETP=Local NodePort, ITP=Local, endpoint conditions,
+//! external and load-balancer addresses) and assert what must and must not be reported.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -470,4 +474,290 @@ fn ipvs_out_of_sync() -> Snapshot {
             .into(),
     );
     s
+}
+
+// Scenarios around the examples: what must (and must not) be said, asserted on the findings.
+
+fn diagnose(s: &Snapshot, src: &str, dst: &str, port: u16) -> model::diagnosis::Diagnosis {
+    diagnose::diagnose(
+        s,
+        &diagnose::Query {
+            src: src.into(),
+            dst: dst.into(),
+            protocol: netstack::packet::Protocol::Tcp,
+            dport: port,
+            sport: 40000,
+        },
+    )
+    .expect("diagnose")
+}
+
+fn text(d: &model::diagnosis::Diagnosis) -> String {
+    diagnose::render::render(d, diagnose::render::Format::Text)
+}
+
+fn only<'d>(d: &'d model::diagnosis::Diagnosis, code: FindingCode) -> &'d model::Finding {
+    let hits: Vec<&model::Finding> = d.findings.iter().filter(|f| f.code == code).collect();
+    assert_eq!(hits.len(), 1, "one {code} expected:\n{}", text(d));
+    hits[0]
+}
+
+fn example(name: &str) -> Snapshot {
+    cases()
+        .into_iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no case {name}"))
+        .snapshot
+}
+
+#[test]
+fn enforcement_rules_that_deny_what_the_policies_allow_are_called_stale() {
+    // The rules were written for "db-from-api"; the policy now also admits the frontend.
+    let mut s = example("policy-ingress-denied");
+    s.kubernetes.network_policies = vec![policy(serde_json::json!({
+        "metadata": {"namespace": "default", "name": "db-from-api"},
+        "spec": {"podSelector": {"matchLabels": {"role": "db"}},
+                 "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "api"}}},
+                                       {"podSelector": {"matchLabels": {"role": "frontend"}}}]}]}
+    }))];
+    let d = diagnose(&s, "default/web-1-1", "default/web-2-1", 8080);
+    assert_eq!(d.verdict, Verdict::Blocked);
+    let f = only(&d, FindingCode::PolicyIngressDenied);
+    assert!(
+        f.message.contains("yet the NetworkPolicies in the snapshot allow it (ingress allowed by default/db-from-api ingress[0];")
+            && f.message.contains("the enforcement rules are out of date"),
+        "{}",
+        text(&d)
+    );
+    assert!(f
+        .hint
+        .as_deref()
+        .is_some_and(|h| h.contains("policy agent on node-2")));
+}
+
+#[test]
+fn a_policy_denial_behind_another_fault_is_still_reported_once() {
+    let mut s = example("policy-not-enforced");
+    let rules = netns(&mut s, "node-2")
+        .iptables
+        .as_mut()
+        .and_then(|d| d.ipv4.as_mut())
+        .expect("rules");
+    *rules = rules.replace(
+        "-A FORWARD -m conntrack --ctstate INVALID -j DROP\n",
+        "-A FORWARD -m conntrack --ctstate INVALID -j DROP\n-A FORWARD -d 10.244.1.0/24 -j DROP\n",
+    );
+    let d = diagnose(&s, "default/web-1-1", "default/web-2-1", 8080);
+    assert_eq!(
+        d.findings[0].code,
+        FindingCode::NetfilterDrop,
+        "{}",
+        text(&d)
+    );
+    let f = only(&d, FindingCode::PolicyIngressDenied);
+    assert_eq!(f.level, model::Level::Warning);
+    assert!(
+        f.message
+            .contains("even once the finding that stops the path is fixed"),
+        "{}",
+        f.message
+    );
+}
+
+#[test]
+fn allowed_traffic_raises_no_policy_finding() {
+    let d = diagnose(
+        &example("policy-ingress-denied"),
+        "default/web-1-2",
+        "default/web-2-1",
+        8080,
+    );
+    assert_eq!(
+        d.verdict,
+        Verdict::Delivered,
+        "the api pod may reach the db:\n{}",
+        text(&d)
+    );
+    assert!(
+        d.findings.iter().all(|f| f.level < model::Level::Warning),
+        "{}",
+        text(&d)
+    );
+}
+
+#[test]
+fn external_traffic_policy_local_does_not_apply_to_pod_clients() {
+    // kube-proxy sends pod traffic for a NodePort cluster-wide (KUBE-EXT "-s clusterCIDR").
+    let d = diagnose(
+        &example("etp-local-no-local-endpoint"),
+        "default/web-2-1",
+        "node/node-2",
+        30080,
+    );
+    assert!(
+        d.findings
+            .iter()
+            .all(|f| f.code != FindingCode::ServiceNoLocalEndpoint),
+        "{}",
+        text(&d)
+    );
+    assert_eq!(d.verdict, Verdict::Delivered, "{}", text(&d));
+}
+
+#[test]
+fn internal_traffic_policy_local_without_an_endpoint_on_the_client_node() {
+    let mut s = base();
+    s.kubernetes.services[0]
+        .spec
+        .as_mut()
+        .expect("spec")
+        .internal_traffic_policy = Some("Local".into());
+    let d = diagnose(&s, "default/web-2-1", "service/default/web-0", 80);
+    let f = only(&d, FindingCode::ServiceNoLocalEndpoint);
+    assert_eq!(f.place.node.as_deref(), Some("node-2"));
+    assert!(
+        f.message
+            .contains("internalTrafficPolicy=Local and no ready endpoint on node-2"),
+        "{}",
+        f.message
+    );
+    // From node-1, which runs both endpoints, nothing is wrong.
+    let d = diagnose(&s, "default/web-1-1", "service/default/web-0", 80);
+    assert!(
+        d.findings
+            .iter()
+            .all(|f| f.code != FindingCode::ServiceNoLocalEndpoint),
+        "{}",
+        text(&d)
+    );
+}
+
+fn set_conditions(s: &mut Snapshot, ready: bool, serving: bool, terminating: bool) {
+    for endpoint in &mut s.kubernetes.endpoint_slices[0].endpoints {
+        endpoint.conditions = Some(EndpointConditions {
+            ready: Some(ready),
+            serving: Some(serving),
+            terminating: Some(terminating),
+        });
+    }
+}
+
+#[test]
+fn endpoints_that_terminate_but_still_serve_are_a_warning_not_an_outage() {
+    let mut s = base();
+    set_conditions(&mut s, false, true, true);
+    let d = diagnose(&s, "default/web-2-1", "service/default/web-0", 80);
+    let f = only(&d, FindingCode::ServiceNoEndpoints);
+    assert_eq!(f.level, model::Level::Warning, "{}", text(&d));
+    assert!(
+        f.message
+            .contains("falls back to 2 terminating endpoint(s) that still serve"),
+        "{}",
+        f.message
+    );
+}
+
+#[test]
+fn endpoints_that_are_not_ready_are_listed_by_pod() {
+    let mut s = base();
+    set_conditions(&mut s, false, false, false);
+    let d = diagnose(&s, "default/web-2-1", "service/default/web-0", 80);
+    let f = only(&d, FindingCode::ServiceNoEndpoints);
+    assert_eq!(f.level, model::Level::Error);
+    assert!(
+        f.message.contains("has 2 endpoints, none ready: 10.244.0.2 (default/web-1-1) not ready, 10.244.0.3 (default/web-1-2) not ready"),
+        "{}",
+        f.message
+    );
+}
+
+#[test]
+fn publish_not_ready_addresses_reaching_unready_pods_is_noted() {
+    let mut s = base();
+    s.kubernetes.services[0]
+        .spec
+        .as_mut()
+        .expect("spec")
+        .publish_not_ready_addresses = Some(true);
+    let pod = s
+        .kubernetes
+        .pods
+        .iter_mut()
+        .find(|p| p.metadata.name.as_deref() == Some("web-1-2"))
+        .expect("pod");
+    pod.status.as_mut().expect("status").conditions =
+        Some(vec![k8s_openapi::api::core::v1::PodCondition {
+            type_: "Ready".into(),
+            status: "False".into(),
+            ..Default::default()
+        }]);
+    let d = diagnose(&s, "default/web-2-1", "service/default/web-0", 80);
+    let f = only(&d, FindingCode::ServiceNoEndpoints);
+    assert_eq!(f.level, model::Level::Info);
+    assert!(
+        f.message
+            .contains("pods that are not Ready (default/web-1-2)"),
+        "{}",
+        f.message
+    );
+}
+
+#[test]
+fn a_port_the_service_lacks_is_named_with_the_ports_it_has() {
+    let d = diagnose(&base(), "default/web-2-1", "service/default/web-0", 81);
+    let f = only(&d, FindingCode::ServicePortMissing);
+    assert!(
+        f.message.contains("has no port 81/TCP; it exposes 80/TCP"),
+        "{}",
+        f.message
+    );
+}
+
+#[test]
+fn cluster_external_and_load_balancer_addresses_are_the_service() {
+    let mut s = base();
+    s.kubernetes.endpoint_slices[0].endpoints.clear();
+    let spec = s.kubernetes.services[0].spec.as_mut().expect("spec");
+    spec.external_ips = Some(vec!["203.0.113.10".into()]);
+    s.kubernetes.services[0].status = Some(k8s_openapi::api::core::v1::ServiceStatus {
+        load_balancer: Some(k8s_openapi::api::core::v1::LoadBalancerStatus {
+            ingress: Some(vec![k8s_openapi::api::core::v1::LoadBalancerIngress {
+                ip: Some("198.51.100.7".into()),
+                ..Default::default()
+            }]),
+        }),
+        ..Default::default()
+    });
+    for dst in ["10.96.0.10", "203.0.113.10", "198.51.100.7"] {
+        let d = diagnose(&s, "default/web-2-1", dst, 80);
+        let f = only(&d, FindingCode::ServiceNoEndpoints);
+        assert!(
+            f.message
+                .starts_with("Service default/web-0:http has no endpoints"),
+            "{dst}: {}",
+            f.message
+        );
+    }
+}
+
+#[test]
+fn headless_services_resolve_to_ready_pods_only_and_fail_when_none_is() {
+    let mut s = example("headless-service");
+    set_conditions(&mut s, false, false, false);
+    let err = diagnose::diagnose(
+        &s,
+        &diagnose::Query {
+            src: "default/web-2-1".into(),
+            dst: "service/default/web-0".into(),
+            protocol: netstack::packet::Protocol::Tcp,
+            dport: 8080,
+            sport: 40000,
+        },
+    )
+    .expect_err("nothing to resolve");
+    assert!(
+        err.to_string()
+            .contains("headless Service with no ready endpoint"),
+        "{err}"
+    );
 }
