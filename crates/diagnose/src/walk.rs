@@ -11,7 +11,7 @@
 //! vxlan, underlay) to the netns that holds the next-hop address. Load-balancing rules fan out,
 //! and every branch is walked.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use model::diagnosis::{Direction, Hop, Path};
@@ -63,6 +63,8 @@ pub struct Walker<'a> {
     direction: Direction,
     /// Size of a full-size packet of the walk in progress: the sender's egress MTU.
     full_size: Option<u32>,
+    /// Netns the forward packets crossed: their conntrack saw the connection start.
+    forward_netns: HashSet<String>,
 }
 
 /// Where a packet was delivered: the packet as it arrived, the netns, and the NAT bindings of
@@ -88,6 +90,7 @@ impl<'a> Walker<'a> {
             datapath: Datapath::new(index.snapshot),
             direction: Direction::Forward,
             full_size: None,
+            forward_netns: HashSet::new(),
         }
     }
 
@@ -241,7 +244,7 @@ impl<'a> Walker<'a> {
         let arriving = flight.packet.iif.is_some();
         let before = flight.packet.clone();
         let mut steps = Vec::new();
-        if let Some(idx) = self.entry_checks(&id, &flight) {
+        if let Some(idx) = self.entry_checks(&id, &mut flight) {
             return vec![Visit::End(Ended::hop_stopped(
                 flight, &id, before, steps, idx, self,
             ))];
@@ -549,8 +552,7 @@ impl<'a> Walker<'a> {
             ));
             return Visit::End(Ended::hop_stopped(flight, &id, before, steps, idx, self));
         };
-        if !link.admin_up || matches!(link.oper_state, OperState::Down | OperState::LowerLayerDown)
-        {
+        if path_checks::link_stops_egress(link) {
             let idx = self.push(finding(
                 FindingCode::LinkDown,
                 Level::Error,
@@ -615,7 +617,7 @@ impl<'a> Walker<'a> {
                         .map(|l| l.name.clone())
                 })
             });
-            peer_name.map(|name| (peer_ns, name))
+            peer_name.map(|name| self.through_switch(peer_ns, name, target))
         } else {
             self.index.owner_of(target).and_then(|owner| {
                 let dev = owner
@@ -775,6 +777,13 @@ impl<'a> Walker<'a> {
                 };
                 let (owner, policy_code) = owner_of_rule(rule.as_ref(), &out.trace);
                 let code = policy_code.unwrap_or(code);
+                let code = crate::checks::conntrack::drop_code(code, &out.packet, rule.as_ref());
+                // The rule only enforces what conntrack decided: the kernel's state is the cause.
+                let owner = if code == FindingCode::ConntrackInvalid {
+                    Some(Owner::Kernel)
+                } else {
+                    owner
+                };
                 let where_ = rule
                     .as_ref()
                     .map(|r| {
@@ -786,6 +795,7 @@ impl<'a> Walker<'a> {
                     .unwrap_or_default();
                 let hint = match (&owner, code) {
                     (Some(Owner::NetworkPolicy { namespace, name }), _) => format!("NetworkPolicy {namespace}/{name} isolates this pod and no policy allows this traffic: add an allow rule for it (or fix the selectors)."),
+                    (_, FindingCode::ConntrackInvalid) => crate::checks::conntrack::INVALID_HINT.to_string(),
                     (_, FindingCode::NetfilterPolicyDrop) => format!("Add an ACCEPT rule for this traffic to the {} chain, or change its policy.", rule.as_ref().map(|r| r.chain.as_str()).unwrap_or("")),
                     (Some(Owner::Unknown), _) | (None, _) => match rule.as_ref().filter(|r| r.position > 0) {
                         Some(r) => format!(

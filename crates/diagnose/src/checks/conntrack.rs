@@ -1,10 +1,38 @@
-//! Conntrack exhaustion: with `nf_conntrack_count` at `nf_conntrack_max`, a packet that needs a
-//! new entry is dropped ("nf_conntrack: table full, dropping packet") in every netns where
-//! conntrack runs, whatever the rules say.
+//! Conntrack on the path. Exhaustion: with `nf_conntrack_count` at `nf_conntrack_max`, a packet
+//! that needs a new entry is dropped ("nf_conntrack: table full, dropping packet") in every
+//! netns where conntrack runs, whatever the rules say. INVALID: a reply crossing a node the
+//! request never crossed (asymmetric routing) finds no entry there; a SYN-ACK without one is
+//! INVALID, and kube-proxy's `--ctstate INVALID -j DROP` drops it.
 
 use model::{Evidence, Finding, FindingCode, Level, NetnsRecord, Owner};
 use netstack::conntrack::ConntrackTable;
-use netstack::packet::Packet;
+use netstack::netfilter::RuleRef;
+use netstack::packet::{CtState, Packet};
+
+pub const INVALID_HINT: &str = "Conntrack here never saw the connection's first packet, so the reply is INVALID: the reply takes another path than the request (asymmetric routing). Make the route back to the client go the way the request came (check the routes for the client's address on the nodes the reply crosses).";
+
+/// The conntrack state `packet` gets in `record` when this netns did not see the request:
+/// conntrack runs where iptables rules exist; `None` where it does not or the state is not
+/// INVALID.
+pub fn state_without_request(record: &NetnsRecord, packet: &Packet) -> Option<CtState> {
+    let rules = record.state.iptables.as_ref()?.ipv4.as_deref()?;
+    if rules.trim().is_empty() {
+        return None;
+    }
+    let lookup = ConntrackTable::of_netns(&record.state).lookup(packet);
+    (lookup.state == CtState::Invalid).then_some(CtState::Invalid)
+}
+
+/// A drop decided by a `ctstate INVALID` rule on an INVALID packet is a conntrack finding, not a
+/// rule someone added against this traffic.
+pub fn drop_code(code: FindingCode, packet: &Packet, rule: Option<&RuleRef>) -> FindingCode {
+    let invalid_rule = rule.is_some_and(|r| r.text.contains("INVALID"));
+    if code == FindingCode::NetfilterDrop && packet.ct_state == CtState::Invalid && invalid_rule {
+        FindingCode::ConntrackInvalid
+    } else {
+        code
+    }
+}
 
 use crate::endpoint::describe;
 use crate::walk::finding;

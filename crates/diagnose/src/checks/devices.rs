@@ -10,7 +10,7 @@ use netstack::fib::neigh::{
     answers_arp, resolve_neighbour, vxlan_forward, ArpAnswer, NeighbourResolution, NoArpAnswer,
     VxlanForwarding,
 };
-use netstack::fib::Fib;
+use netstack::fib::{Fib, RouteDecision, RouteOutcome};
 use netstack::state::{Link, LinkKind, OperState, Scope};
 
 use super::sysctl_evidence;
@@ -175,7 +175,9 @@ pub fn bridge_port(
             Some(&format!("ip link set {name} master {bridge} (inside {})", record.id)),
         ));
     }
-    if down(port) {
+    // Without carrier because the pod's own end is down: the walk reports that end.
+    let pod_end_up = next.state.link(next_dev).is_some_and(|l| l.admin_up);
+    if !port.admin_up || (down(port) && pod_end_up) {
         return Some(finding(
             FindingCode::LinkDown,
             Level::Error,
@@ -305,19 +307,17 @@ pub fn arp_answer(
     ))
 }
 
-/// The destination is a pod of this node whose netns was collected, but its address is gone:
-/// its veth pair was deleted (deleting either end deletes both).
-pub fn pod_interface_missing(
-    dp: &Datapath<'_>,
-    index: &Index<'_>,
-    record: &NetnsRecord,
-    dev: &str,
-    target: IpAddr,
-) -> Option<Finding> {
+/// The pod of this node holding `ip`, when its netns was collected but no longer has the
+/// address: its veth pair was deleted (deleting either end deletes both).
+fn pod_lost_interface<'s>(
+    index: &Index<'s>,
+    node: &str,
+    ip: IpAddr,
+) -> Option<(String, String, &'s NetnsRecord)> {
     let (namespace, name) = index.snapshot.kubernetes.pods.iter().find_map(|p| {
         let status = p.status.as_ref()?;
-        (status.pod_ip.as_deref()? == target.to_string()
-            && p.spec.as_ref()?.node_name.as_deref() == Some(record.node.as_str()))
+        (status.pod_ip.as_deref()? == ip.to_string()
+            && p.spec.as_ref()?.node_name.as_deref() == Some(node))
         .then(|| {
             (
                 p.metadata.namespace.clone().unwrap_or_default(),
@@ -326,17 +326,124 @@ pub fn pod_interface_missing(
         })
     })?;
     let pod = index.snapshot.pod_netns(&namespace, &name)?;
-    if pod.state.addresses.iter().any(|a| a.address == target) {
+    if pod.state.addresses.iter().any(|a| a.address == ip) {
         return None;
     }
-    Some(finding(
+    Some((namespace, name, pod))
+}
+
+fn interface_missing(
+    dp: &Datapath<'_>,
+    record: &NetnsRecord,
+    device: Option<&str>,
+    target: IpAddr,
+    (namespace, name, pod): (String, String, &NetnsRecord),
+) -> Finding {
+    finding(
         FindingCode::LinkMissing,
         Level::Error,
         record,
-        Some(dev),
-        format!("pod {namespace}/{name} ({target}) has no interface with its address: its veth pair is gone, so {dev} in {} has nowhere to deliver", describe(record)),
+        device,
+        format!("pod {namespace}/{name} ({target}) has no interface with its address: its veth pair is gone, so {} has nowhere to deliver to it", describe(record)),
         pod.state.links.iter().map(|l| Evidence::Link { name: l.name.clone(), detail: format!("in {}", pod.id) }).collect(),
         cni_owner(dp),
         Some(&format!("Recreate the pod ({namespace}/{name}) so the CNI plumbs it again: kubectl delete pod -n {namespace} {name}")),
+    )
+}
+
+/// Leaving by bridge `dev` towards `target`, a pod of this node that lost its interface.
+pub fn pod_interface_missing(
+    dp: &Datapath<'_>,
+    index: &Index<'_>,
+    record: &NetnsRecord,
+    dev: &str,
+    target: IpAddr,
+) -> Option<Finding> {
+    let lost = pod_lost_interface(index, &record.node, target)?;
+    Some(interface_missing(dp, record, Some(dev), target, lost))
+}
+
+/// Calico's block blackhole caught a packet for a pod of this node: its `/32` route went with
+/// its deleted veth.
+pub fn blackholed_pod_without_interface(
+    dp: &Datapath<'_>,
+    index: &Index<'_>,
+    record: &NetnsRecord,
+    dst: IpAddr,
+    decision: &RouteDecision,
+) -> Option<Finding> {
+    if record.owner != NetnsOwner::Host
+        || !matches!(decision.outcome, RouteOutcome::Blackhole { .. })
+    {
+        return None;
+    }
+    let lost = pod_lost_interface(index, &record.node, dst)?;
+    Some(interface_missing(dp, record, None, dst, lost))
+}
+
+/// The kernel skips routes through a device that is administratively down, so a broader route
+/// (a blackhole for the block, the default route) catches the packet; the down device is the
+/// cause.
+pub fn down_route_skipped(
+    record: &NetnsRecord,
+    dst: IpAddr,
+    decision: &RouteDecision,
+) -> Option<Finding> {
+    let decided = decision.route.as_ref().map(|r| r.dst.prefix_len());
+    let skipped = record.state.routes.iter().find(|r| {
+        r.dst.contains(&dst)
+            && decided.is_none_or(|len| r.dst.prefix_len() > len)
+            && r.dev
+                .as_deref()
+                .and_then(|d| record.state.link(d))
+                .is_some_and(|l| !l.admin_up)
+    })?;
+    let dev = skipped.dev.as_deref()?;
+    Some(finding(
+        FindingCode::LinkDown,
+        Level::Error,
+        record,
+        Some(dev),
+        format!(
+            "{dev} in {} is down, so the kernel skips `{skipped}` and {dst} is not delivered",
+            describe(record)
+        ),
+        vec![
+            Evidence::Link {
+                name: dev.into(),
+                detail: "admin down".into(),
+            },
+            Evidence::Route {
+                table: skipped.table,
+                text: skipped.to_string(),
+            },
+        ],
+        None,
+        Some(&format!("ip link set {dev} up (inside {})", record.id)),
     ))
+}
+
+/// A veth that has no carrier although its peer is up.
+pub fn no_carrier(record: &NetnsRecord, link: &Link) -> Finding {
+    finding(
+        FindingCode::LinkDown,
+        Level::Error,
+        record,
+        Some(&link.name),
+        format!(
+            "{} in {} has no carrier ({:?}), so the packet cannot leave",
+            link.name,
+            describe(record),
+            link.oper_state
+        ),
+        vec![Evidence::Link {
+            name: link.name.clone(),
+            detail: format!("admin up, oper {:?}", link.oper_state),
+        }],
+        None,
+        Some(&format!(
+            "ip link set {} down; ip link set {} up (inside {}); if it stays down, recreate the pod",
+            link.name, link.name, record.id
+        )),
+    )
 }

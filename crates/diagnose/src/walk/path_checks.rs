@@ -5,27 +5,77 @@
 use std::net::IpAddr;
 
 use model::diagnosis::Direction;
-use model::{Finding, NetnsRecord};
+use model::{Finding, NetnsOwner, NetnsRecord};
 use netstack::fib::{Fib, FlowKey, RouteDecision, RouteOutcome};
 use netstack::packet::Packet;
-use netstack::state::{Link, LinkKind};
+use netstack::state::{Link, LinkKind, OperState};
 
 use super::{Flight, Walker};
 use crate::checks::{conntrack, devices, mtu, sysctl};
 
+/// Whether leaving by `link` stops right here: it is administratively down, or it has no
+/// carrier for a reason of its own. A veth or bridge without carrier because its peer or every
+/// port is down is left to the next hop's checks, which name the device that really is down.
+pub(super) fn link_stops_egress(link: &Link) -> bool {
+    let no_carrier = matches!(link.oper_state, OperState::Down | OperState::LowerLayerDown);
+    !link.admin_up || (no_carrier && !matches!(link.kind, LinkKind::Veth | LinkKind::Bridge))
+}
+
 impl<'a> Walker<'a> {
+    /// A veth whose peer is a port of a bridge in an infrastructure netns (the underlay switch)
+    /// hands the frame, switched, to whoever holds `target` on another port of that bridge; the
+    /// walk continues there. Kubernetes netns are never shortcut: their bridges run netfilter
+    /// on bridged frames (br_netfilter), which the walk models by entering them.
+    pub(super) fn through_switch(
+        &self,
+        peer_ns: String,
+        peer_dev: String,
+        target: IpAddr,
+    ) -> (String, String) {
+        let switch = self
+            .index
+            .netns(&peer_ns)
+            .filter(|r| matches!(r.owner, NetnsOwner::Infrastructure { .. }));
+        let bridge = switch.and_then(|r| r.state.link(&peer_dev)?.master.clone());
+        let holder = self.index.owner_of(target).and_then(|owner| {
+            let dev = owner.state.addresses.iter().find(|a| a.address == target)?;
+            // Its device must be plugged into the same bridge (a veth whose peer is a port).
+            let link = owner.state.link(&dev.dev)?;
+            let port = link.peer.as_ref()?;
+            let on_bridge = switch?
+                .state
+                .links
+                .iter()
+                .any(|l| Some(l.name.as_str()) == port.name.as_deref() && l.master == bridge);
+            (owner.id != peer_ns && on_bridge && bridge.is_some())
+                .then(|| (owner.id.clone(), dev.dev.clone()))
+        });
+        holder.unwrap_or((peer_ns, peer_dev))
+    }
+
     fn push_all(&mut self, found: Option<Finding>) -> Option<usize> {
         found.map(|f| self.push(f))
     }
 
-    /// On entering `id`: a new connection needs a conntrack slot; a bridged reply needs
-    /// iptables to see it for the reverse NAT.
-    pub(super) fn entry_checks(&mut self, id: &str, flight: &Flight) -> Option<usize> {
+    /// On entering `id`: a new connection needs a conntrack slot; a reply through a netns the
+    /// request never crossed has no conntrack entry there (its state becomes what conntrack
+    /// makes of it, INVALID for a SYN-ACK); a bridged reply needs iptables to see it for the
+    /// reverse NAT.
+    pub(super) fn entry_checks(&mut self, id: &str, flight: &mut Flight) -> Option<usize> {
         let record = self.index.netns(id)?;
-        if self.direction == Direction::Forward {
-            if let Some(idx) = self.push_all(conntrack::table_full(record, &flight.packet)) {
-                return Some(idx);
+        match self.direction {
+            Direction::Forward => {
+                self.forward_netns.insert(id.to_string());
+                if let Some(idx) = self.push_all(conntrack::table_full(record, &flight.packet)) {
+                    return Some(idx);
+                }
             }
+            Direction::Reply if !self.forward_netns.contains(id) => {
+                if let Some(state) = conntrack::state_without_request(record, &flight.packet) {
+                    flight.packet.ct_state = state;
+                }
+            }
+            Direction::Reply => {}
         }
         let needs_un_nat = flight
             .bindings
@@ -46,6 +96,18 @@ impl<'a> Walker<'a> {
         decision: &RouteDecision,
     ) -> Option<usize> {
         let record = self.index.netns(id)?;
+        let skipped = devices::down_route_skipped(record, packet.dst, decision).or_else(|| {
+            devices::blackholed_pod_without_interface(
+                &self.datapath,
+                self.index,
+                record,
+                packet.dst,
+                decision,
+            )
+        });
+        if let Some(f) = skipped {
+            return Some(self.push(f));
+        }
         let found = self.datapath.check_route(record, packet, decision)?;
         // The kernel skips routes through a device that is down: the CNI's route may be there
         // and its device down, with a broader route catching the packet.
@@ -161,6 +223,13 @@ impl<'a> Walker<'a> {
         let Some(next_record) = self.index.netns(next_id) else {
             return Ok(());
         };
+        // A veth without carrier whose peer is administratively up: the fault is this end.
+        let peer_up = next_record.state.link(next_dev).is_some_and(|l| l.admin_up);
+        let no_carrier = matches!(link.oper_state, OperState::Down | OperState::LowerLayerDown);
+        if link.kind == LinkKind::Veth && no_carrier && peer_up {
+            let found = devices::no_carrier(record, link);
+            return Err((self.push(found), false));
+        }
         if link.kind == LinkKind::Bridge {
             let found =
                 devices::bridge_port(&self.datapath, record, &link.name, next_record, next_dev);

@@ -478,8 +478,44 @@ fn calico_ipip() -> Vec<Case> {
     out
 }
 
+/// A bridge CNI netsleuth does not know (flannel host-gw's layout without its annotations): the
+/// FIB alone decides, so a broken return route shows where conntrack meets it.
+fn generic_bridge() -> Snapshot {
+    let mut s = three_nodes(CniMode::FlannelHostGw);
+    s.cluster.cni = None;
+    for node in &mut s.kubernetes.nodes {
+        node.metadata.annotations = None;
+    }
+    s
+}
+
+fn generic() -> Vec<Case> {
+    let cni = CniMode::Generic;
+    let mut out = vec![case(
+        cni,
+        "healthy-pod-to-pod-cross-node",
+        generic_bridge(),
+        "default/web-2-1",
+        8080,
+        None,
+    )];
+    // node-2 returns node-1's pods through node-3, whose conntrack never saw the SYN.
+    let mut s = generic_bridge();
+    route_of(&mut s, "node-2", "10.244.0.0/24").gateway =
+        Some("192.168.0.4".parse().expect("valid"));
+    out.push(cross_node(
+        cni,
+        "asymmetric-return-conntrack-invalid",
+        s,
+        FindingCode::ConntrackInvalid,
+        "node-3",
+    ));
+    out
+}
+
 pub fn cases() -> Vec<Case> {
     let mut out = host_gw_path_checks();
+    out.extend(generic());
     out.extend(flannel_vxlan());
     out.extend(calico_bgp());
     out.extend(calico_vxlan());
