@@ -7,9 +7,12 @@
 //! - IPVS mode: the virtual service for the ClusterIP (and node address:nodePort) and its real
 //!   servers with a positive weight (weight 0 = quiesced, no new connections).
 //!
+//! - nftables mode: what the walk's branches were translated to on that node (the netfilter
+//!   evaluator runs kube-proxy's `service-ips` map and `numgen random mod N vmap` fan-out, so
+//!   every endpoint the rules hold is a branch).
+//!
 //! Stale (programmed, not an endpoint) and missing (an endpoint, not programmed) endpoints are
-//! listed. nftables mode is not compared: the nft evaluator (`netstack::nft`) did not exist when
-//! this was written.
+//! listed.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -97,6 +100,19 @@ pub fn check(
             }
         }
     }
+    if mode == Some(KubeProxyMode::Nftables) {
+        if let Some(programmed) = walked_endpoints(ctx.ends, &host.id, ctx.dst_ip) {
+            findings.extend(compare(
+                label,
+                &node,
+                place.clone(),
+                FindingCode::ServiceProxyOutOfSync,
+                "kube-proxy's nftables rules",
+                &expected,
+                programmed,
+            ));
+        }
+    }
     if matches!(mode, None | Some(KubeProxyMode::Ipvs)) {
         let Some(text) = host.state.ipvs.as_deref() else {
             return;
@@ -171,6 +187,45 @@ pub(super) fn ipvs_endpoints(
             )),
         },
     }
+}
+
+/// The endpoints the forward branches were translated to in `netns`, with the translating
+/// step as evidence; `None` when no branch got there (nothing can be said about its rules).
+pub(super) fn walked_endpoints(
+    ends: &[crate::PathEnd<'_>],
+    netns: &str,
+    frontend: IpAddr,
+) -> Option<Programmed> {
+    let mut reached = false;
+    let mut endpoints: Vec<(Address, Evidence)> = Vec::new();
+    for end in ends {
+        let Some(hop) = end.path.hops.iter().find(|h| h.netns == netns) else {
+            continue;
+        };
+        reached = true;
+        let address = (end.packet.dst, end.packet.dport);
+        if end.packet.dst == frontend || endpoints.iter().any(|(a, _)| *a == address) {
+            continue;
+        }
+        let step = hop
+            .steps
+            .iter()
+            .find(|s| s.contains("DNAT"))
+            .cloned()
+            .unwrap_or_else(|| format!("{} => {}", hop.packet_in, hop.packet_out));
+        endpoints.push((
+            address,
+            Evidence::Text {
+                text: format!("{netns}: {step}"),
+            },
+        ));
+    }
+    reached.then(|| Programmed {
+        absent: endpoints
+            .is_empty()
+            .then(|| format!("the packet is translated to no endpoint on {netns}")),
+        endpoints,
+    })
 }
 
 /// What kube-proxy programmed for one Service port.

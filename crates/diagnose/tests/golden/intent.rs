@@ -12,7 +12,8 @@
 //!
 //! Scenario tests at the end vary the examples (stale enforcement rules, a second fault in front
 //! of a policy denial, pod clients of an ETP=Local NodePort, ITP=Local, endpoint conditions,
-//! external and load-balancer addresses) and assert what must and must not be reported.
+//! external and load-balancer addresses, kube-proxy's nftables mode from a recorded `nft -j`
+//! dump) and assert what must and must not be reported.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -759,5 +760,80 @@ fn headless_services_resolve_to_ready_pods_only_and_fail_when_none_is() {
         err.to_string()
             .contains("headless Service with no ready endpoint"),
         "{err}"
+    );
+}
+
+/// The `ip kube-proxy` table of the recorded `nft -j list ruleset` (netstack's test data: a
+/// kube-proxy nftables-mode node, ns1/svc1 = 172.30.0.41:80 → 10.77.2.2:8080, 10.77.2.3:8080);
+/// the host firewall recorded next to it is left out.
+fn recorded_kube_proxy_nft() -> String {
+    let recorded: serde_json::Value =
+        serde_json::from_str(include_str!("../../../netstack/testdata/nft/node.json"))
+            .expect("recorded nft JSON");
+    let items = recorded["nftables"].as_array().expect("nftables array");
+    let kept: Vec<&serde_json::Value> = items
+        .iter()
+        .filter(|item| {
+            item.get("metainfo").is_some()
+                || item
+                    .as_object()
+                    .and_then(|o| o.values().next())
+                    .is_some_and(|inner| {
+                        let table = inner.get("table").or_else(|| inner.get("name"));
+                        inner["family"] == "ip"
+                            && table.and_then(|t| t.as_str()) == Some("kube-proxy")
+                    })
+        })
+        .collect();
+    serde_json::json!({ "nftables": kept }).to_string()
+}
+
+#[test]
+fn kube_proxy_nftables_rules_are_compared_with_the_slices_through_the_walk() {
+    let mut s = base();
+    s.cluster.kube_proxy_mode = Some(KubeProxyMode::Nftables);
+    netns(&mut s, "node-1").nftables = Some(recorded_kube_proxy_nft());
+    let objects: serde_json::Value = serde_json::json!({
+        "services": [{
+            "metadata": {"namespace": "ns1", "name": "svc1"},
+            "spec": {"clusterIP": "172.30.0.41", "ports": [{"name": "p80", "port": 80, "targetPort": 8080}]}
+        }],
+        "endpoint_slices": [{
+            "metadata": {"namespace": "ns1", "name": "svc1-x", "labels": {"kubernetes.io/service-name": "svc1"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "p80", "port": 8080, "protocol": "TCP"}],
+            "endpoints": [
+                {"addresses": ["10.77.2.2"], "conditions": {"ready": true}},
+                {"addresses": ["10.77.2.3"], "conditions": {"ready": false}},
+                {"addresses": ["10.77.2.9"], "conditions": {"ready": true}}
+            ]
+        }]
+    });
+    let extra: model::snapshot::KubeObjects = serde_json::from_value(objects).expect("objects");
+    s.kubernetes.services.extend(extra.services);
+    s.kubernetes.endpoint_slices.extend(extra.endpoint_slices);
+
+    let d = diagnose(&s, "default/web-1-1", "service/ns1/svc1", 80);
+    // The walk fans out over kube-proxy's numgen vmap to both programmed endpoints.
+    let translated: Vec<&str> = d
+        .paths
+        .iter()
+        .flat_map(|p| &p.hops)
+        .flat_map(|h| &h.steps)
+        .filter(|s| s.contains("DNAT"))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(translated.len(), 2, "{}", text(&d));
+    let f = only(&d, FindingCode::ServiceProxyOutOfSync);
+    assert_eq!(f.place.netns.as_deref(), Some("node-1"));
+    assert!(
+        f.message
+            .starts_with("kube-proxy's nftables rules on node-1 for Service ns1/svc1:p80 disagree")
+            && f.message
+                .contains("stale (not an endpoint any more, still sent traffic): 10.77.2.3:8080")
+            && f.message
+                .contains("missing (an endpoint, never sent traffic): 10.77.2.9:8080"),
+        "{}",
+        text(&d)
     );
 }
