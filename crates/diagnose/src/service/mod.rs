@@ -501,7 +501,6 @@ pub fn check(
 
     traffic_policy_check(ctx, frontend, &label, &used, &mut report);
     wrong_target_port_check(ctx, frontend, port, &label, &used, &mut report);
-    drop(report);
     let host = proxy::translating_node(frontend, ctx.src_node)
         .and_then(|node| ctx.index.snapshot.host_netns(&node));
     if let Some(host) = host {
@@ -633,8 +632,11 @@ fn pod_key(pod: &Pod) -> String {
     )
 }
 
-/// Container ports a pod declares for `protocol`: (name, number).
-fn declared_ports(pod: &Pod, protocol: &str) -> Vec<(Option<String>, i32)> {
+/// A container port: (name, number).
+type DeclaredPort = (Option<String>, i32);
+
+/// Container ports a pod declares for `protocol`.
+fn declared_ports(pod: &Pod, protocol: &str) -> Vec<DeclaredPort> {
     pod.spec
         .iter()
         .flat_map(|s| s.containers.iter())
@@ -644,7 +646,7 @@ fn declared_ports(pod: &Pod, protocol: &str) -> Vec<(Option<String>, i32)> {
         .collect()
 }
 
-fn describe_ports(ports: &[(Option<String>, i32)]) -> String {
+fn describe_ports(ports: &[DeclaredPort]) -> String {
     if ports.is_empty() {
         return "no ports".into();
     }
@@ -671,7 +673,7 @@ fn named_port_check(
     let k8s = &ctx.index.snapshot.kubernetes;
     let protocol = port_protocol(port);
     let pods = selected_pods(k8s, frontend);
-    let lacking: Vec<(&Pod, Vec<(Option<String>, i32)>)> = pods
+    let lacking: Vec<(&Pod, Vec<DeclaredPort>)> = pods
         .iter()
         .map(|p| (*p, declared_ports(p, protocol)))
         .filter(|(_, ports)| !ports.iter().any(|(n, _)| n.as_deref() == Some(name)))

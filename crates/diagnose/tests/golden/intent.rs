@@ -497,7 +497,7 @@ fn text(d: &model::diagnosis::Diagnosis) -> String {
     diagnose::render::render(d, diagnose::render::Format::Text)
 }
 
-fn only<'d>(d: &'d model::diagnosis::Diagnosis, code: FindingCode) -> &'d model::Finding {
+fn only(d: &model::diagnosis::Diagnosis, code: FindingCode) -> &model::Finding {
     let hits: Vec<&model::Finding> = d.findings.iter().filter(|f| f.code == code).collect();
     assert_eq!(hits.len(), 1, "one {code} expected:\n{}", text(d));
     hits[0]
