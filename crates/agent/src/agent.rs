@@ -117,7 +117,12 @@ impl Agent {
                 bus,
                 loaders: SharedLoaders::default(),
                 running: RwLock::new(Running {
-                    config: Config { metric_probes: vec![], event_probes: vec![], sinks: vec![], ..config.clone() },
+                    config: Config {
+                        metric_probes: vec![],
+                        event_probes: vec![],
+                        sinks: vec![],
+                        ..config.clone()
+                    },
                     metric_probes: Vec::new(),
                     event_probes: Vec::new(),
                     sink_tasks: Vec::new(),
@@ -159,7 +164,10 @@ impl Agent {
         };
         let config = Config::load(path)?;
         if self.read().config.address != config.address {
-            tracing::warn!("config: `address` changed to {}; it takes effect on restart", config.address);
+            tracing::warn!(
+                "config: `address` changed to {}; it takes effect on restart",
+                config.address
+            );
         }
         self.apply(config, false);
         Ok(())
@@ -179,12 +187,19 @@ impl Agent {
             tracing::warn!("{warning}");
         }
         let ctx = self.context();
-        let mut running = self.inner.running.write().unwrap_or_else(|p| p.into_inner());
+        let mut running = self
+            .inner
+            .running
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
 
         let mut old_metrics = std::mem::take(&mut running.metric_probes);
         let mut metric_probes = Vec::new();
         for wanted in &config.metric_probes {
-            let kept = old_metrics.iter().position(|(c, _)| c == wanted).map(|i| old_metrics.swap_remove(i));
+            let kept = old_metrics
+                .iter()
+                .position(|(c, _)| c == wanted)
+                .map(|i| old_metrics.swap_remove(i));
             let slot = match kept {
                 Some((_, slot)) => slot,
                 None => start_metric_probe(wanted, &ctx),
@@ -196,7 +211,10 @@ impl Agent {
         let mut old_events = std::mem::take(&mut running.event_probes);
         let mut event_probes = Vec::new();
         for wanted in &config.event_probes {
-            let kept = old_events.iter().position(|(c, _)| c == wanted).map(|i| old_events.swap_remove(i));
+            let kept = old_events
+                .iter()
+                .position(|(c, _)| c == wanted)
+                .map(|i| old_events.swap_remove(i));
             let slot = match kept {
                 Some((_, slot)) => slot,
                 None => start_event_probe(wanted, &ctx, &self.inner.bus),
@@ -241,7 +259,11 @@ impl Agent {
                     MetricSlot::Failed(_) => None,
                 })
                 .collect();
-            (probes, running.config.additional_labels.clone(), running.config.pod_limit)
+            (
+                probes,
+                running.config.additional_labels.clone(),
+                running.config.pod_limit,
+            )
         };
         let output = scrape(
             &probes,
@@ -254,7 +276,9 @@ impl Agent {
         );
         let mut probe_registry = Registry::with_prefix(self.inner.options.metric_prefix.clone());
         probe_registry.register_collector(Box::new(ScrapeCollector(output)));
-        self.inner.metrics.observe_scrape(started.elapsed().as_secs_f64());
+        self.inner
+            .metrics
+            .observe_scrape(started.elapsed().as_secs_f64());
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = encode_registry(&mut text, &probe_registry);
@@ -273,9 +297,14 @@ impl Agent {
                 MetricSlot::Active(p) => ProbeStatus::new(
                     &c.name,
                     ProbeState::Running,
-                    p.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+                    p.last_error
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone(),
                 ),
-                MetricSlot::Failed(e) => ProbeStatus::new(&c.name, ProbeState::Failed { error: e.clone() }, None),
+                MetricSlot::Failed(e) => {
+                    ProbeStatus::new(&c.name, ProbeState::Failed { error: e.clone() }, None)
+                }
             })
             .collect();
         let event = running
@@ -285,9 +314,14 @@ impl Agent {
                 EventSlot::Running(r) => ProbeStatus::new(
                     &c.name,
                     ProbeState::Running,
-                    r.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+                    r.last_error
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone(),
                 ),
-                EventSlot::Failed(e) => ProbeStatus::new(&c.name, ProbeState::Failed { error: e.clone() }, None),
+                EventSlot::Failed(e) => {
+                    ProbeStatus::new(&c.name, ProbeState::Failed { error: e.clone() }, None)
+                }
             })
             .collect();
         Status::new(metrics, event, &self.inner.podmap, running.config.pod_limit)
@@ -301,7 +335,10 @@ fn start_metric_probe(config: &ProbeConfig, ctx: &ProbeContext) -> MetricSlot {
         return MetricSlot::Failed(format!("no metrics probe `{}`", config.name));
     };
     match factory(&config.args, ctx) {
-        Ok(probe) => MetricSlot::Active(Arc::new(ActiveMetricProbe { probe, last_error: Mutex::new(None) })),
+        Ok(probe) => MetricSlot::Active(Arc::new(ActiveMetricProbe {
+            probe,
+            last_error: Mutex::new(None),
+        })),
         Err(e) => {
             tracing::warn!("metrics probe {}: {e}", config.name);
             MetricSlot::Failed(e.to_string())
@@ -337,12 +374,17 @@ fn run_event_probe(mut probe: Box<dyn EventProbe>, bus: EventBus) -> EventRunner
                 while !stop.load(Ordering::Relaxed) {
                     let mut batch = EventBatch::default();
                     let result = probe.poll(&mut batch);
-                    *last_error.lock().unwrap_or_else(|p| p.into_inner()) = result.err().map(|e| e.to_string());
+                    *last_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                        result.err().map(|e| e.to_string());
                     bus.publish(name, batch);
                     std::thread::sleep(probe.poll_interval());
                 }
             })
             .expect("spawning a probe thread")
     };
-    EventRunner { stop, thread: Some(thread), last_error }
+    EventRunner {
+        stop,
+        thread: Some(thread),
+        last_error,
+    }
 }

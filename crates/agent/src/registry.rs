@@ -379,7 +379,7 @@ mod tests {
         ), "{text}");
         assert!(text.contains("kubeskoop_packetloss_total{k8s_node=\"n1\",k8s_namespace=\"default\",k8s_pod=\"web-0\",reason=\"NETFILTER_DROP\"} 5\n"), "{text}");
         assert!(text.contains("kubeskoop_packetloss_total{k8s_node=\"n1\",k8s_namespace=\"\",k8s_pod=\"\",reason=\"NETFILTER_DROP\"} 1\n"), "{text}");
-        assert!(text.contains("kubeskoop_netiftxlat_qdisc_seconds_bucket{k8s_node=\"n1\",k8s_namespace=\"\",k8s_pod=\"\",le=\"0.01\"} 3\n"), "{text}");
+        assert!(text.contains("kubeskoop_netiftxlat_qdisc_seconds_bucket{le=\"0.01\",k8s_node=\"n1\",k8s_namespace=\"\",k8s_pod=\"\"} 3\n"), "{text}");
         assert!(
             text.contains("# TYPE kubeskoop_tcp_activeopens counter"),
             "{text}"

@@ -33,9 +33,14 @@ pub enum Listener {
 
 impl Listener {
     pub async fn bind(address: &ListenAddress) -> Result<Listener, ServeError> {
-        let err = |source| ServeError::Listen { address: address.to_string(), source };
+        let err = |source| ServeError::Listen {
+            address: address.to_string(),
+            source,
+        };
         match address {
-            ListenAddress::Tcp(addr) => Ok(Listener::Tcp(TcpListener::bind(addr).await.map_err(err)?)),
+            ListenAddress::Tcp(addr) => {
+                Ok(Listener::Tcp(TcpListener::bind(addr).await.map_err(err)?))
+            }
             ListenAddress::Unix(path) => {
                 // A socket left by a previous run would make bind fail.
                 if std::fs::metadata(path).is_ok() {
@@ -111,24 +116,30 @@ fn watch_dirs(
         }
     };
     add_all(&inotify);
-    std::thread::Builder::new().name(format!("watch-{name}")).spawn(move || loop {
-        let Ok(events) = inotify.read_events() else {
-            return;
-        };
-        if !events.iter().any(|e| interesting(e.name.as_ref())) {
-            continue;
-        }
-        // Let a burst of writes finish (editors, `kubectl apply`, lab up).
-        std::thread::sleep(Duration::from_millis(300));
-        add_all(&inotify);
-        on_change();
-    })?;
+    std::thread::Builder::new()
+        .name(format!("watch-{name}"))
+        .spawn(move || loop {
+            let Ok(events) = inotify.read_events() else {
+                return;
+            };
+            if !events.iter().any(|e| interesting(e.name.as_ref())) {
+                continue;
+            }
+            // Let a burst of writes finish (editors, `kubectl apply`, lab up).
+            std::thread::sleep(Duration::from_millis(300));
+            add_all(&inotify);
+            on_change();
+        })?;
     Ok(())
 }
 
 /// Reload when the config file (or the ConfigMap's `..data` link beside it) changes.
 pub fn reload_on_file_change(agent: Agent, config: &Path) -> std::io::Result<()> {
-    let dir = config.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    let dir = config
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
     let file = config.file_name().map(OsString::from);
     let runtime = tokio::runtime::Handle::current();
     let last = std::sync::Mutex::new(std::fs::read(config).ok());
@@ -158,5 +169,10 @@ pub fn refresh_pods_on_change(agent: Agent) -> std::io::Result<()> {
     }
     let podmap = agent.podmap().clone();
     let watched = podmap.clone();
-    watch_dirs("pods", move || watched.watched_dirs(), |_| true, move || podmap.refresh())
+    watch_dirs(
+        "pods",
+        move || watched.watched_dirs(),
+        |_| true,
+        move || podmap.refresh(),
+    )
 }

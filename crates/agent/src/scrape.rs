@@ -24,7 +24,11 @@ pub struct ActiveMetricProbe {
 }
 
 static AGENT_PODS: [MetricDesc; 2] = [
-    MetricDesc::gauge("agent", "pods_mapped", "Pods whose netns the agent maps (all sources)"),
+    MetricDesc::gauge(
+        "agent",
+        "pods_mapped",
+        "Pods whose netns the agent maps (all sources)",
+    ),
     MetricDesc::gauge(
         "agent",
         "pods_cut",
@@ -33,12 +37,22 @@ static AGENT_PODS: [MetricDesc; 2] = [
 ];
 
 static AGENT_BPF: [MetricDesc; 4] = [
-    MetricDesc::counter("agent", "bpf_program_runs", "eBPF program invocations (kernel.bpf_stats_enabled=1)")
-        .with_labels(&["probe", "program"]),
-    MetricDesc::counter("agent", "bpf_program_run_ns", "Nanoseconds spent in an eBPF program (kernel.bpf_stats_enabled=1)")
-        .with_labels(&["probe", "program"]),
-    MetricDesc::gauge("agent", "bpf_map_entries", "Entries in an eBPF map").with_labels(&["probe", "map"]),
-    MetricDesc::gauge("agent", "bpf_map_capacity", "Capacity of an eBPF map").with_labels(&["probe", "map"]),
+    MetricDesc::counter(
+        "agent",
+        "bpf_program_runs",
+        "eBPF program invocations (kernel.bpf_stats_enabled=1)",
+    )
+    .with_labels(&["probe", "program"]),
+    MetricDesc::counter(
+        "agent",
+        "bpf_program_run_ns",
+        "Nanoseconds spent in an eBPF program (kernel.bpf_stats_enabled=1)",
+    )
+    .with_labels(&["probe", "program"]),
+    MetricDesc::gauge("agent", "bpf_map_entries", "Entries in an eBPF map")
+        .with_labels(&["probe", "map"]),
+    MetricDesc::gauge("agent", "bpf_map_capacity", "Capacity of an eBPF map")
+        .with_labels(&["probe", "map"]),
 ];
 
 /// What one scrape needs besides the probes.
@@ -55,8 +69,15 @@ fn labels_of(entity: &Entity, additional: &[AdditionalLabel]) -> Arc<EntityLabel
         ("k8s_namespace".to_string(), entity.namespace().to_string()),
         ("k8s_pod".to_string(), entity.pod().to_string()),
     ];
-    labels.extend(additional.iter().map(|l| (l.name.clone(), l.value(&entity.labels))));
-    Arc::new(EntityLabels { netns: entity.netns, labels })
+    labels.extend(
+        additional
+            .iter()
+            .map(|l| (l.name.clone(), l.value(&entity.labels))),
+    );
+    Arc::new(EntityLabels {
+        netns: entity.netns,
+        labels,
+    })
 }
 
 fn record(probe: &ActiveMetricProbe, result: Result<(), ProbeError>, metrics: &AgentMetrics) {
@@ -91,15 +112,25 @@ pub fn scrape(probes: &[Arc<ActiveMetricProbe>], settings: &ScrapeSettings<'_>) 
                 continue;
             }
         }
-        visit.push((entity.clone(), labels_of(entity, settings.additional_labels)));
+        visit.push((
+            entity.clone(),
+            labels_of(entity, settings.additional_labels),
+        ));
     }
     let host_labels = labels_of(&host, settings.additional_labels);
     let by_inode: HashMap<u64, Arc<EntityLabels>> =
         visit.iter().map(|(e, l)| (e.netns, l.clone())).collect();
-    let resolve = |inode: u64| by_inode.get(&inode).cloned().unwrap_or_else(|| host_labels.clone());
+    let resolve = |inode: u64| {
+        by_inode
+            .get(&inode)
+            .cloned()
+            .unwrap_or_else(|| host_labels.clone())
+    };
 
-    let per_netns: Vec<&Arc<ActiveMetricProbe>> =
-        probes.iter().filter(|p| p.probe.scope() == Scope::PerNetns).collect();
+    let per_netns: Vec<&Arc<ActiveMetricProbe>> = probes
+        .iter()
+        .filter(|p| p.probe.scope() == Scope::PerNetns)
+        .collect();
     if !per_netns.is_empty() {
         let visit = &visit;
         let resolve_ref = &resolve;
@@ -125,7 +156,9 @@ pub fn scrape(probes: &[Arc<ActiveMetricProbe>], settings: &ScrapeSettings<'_>) 
         });
         match collected {
             Ok(collected) => out.absorb(collected),
-            Err(_) => tracing::error!("a per-netns probe panicked; this scrape has no per-netns samples"),
+            Err(_) => {
+                tracing::error!("a per-netns probe panicked; this scrape has no per-netns samples")
+            }
         }
     }
 

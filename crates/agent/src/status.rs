@@ -25,7 +25,12 @@ impl ProbeStatus {
             ProbeState::Running => ("Running", None),
             ProbeState::Failed { error } => ("Failed", Some(error)),
         };
-        ProbeStatus { name: name.to_string(), state, error, last_error }
+        ProbeStatus {
+            name: name.to_string(),
+            state,
+            error,
+            last_error,
+        }
     }
 }
 
@@ -62,7 +67,12 @@ pub struct Status {
 }
 
 impl Status {
-    pub fn new(metrics: Vec<ProbeStatus>, event: Vec<ProbeStatus>, podmap: &PodMap, limit: usize) -> Status {
+    pub fn new(
+        metrics: Vec<ProbeStatus>,
+        event: Vec<ProbeStatus>,
+        podmap: &PodMap,
+        limit: usize,
+    ) -> Status {
         let pods: Vec<String> = podmap
             .entities()
             .iter()

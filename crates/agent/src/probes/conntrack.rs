@@ -19,31 +19,57 @@ pub static CONNTRACK: [MetricDesc; 11] = [
     c("ignore", "Packets already tracked or untracked (NOTRACK)"),
     c("insert", "Entries inserted"),
     c("insertfailed", "Entries that could not be inserted (clash)"),
-    c("drop", "Packets dropped: table full and no entry could be evicted"),
+    c(
+        "drop",
+        "Packets dropped: table full and no entry could be evicted",
+    ),
     c("earlydrop", "Entries evicted early to make room"),
     c("error", "ICMP errors not matching a tracked connection"),
     c("searchrestart", "Lookups restarted (hash resize or race)"),
     MetricDesc::gauge("conntrack", "entries", "Entries in the table now"),
-    MetricDesc::gauge("conntrack", "maxentries", "Table size limit (nf_conntrack_max)"),
+    MetricDesc::gauge(
+        "conntrack",
+        "maxentries",
+        "Table size limit (nf_conntrack_max)",
+    ),
 ];
 
 const COLUMNS: [&str; 9] = [
-    "found", "invalid", "ignore", "insert", "insert_failed", "drop", "early_drop", "icmp_error", "search_restart",
+    "found",
+    "invalid",
+    "ignore",
+    "insert",
+    "insert_failed",
+    "drop",
+    "early_drop",
+    "icmp_error",
+    "search_restart",
 ];
 
 const STAT: &str = "net/stat/nf_conntrack";
-const COUNT: &str = "sys/net/netfilter/nf_conntrack_count";
-const MAX: &str = "sys/net/netfilter/nf_conntrack_max";
+// /proc/sys/net is resolved in the netns of the thread that opens it (there is no
+// /proc/thread-self/sys).
+const COUNT: &str = "/proc/sys/net/netfilter/nf_conntrack_count";
+const MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
 
 struct Conntrack;
 
 /// Sum each of [`COLUMNS`] over the per-CPU hex rows.
 pub(crate) fn parse_stat(text: &str) -> Result<[u64; 9], String> {
     let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().ok_or("empty file")?.split_whitespace().collect();
+    let header: Vec<&str> = lines
+        .next()
+        .ok_or("empty file")?
+        .split_whitespace()
+        .collect();
     let index: Vec<usize> = COLUMNS
         .iter()
-        .map(|c| header.iter().position(|h| h == c).ok_or_else(|| format!("no `{c}` column")))
+        .map(|c| {
+            header
+                .iter()
+                .position(|h| h == c)
+                .ok_or_else(|| format!("no `{c}` column"))
+        })
         .collect::<Result<_, _>>()?;
     let mut sums = [0u64; 9];
     for line in lines {
@@ -56,11 +82,15 @@ pub(crate) fn parse_stat(text: &str) -> Result<[u64; 9], String> {
     Ok(sums)
 }
 
-fn read_number(rel: &str) -> Result<u64, ProbeError> {
-    let text = read_thread("conntrack", rel)?;
-    text.trim()
-        .parse()
-        .map_err(|_| ProbeError::parse("conntrack", rel, format!("`{}` is not a number", text.trim())))
+fn read_number(path: &str) -> Result<u64, ProbeError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ProbeError::read("conntrack", path, e))?;
+    text.trim().parse().map_err(|_| {
+        ProbeError::parse(
+            "conntrack",
+            path,
+            format!("`{}` is not a number", text.trim()),
+        )
+    })
 }
 
 impl MetricProbe for Conntrack {
@@ -88,7 +118,10 @@ impl MetricProbe for Conntrack {
     }
 }
 
-pub(crate) fn create(args: &ProbeArgs, _: &ProbeContext) -> Result<Box<dyn MetricProbe>, ProbeError> {
+pub(crate) fn create(
+    args: &ProbeArgs,
+    _: &ProbeContext,
+) -> Result<Box<dyn MetricProbe>, ProbeError> {
     args.expect_none()?;
     require("conntrack", STAT, "the nf_conntrack module is not loaded")?;
     Ok(Box::new(Conntrack))
@@ -103,6 +136,9 @@ mod tests {
 00000003  00000000 00000001 00000000 00000002 00000000 00000000 00000000 00000004 00000000 00000001 00000000 00000000  00000000 00000000 00000000 00000000
 00000003  00000000 00000010 00000000 00000001 00000000 00000000 00000000 00000001 00000002 00000000 00000000 00000001  00000000 00000000 00000000 00000005
 ";
-        assert_eq!(super::parse_stat(text).unwrap(), [0x11, 3, 0, 5, 2, 1, 0, 1, 5]);
+        assert_eq!(
+            super::parse_stat(text).unwrap(),
+            [0x11, 3, 0, 5, 2, 1, 0, 1, 5]
+        );
     }
 }

@@ -7,8 +7,16 @@ use crate::registry::Samples;
 use super::pids::PidIndex;
 
 pub static FD: [MetricDesc; 2] = [
-    MetricDesc::gauge("fd", "openfd", "Open file descriptors of the processes in the netns"),
-    MetricDesc::gauge("fd", "opensocket", "Open sockets of the processes in the netns"),
+    MetricDesc::gauge(
+        "fd",
+        "openfd",
+        "Open file descriptors of the processes in the netns",
+    ),
+    MetricDesc::gauge(
+        "fd",
+        "opensocket",
+        "Open sockets of the processes in the netns",
+    ),
 ];
 
 struct Fd {
@@ -50,7 +58,12 @@ impl MetricProbe for Fd {
     }
 }
 
-pub(crate) fn create(args: &ProbeArgs, _: &ProbeContext) -> Result<Box<dyn MetricProbe>, ProbeError> {
+pub(crate) fn create(
+    args: &ProbeArgs,
+    _: &ProbeContext,
+) -> Result<Box<dyn MetricProbe>, ProbeError> {
     args.expect_none()?;
-    Ok(Box::new(Fd { pids: PidIndex::default() }))
+    Ok(Box::new(Fd {
+        pids: PidIndex::default(),
+    }))
 }

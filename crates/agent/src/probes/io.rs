@@ -62,9 +62,14 @@ impl MetricProbe for Io {
     }
 }
 
-pub(crate) fn create(args: &ProbeArgs, _: &ProbeContext) -> Result<Box<dyn MetricProbe>, ProbeError> {
+pub(crate) fn create(
+    args: &ProbeArgs,
+    _: &ProbeContext,
+) -> Result<Box<dyn MetricProbe>, ProbeError> {
     args.expect_none()?;
-    Ok(Box::new(Io { pids: PidIndex::default() }))
+    Ok(Box::new(Io {
+        pids: PidIndex::default(),
+    }))
 }
 
 #[cfg(test)]

@@ -51,7 +51,9 @@ impl MetricProbe for Ipvs {
         let text = match read_thread("ipvs", FILE) {
             Ok(text) => text,
             // Only netns with IPVS in use have the file; others have nothing to report.
-            Err(ProbeError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Err(ProbeError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
                 return Ok(())
             }
             Err(e) => return Err(e),
@@ -64,7 +66,10 @@ impl MetricProbe for Ipvs {
     }
 }
 
-pub(crate) fn create(args: &ProbeArgs, _: &ProbeContext) -> Result<Box<dyn MetricProbe>, ProbeError> {
+pub(crate) fn create(
+    args: &ProbeArgs,
+    _: &ProbeContext,
+) -> Result<Box<dyn MetricProbe>, ProbeError> {
     args.expect_none()?;
     require("ipvs", FILE, "the ip_vs module is not loaded")?;
     Ok(Box::new(Ipvs))

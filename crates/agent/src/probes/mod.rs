@@ -19,6 +19,17 @@ pub mod softnet;
 pub mod tcpext;
 pub mod tcpsummary;
 
+// eBPF probes (crate `bpf`): adapters over its loaders, glue in `ebpf`.
+mod biolatency;
+mod ebpf;
+mod flow;
+mod kernellatency;
+mod netiftxlat;
+mod packetloss;
+mod socketlatency;
+mod softirq;
+mod tcpreset;
+mod tcpretrans;
 
 use crate::probe::{Overhead, ProbeKind, ProbeSpec};
 
@@ -46,6 +57,16 @@ pub static CATALOGUE: &[ProbeSpec] = &[
     metrics_only("io", "syscalls and storage bytes of the netns's processes", Overhead::Low, io::create),
     metrics_only("ipvs", "IPVS totals (/proc/net/ip_vs_stats)", Overhead::Low, ipvs::create),
     metrics_only("tcpsummary", "TCP sockets by state and queued bytes (sock_diag)", Overhead::Medium, tcpsummary::create),
+    // eBPF (tp_btf tracepoints); a host that cannot run one shows it Failed with the reason.
+    ebpf::spec::<bpf::packetloss::PacketLoss>("drops by kernel drop reason and netns (skb:kfree_skb)", Overhead::Medium),
+    ebpf::spec::<bpf::tcpreset::TcpReset>("TCP resets sent and received, socket state", Overhead::Low),
+    ebpf::spec::<bpf::tcpretrans::TcpRetrans>("TCP retransmissions per netns", Overhead::Low),
+    ebpf::spec::<bpf::socketlatency::SocketLatency>("time data waits in sockets before being read", Overhead::High),
+    ebpf::spec::<bpf::netsoftirq::NetSoftirq>("NET_RX/NET_TX softirq wait and run time", Overhead::High),
+    ebpf::spec::<bpf::netiftxlat::NetifTxLatency>("transmit latency in qdisc and driver", Overhead::High),
+    ebpf::spec::<bpf::kernellatency::KernelLatency>("receive latency netif_receive_skb to socket", Overhead::High),
+    ebpf::spec::<bpf::biolatency::BioLatency>("block request latency per device", Overhead::Medium),
+    ebpf::metrics_spec::<bpf::flow::Flow>("bytes/packets per pod 5-tuple (bounded LRU)", Overhead::Medium),
 ];
 
 /// KubeSkoop's old or mis-cased names → ours.

@@ -74,7 +74,10 @@ impl MetricProbe for Netdev {
     }
 }
 
-pub(crate) fn create(args: &ProbeArgs, _: &ProbeContext) -> Result<Box<dyn MetricProbe>, ProbeError> {
+pub(crate) fn create(
+    args: &ProbeArgs,
+    _: &ProbeContext,
+) -> Result<Box<dyn MetricProbe>, ProbeError> {
     args.expect_none()?;
     Ok(Box::new(Netdev))
 }
@@ -90,6 +93,9 @@ mod tests {
   eth0:    1000      10    1    2    0     0          0         0     2000      20    3    4    0     0       0          0
   eth1:       5       1    0    0    0     0          0         0        7       1    0    0    0     0       0          0
 ";
-        assert_eq!(super::parse(text).unwrap(), [1005, 11, 1, 2, 2007, 21, 3, 4]);
+        assert_eq!(
+            super::parse(text).unwrap(),
+            [1005, 11, 1, 2, 2007, 21, 3, 4]
+        );
     }
 }

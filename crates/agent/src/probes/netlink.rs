@@ -13,7 +13,13 @@ const NLMSG_DONE: u16 = 3;
 /// Dump request of `message_type` with `body` (the family header, already encoded).
 pub(crate) fn dump(protocol: i32, message_type: u16, body: &[u8]) -> io::Result<Vec<Vec<u8>>> {
     // SAFETY: plain socket(2); the fd is owned right away.
-    let raw = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) };
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            protocol,
+        )
+    };
     if raw < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -62,7 +68,10 @@ pub(crate) fn dump(protocol: i32, message_type: u16, body: &[u8]) -> io::Result<
             let msg_len = u32::from_ne_bytes(chunk[0..4].try_into().expect("4 bytes")) as usize;
             let msg_type = u16::from_ne_bytes(chunk[4..6].try_into().expect("2 bytes"));
             if msg_len < NLMSG_HDRLEN || msg_len > chunk.len() {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "truncated netlink message"));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "truncated netlink message",
+                ));
             }
             let payload = &chunk[NLMSG_HDRLEN..msg_len];
             match msg_type {

@@ -17,7 +17,9 @@ impl PidIndex {
     /// Pids whose netns inode is `netns`.
     pub(crate) fn pids(&self, netns: u64) -> Vec<u32> {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let stale = cache.as_ref().is_none_or(|(at, _)| at.elapsed() > FRESH_FOR);
+        let stale = cache
+            .as_ref()
+            .is_none_or(|(at, _)| at.elapsed() > FRESH_FOR);
         if stale {
             *cache = Some((Instant::now(), scan()));
         }
@@ -34,7 +36,11 @@ fn scan() -> HashMap<u64, Vec<u32>> {
         return map;
     };
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         // Processes exit while we scan; kernel threads have no readable ns: both are skipped.

@@ -20,7 +20,10 @@ pub(crate) fn require(probe: &str, rel: &str, why: &str) -> Result<(), ProbeErro
     if std::path::Path::new(&path).exists() {
         Ok(())
     } else {
-        Err(ProbeError::unsupported(probe, format!("{path} does not exist ({why})")))
+        Err(ProbeError::unsupported(
+            probe,
+            format!("{path} does not exist ({why})"),
+        ))
     }
 }
 
@@ -35,7 +38,11 @@ pub(crate) fn parse_mib(
     let mut lines = text.lines();
     while let Some(header) = lines.next() {
         let Some(values) = lines.next() else {
-            return Err(ProbeError::parse(probe, file, format!("header `{header}` without values")));
+            return Err(ProbeError::parse(
+                probe,
+                file,
+                format!("header `{header}` without values"),
+            ));
         };
         let (name, keys) = header
             .split_once(':')
@@ -44,13 +51,17 @@ pub(crate) fn parse_mib(
             .split_once(':')
             .ok_or_else(|| ProbeError::parse(probe, file, format!("no `:` in `{values}`")))?;
         if name != vname {
-            return Err(ProbeError::parse(probe, file, format!("section `{name}` followed by `{vname}`")));
+            return Err(ProbeError::parse(
+                probe,
+                file,
+                format!("section `{name}` followed by `{vname}`"),
+            ));
         }
         let mut map = HashMap::new();
         for (k, v) in keys.split_whitespace().zip(vals.split_whitespace()) {
-            let v: i64 = v
-                .parse()
-                .map_err(|_| ProbeError::parse(probe, file, format!("{name}.{k}: `{v}` is not a number")))?;
+            let v: i64 = v.parse().map_err(|_| {
+                ProbeError::parse(probe, file, format!("{name}.{k}: `{v}` is not a number"))
+            })?;
             map.insert(k.to_ascii_lowercase(), v);
         }
         sections.insert(name.to_string(), map);

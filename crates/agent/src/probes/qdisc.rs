@@ -16,9 +16,11 @@ const IFACE: &[&str] = &["interface"];
 
 pub static QDISC: [MetricDesc; 6] = [
     MetricDesc::counter("qdisc", "bytes", "Bytes sent through the root qdisc").with_labels(IFACE),
-    MetricDesc::counter("qdisc", "packets", "Packets sent through the root qdisc").with_labels(IFACE),
+    MetricDesc::counter("qdisc", "packets", "Packets sent through the root qdisc")
+        .with_labels(IFACE),
     MetricDesc::counter("qdisc", "drops", "Packets the root qdisc dropped").with_labels(IFACE),
-    MetricDesc::counter("qdisc", "overlimits", "Enqueues over the qdisc's limit").with_labels(IFACE),
+    MetricDesc::counter("qdisc", "overlimits", "Enqueues over the qdisc's limit")
+        .with_labels(IFACE),
     MetricDesc::gauge("qdisc", "qlen", "Packets queued now").with_labels(IFACE),
     MetricDesc::gauge("qdisc", "backlog", "Bytes queued now").with_labels(IFACE),
 ];
@@ -133,7 +135,10 @@ impl MetricProbe for Qdisc {
     }
 }
 
-pub(crate) fn create(args: &ProbeArgs, _: &ProbeContext) -> Result<Box<dyn MetricProbe>, ProbeError> {
+pub(crate) fn create(
+    args: &ProbeArgs,
+    _: &ProbeContext,
+) -> Result<Box<dyn MetricProbe>, ProbeError> {
     args.expect_none()?;
     Ok(Box::new(Qdisc))
 }

@@ -14,12 +14,28 @@ const fn g(probe: &'static str, name: &'static str, help: &'static str) -> Metri
 }
 
 pub static TCP: [MetricDesc; 10] = [
-    c("tcp", "activeopens", "TCP connections opened actively (SYN sent)"),
-    c("tcp", "passiveopens", "TCP connections opened passively (SYN received)"),
+    c(
+        "tcp",
+        "activeopens",
+        "TCP connections opened actively (SYN sent)",
+    ),
+    c(
+        "tcp",
+        "passiveopens",
+        "TCP connections opened passively (SYN received)",
+    ),
     c("tcp", "retranssegs", "TCP segments retransmitted"),
     c("tcp", "attemptfails", "TCP connection attempts that failed"),
-    c("tcp", "estabresets", "TCP connections reset from ESTABLISHED or CLOSE-WAIT"),
-    g("tcp", "currestab", "TCP connections currently ESTABLISHED or CLOSE-WAIT"),
+    c(
+        "tcp",
+        "estabresets",
+        "TCP connections reset from ESTABLISHED or CLOSE-WAIT",
+    ),
+    g(
+        "tcp",
+        "currestab",
+        "TCP connections currently ESTABLISHED or CLOSE-WAIT",
+    ),
     c("tcp", "insegs", "TCP segments received"),
     c("tcp", "outsegs", "TCP segments sent"),
     c("tcp", "inerrs", "TCP segments received in error"),
@@ -29,10 +45,22 @@ pub static TCP: [MetricDesc; 10] = [
 pub static UDP: [MetricDesc; 8] = [
     c("udp", "indatagrams", "UDP datagrams delivered"),
     c("udp", "noports", "UDP datagrams to a port with no listener"),
-    c("udp", "inerrors", "UDP datagrams not delivered for other reasons"),
+    c(
+        "udp",
+        "inerrors",
+        "UDP datagrams not delivered for other reasons",
+    ),
     c("udp", "outdatagrams", "UDP datagrams sent"),
-    c("udp", "rcvbuferrors", "UDP datagrams dropped: receive buffer full"),
-    c("udp", "sndbuferrors", "UDP datagrams dropped: send buffer full"),
+    c(
+        "udp",
+        "rcvbuferrors",
+        "UDP datagrams dropped: receive buffer full",
+    ),
+    c(
+        "udp",
+        "sndbuferrors",
+        "UDP datagrams dropped: send buffer full",
+    ),
     c("udp", "incsumerrors", "UDP datagrams with a bad checksum"),
     c("udp", "ignoredmulti", "UDP multicast datagrams ignored"),
 ];
@@ -42,10 +70,22 @@ pub static IP: [MetricDesc; 19] = [
     g("ip", "defaultttl", "Default TTL"),
     c("ip", "inreceives", "IP datagrams received"),
     c("ip", "inhdrerrors", "IP datagrams dropped: header errors"),
-    c("ip", "inaddrerrors", "IP datagrams dropped: invalid destination address"),
+    c(
+        "ip",
+        "inaddrerrors",
+        "IP datagrams dropped: invalid destination address",
+    ),
     c("ip", "forwdatagrams", "IP datagrams forwarded"),
-    c("ip", "inunknownprotos", "IP datagrams dropped: unknown protocol"),
-    c("ip", "indiscards", "IP datagrams discarded on input (no error, e.g. no buffer)"),
+    c(
+        "ip",
+        "inunknownprotos",
+        "IP datagrams dropped: unknown protocol",
+    ),
+    c(
+        "ip",
+        "indiscards",
+        "IP datagrams discarded on input (no error, e.g. no buffer)",
+    ),
     c("ip", "indelivers", "IP datagrams delivered to upper layers"),
     c("ip", "outrequests", "IP datagrams handed down for sending"),
     c("ip", "outdiscards", "IP datagrams discarded on output"),
@@ -103,15 +143,30 @@ impl MetricProbe for MibProbe {
 
 pub(crate) fn tcp(args: &ProbeArgs, _: &ProbeContext) -> Result<Box<dyn MetricProbe>, ProbeError> {
     args.expect_none()?;
-    Ok(Box::new(MibProbe { name: "tcp", file: "snmp", section: "Tcp", metrics: &TCP }))
+    Ok(Box::new(MibProbe {
+        name: "tcp",
+        file: "snmp",
+        section: "Tcp",
+        metrics: &TCP,
+    }))
 }
 
 pub(crate) fn udp(args: &ProbeArgs, _: &ProbeContext) -> Result<Box<dyn MetricProbe>, ProbeError> {
     args.expect_none()?;
-    Ok(Box::new(MibProbe { name: "udp", file: "snmp", section: "Udp", metrics: &UDP }))
+    Ok(Box::new(MibProbe {
+        name: "udp",
+        file: "snmp",
+        section: "Udp",
+        metrics: &UDP,
+    }))
 }
 
 pub(crate) fn ip(args: &ProbeArgs, _: &ProbeContext) -> Result<Box<dyn MetricProbe>, ProbeError> {
     args.expect_none()?;
-    Ok(Box::new(MibProbe { name: "ip", file: "snmp", section: "Ip", metrics: &IP }))
+    Ok(Box::new(MibProbe {
+        name: "ip",
+        file: "snmp",
+        section: "Ip",
+        metrics: &IP,
+    }))
 }

@@ -63,7 +63,10 @@ impl MetricProbe for Sock {
     }
 }
 
-pub(crate) fn create(args: &ProbeArgs, _: &ProbeContext) -> Result<Box<dyn MetricProbe>, ProbeError> {
+pub(crate) fn create(
+    args: &ProbeArgs,
+    _: &ProbeContext,
+) -> Result<Box<dyn MetricProbe>, ProbeError> {
     args.expect_none()?;
     Ok(Box::new(Sock))
 }
@@ -72,7 +75,8 @@ pub(crate) fn create(args: &ProbeArgs, _: &ProbeContext) -> Result<Box<dyn Metri
 mod tests {
     #[test]
     fn sockstat_fields() {
-        let text = "sockets: used 120\nTCP: inuse 3 orphan 1 tw 2 alloc 5 mem 7\nUDP: inuse 1 mem 0\n";
+        let text =
+            "sockets: used 120\nTCP: inuse 3 orphan 1 tw 2 alloc 5 mem 7\nUDP: inuse 1 mem 0\n";
         assert_eq!(super::field(text, "TCP:", "tw"), Some(2));
         assert_eq!(super::field(text, "TCP:", "mem"), Some(7));
         assert_eq!(super::field("TCP6: inuse 4\n", "TCP6:", "inuse"), Some(4));

@@ -10,8 +10,14 @@ const fn c(name: &'static str, help: &'static str) -> MetricDesc {
 
 pub static SOFTNET: [MetricDesc; 3] = [
     c("processed", "Packets processed by the NET_RX softirq"),
-    c("dropped", "Packets dropped: input backlog (netdev_max_backlog) full"),
-    c("timesqueeze", "NET_RX runs that ran out of budget or time with work left"),
+    c(
+        "dropped",
+        "Packets dropped: input backlog (netdev_max_backlog) full",
+    ),
+    c(
+        "timesqueeze",
+        "NET_RX runs that ran out of budget or time with work left",
+    ),
 ];
 
 const PATH: &str = "/proc/net/softnet_stat";
@@ -44,7 +50,8 @@ impl MetricProbe for Softnet {
     }
 
     fn collect(&self, out: &mut Samples<'_>) -> Result<(), ProbeError> {
-        let text = std::fs::read_to_string(PATH).map_err(|e| ProbeError::read("softnet", PATH, e))?;
+        let text =
+            std::fs::read_to_string(PATH).map_err(|e| ProbeError::read("softnet", PATH, e))?;
         let sums = parse(&text).map_err(|m| ProbeError::parse("softnet", PATH, m))?;
         for (desc, v) in SOFTNET.iter().zip(sums) {
             out.counter(desc, v);
@@ -53,7 +60,10 @@ impl MetricProbe for Softnet {
     }
 }
 
-pub(crate) fn create(args: &ProbeArgs, _: &ProbeContext) -> Result<Box<dyn MetricProbe>, ProbeError> {
+pub(crate) fn create(
+    args: &ProbeArgs,
+    _: &ProbeContext,
+) -> Result<Box<dyn MetricProbe>, ProbeError> {
     args.expect_none()?;
     Ok(Box::new(Softnet))
 }

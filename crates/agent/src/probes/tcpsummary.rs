@@ -16,8 +16,14 @@ pub static TCPSUMMARY: [MetricDesc; 8] = [
     g("tcpsynsentconn", "TCP sockets in SYN_SENT"),
     g("tcpsynrecvconn", "TCP sockets in SYN_RECV"),
     g("tcplistenconn", "TCP sockets in LISTEN"),
-    g("tcptxqueue", "Bytes in send queues of non-LISTEN TCP sockets"),
-    g("tcprxqueue", "Bytes in receive queues of non-LISTEN TCP sockets"),
+    g(
+        "tcptxqueue",
+        "Bytes in send queues of non-LISTEN TCP sockets",
+    ),
+    g(
+        "tcprxqueue",
+        "Bytes in receive queues of non-LISTEN TCP sockets",
+    ),
 ];
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
@@ -87,11 +93,22 @@ impl MetricProbe for TcpSummary {
     fn collect(&self, out: &mut Samples<'_>) -> Result<(), ProbeError> {
         let mut summary = Summary::default();
         for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
-            match super::netlink::dump(libc::NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY, &request(family)) {
+            match super::netlink::dump(
+                libc::NETLINK_SOCK_DIAG,
+                SOCK_DIAG_BY_FAMILY,
+                &request(family),
+            ) {
                 Ok(msgs) => msgs.iter().for_each(|m| summary.add(m)),
                 // IPv6 disabled: no v6 sockets, not an error.
-                Err(e) if family == libc::AF_INET6 as u8 && e.raw_os_error() == Some(libc::ENOENT) => {}
-                Err(e) => return Err(ProbeError::other("tcpsummary", format!("sock_diag dump: {e}"))),
+                Err(e)
+                    if family == libc::AF_INET6 as u8 && e.raw_os_error() == Some(libc::ENOENT) => {
+                }
+                Err(e) => {
+                    return Err(ProbeError::other(
+                        "tcpsummary",
+                        format!("sock_diag dump: {e}"),
+                    ))
+                }
             }
         }
         for (desc, v) in TCPSUMMARY.iter().zip(summary.0) {
@@ -101,7 +118,10 @@ impl MetricProbe for TcpSummary {
     }
 }
 
-pub(crate) fn create(args: &ProbeArgs, _: &ProbeContext) -> Result<Box<dyn MetricProbe>, ProbeError> {
+pub(crate) fn create(
+    args: &ProbeArgs,
+    _: &ProbeContext,
+) -> Result<Box<dyn MetricProbe>, ProbeError> {
     args.expect_none()?;
     Ok(Box::new(TcpSummary))
 }

@@ -44,8 +44,13 @@ enum SendError {
 
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
-async fn send<T: Target>(client: &HttpClient, target: &T, batch: &[Arc<Event>]) -> Result<(), SendError> {
-    let mut request = Request::post(target.uri().clone()).header("content-type", "application/json");
+async fn send<T: Target>(
+    client: &HttpClient,
+    target: &T,
+    batch: &[Arc<Event>],
+) -> Result<(), SendError> {
+    let mut request =
+        Request::post(target.uri().clone()).header("content-type", "application/json");
     for (name, value) in target.headers() {
         request = request.header(name, value);
     }
@@ -69,7 +74,13 @@ async fn send<T: Target>(client: &HttpClient, target: &T, batch: &[Arc<Event>]) 
 }
 
 /// Buffer `event`, dropping the oldest buffered event if full.
-fn buffer_event(buffer: &mut VecDeque<Arc<Event>>, event: Arc<Event>, cap: usize, metrics: &AgentMetrics, sink: &str) {
+fn buffer_event(
+    buffer: &mut VecDeque<Arc<Event>>,
+    event: Arc<Event>,
+    cap: usize,
+    metrics: &AgentMetrics,
+    sink: &str,
+) {
     if buffer.len() >= cap.max(1) {
         buffer.pop_front();
         metrics.sink_failed(sink, 1);
@@ -112,9 +123,14 @@ pub async fn run<T: Target>(
                     break;
                 }
                 Err(SendError::Retryable(why)) if attempt < args.max_retries => {
-                    let backoff = Duration::from_millis(args.retry_backoff_ms.saturating_mul(1 << attempt.min(16)));
+                    let backoff = Duration::from_millis(
+                        args.retry_backoff_ms.saturating_mul(1 << attempt.min(16)),
+                    );
                     attempt += 1;
-                    tracing::warn!("{sink} sink: {why}; retry {attempt}/{} in {backoff:?}", args.max_retries);
+                    tracing::warn!(
+                        "{sink} sink: {why}; retry {attempt}/{} in {backoff:?}",
+                        args.max_retries
+                    );
                     sleep(backoff).await;
                     // Keep the bus queue moving while we wait; the buffer bound applies.
                     while let Ok(e) = events.try_recv() {

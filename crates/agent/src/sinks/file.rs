@@ -25,7 +25,11 @@ pub struct RotatingFile {
 }
 
 fn open_append(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new().create(true).append(true).mode(0o640).open(path)
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)
 }
 
 fn backup(path: &Path, n: u32) -> PathBuf {
@@ -84,7 +88,11 @@ impl RotatingFile {
     }
 }
 
-pub async fn run(mut file: RotatingFile, mut events: mpsc::Receiver<Arc<Event>>, metrics: Arc<AgentMetrics>) {
+pub async fn run(
+    mut file: RotatingFile,
+    mut events: mpsc::Receiver<Arc<Event>>,
+    metrics: Arc<AgentMetrics>,
+) {
     while let Some(event) = events.recv().await {
         let line = serde_json::to_string(&*event).unwrap_or_default();
         // Small synchronous appends: cheaper than a blocking-pool hop per event.
@@ -106,13 +114,24 @@ mod tests {
     fn rotates_by_size_and_keeps_max_backups() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("events.log");
-        let mut f = RotatingFile::open(&FileSinkArgs { path: path.clone(), max_size_bytes: 20, max_backups: 2 }).unwrap();
+        let mut f = RotatingFile::open(&FileSinkArgs {
+            path: path.clone(),
+            max_size_bytes: 20,
+            max_backups: 2,
+        })
+        .unwrap();
         for i in 0..7 {
             f.write_line(&format!("event-number-{i}")).unwrap(); // 15 bytes + newline
         }
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "event-number-6\n");
-        assert_eq!(std::fs::read_to_string(backup(&path, 1)).unwrap(), "event-number-5\n");
-        assert_eq!(std::fs::read_to_string(backup(&path, 2)).unwrap(), "event-number-4\n");
+        assert_eq!(
+            std::fs::read_to_string(backup(&path, 1)).unwrap(),
+            "event-number-5\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(backup(&path, 2)).unwrap(),
+            "event-number-4\n"
+        );
         assert!(!backup(&path, 3).exists());
     }
 }

@@ -16,9 +16,15 @@ pub struct HttpTarget {
 impl HttpTarget {
     pub fn new(args: &HttpSinkArgs) -> Result<HttpTarget, SinkError> {
         if !args.url.starts_with("http://") {
-            return Err(SinkError::Setup { sink: "http", message: format!("`{}`: only http:// URLs are supported", args.url) });
+            return Err(SinkError::Setup {
+                sink: "http",
+                message: format!("`{}`: only http:// URLs are supported", args.url),
+            });
         }
-        let uri = args.url.parse().map_err(|e| SinkError::Setup { sink: "http", message: format!("`{}`: {e}", args.url) })?;
+        let uri = args.url.parse().map_err(|e| SinkError::Setup {
+            sink: "http",
+            message: format!("`{}`: {e}", args.url),
+        })?;
         Ok(HttpTarget { uri })
     }
 }

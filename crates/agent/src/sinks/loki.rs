@@ -29,13 +29,25 @@ impl LokiTarget {
             format!("http://{}:3100", args.addr)
         };
         if base.starts_with("https://") {
-            return Err(SinkError::Setup { sink: "loki", message: format!("`{}`: https is not supported; use a TLS-terminating proxy", args.addr) });
+            return Err(SinkError::Setup {
+                sink: "loki",
+                message: format!(
+                    "`{}`: https is not supported; use a TLS-terminating proxy",
+                    args.addr
+                ),
+            });
         }
-        let uri: Uri = format!("{base}/loki/api/v1/push").parse().map_err(|e| SinkError::Setup {
-            sink: "loki",
-            message: format!("`{}` is not a host, host:port or URL: {e}", args.addr),
-        })?;
-        Ok(LokiTarget { uri, tenant: args.tenant.clone() })
+        let uri: Uri =
+            format!("{base}/loki/api/v1/push")
+                .parse()
+                .map_err(|e| SinkError::Setup {
+                    sink: "loki",
+                    message: format!("`{}` is not a host, host:port or URL: {e}", args.addr),
+                })?;
+        Ok(LokiTarget {
+            uri,
+            tenant: args.tenant.clone(),
+        })
     }
 }
 
@@ -49,11 +61,15 @@ impl Target for LokiTarget {
     }
 
     fn headers(&self) -> Vec<(&'static str, String)> {
-        self.tenant.iter().map(|t| ("x-scope-orgid", t.clone())).collect()
+        self.tenant
+            .iter()
+            .map(|t| ("x-scope-orgid", t.clone()))
+            .collect()
     }
 
     fn encode(&self, batch: &[Arc<Event>]) -> Vec<u8> {
-        let mut streams: BTreeMap<(String, String, String, &'static str), Vec<[String; 2]>> = BTreeMap::new();
+        let mut streams: BTreeMap<(String, String, String, &'static str), Vec<[String; 2]>> =
+            BTreeMap::new();
         for event in batch {
             let (namespace, pod) = event
                 .pod
@@ -63,7 +79,10 @@ impl Target for LokiTarget {
             streams
                 .entry((event.node.clone(), namespace, pod, event.kind.as_str()))
                 .or_default()
-                .push([event.timestamp.to_string(), serde_json::to_string(&**event).unwrap_or_default()]);
+                .push([
+                    event.timestamp.to_string(),
+                    serde_json::to_string(&**event).unwrap_or_default(),
+                ]);
         }
         let streams: Vec<_> = streams
             .into_iter()

@@ -39,11 +39,21 @@ pub fn spawn(
         }
         SinkConfig::Loki(args) => {
             let target = loki::LokiTarget::new(args)?;
-            tokio::spawn(delivery::run(target, args.delivery.clone(), events, metrics))
+            tokio::spawn(delivery::run(
+                target,
+                args.delivery.clone(),
+                events,
+                metrics,
+            ))
         }
         SinkConfig::Http(args) => {
             let target = http::HttpTarget::new(args)?;
-            tokio::spawn(delivery::run(target, args.delivery.clone(), events, metrics))
+            tokio::spawn(delivery::run(
+                target,
+                args.delivery.clone(),
+                events,
+                metrics,
+            ))
         }
     })
 }

@@ -51,7 +51,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let agent = agent::agent::Agent::start(options).map_err(|e| ExitError::bad_input(e.to_string()))?;
+        let agent =
+            agent::agent::Agent::start(options).map_err(|e| ExitError::bad_input(e.to_string()))?;
         let address = match &args.address {
             Some(text) => agent::config::parse_address(text)
                 .map_err(|m| ExitError::bad_input(format!("--address: {m}")))?,
@@ -63,8 +64,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             agent::run::reload_on_file_change(agent.clone(), path)
                 .with_context(|| format!("cannot watch {}", path.display()))?;
         }
-        agent::run::refresh_pods_on_change(agent.clone()).context("cannot watch the inventory dir")?;
-        tracing::info!("netsleuth agent on {} (node {})", listener.local_addr(), agent.options().node);
+        agent::run::refresh_pods_on_change(agent.clone())
+            .context("cannot watch the inventory dir")?;
+        tracing::info!(
+            "netsleuth agent on {} (node {})",
+            listener.local_addr(),
+            agent.options().node
+        );
         eprintln!("netsleuth agent listening on {}", listener.local_addr());
         agent::run::serve(agent, listener).await?;
         Ok(ExitCode::SUCCESS)

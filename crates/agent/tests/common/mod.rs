@@ -1,0 +1,170 @@
+//! Test helpers: real network namespaces registered as lab pods through an inventory file,
+//! removed on drop (even when the test fails).
+
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use agent::agent::{Agent, AgentOptions};
+use agent::config::Config;
+use agent::podmap::{PodMap, PodMapSources};
+use model::snapshot::{NetnsOwner, SnapshotSource, SourceKind};
+use model::{Inventory, NetnsLocation};
+use nix::sched::{setns, CloneFlags};
+
+pub fn ip(args: &[&str]) {
+    let status = Command::new("ip").args(args).status().expect("run ip");
+    assert!(status.success(), "ip {args:?} failed");
+}
+
+/// Two pods (netns `nsl-agt<tag>-a`, `-b`) joined by a veth pair: a=10.77.0.1, b=10.77.0.2.
+pub struct PodPair {
+    pub a: String,
+    pub b: String,
+    pub inventory_dir: tempfile::TempDir,
+}
+
+impl PodPair {
+    pub fn new(tag: &str) -> PodPair {
+        let a = format!("nsl-agt{tag}-a");
+        let b = format!("nsl-agt{tag}-b");
+        // Leftovers of a crashed run would make `ip netns add` fail.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &a])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &b])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let pair = PodPair {
+            a: a.clone(),
+            b: b.clone(),
+            inventory_dir: tempfile::tempdir().unwrap(),
+        };
+        ip(&["netns", "add", &a]);
+        ip(&["netns", "add", &b]);
+        ip(&[
+            "-n", &a, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", &b,
+        ]);
+        ip(&["-n", &a, "addr", "add", "10.77.0.1/24", "dev", "eth0"]);
+        ip(&["-n", &b, "addr", "add", "10.77.0.2/24", "dev", "eth0"]);
+        for ns in [&a, &b] {
+            ip(&["-n", ns, "link", "set", "eth0", "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        let inventory = Inventory {
+            source: SnapshotSource {
+                kind: SourceKind::Lab,
+                name: "agenttest".into(),
+                collected_at: None,
+            },
+            cluster: Default::default(),
+            kubernetes: Default::default(),
+            netns: vec![
+                NetnsLocation {
+                    id: a.clone(),
+                    node: "node-1".into(),
+                    owner: NetnsOwner::Pod {
+                        namespace: "default".into(),
+                        name: "client".into(),
+                    },
+                    path: PathBuf::from(format!("/run/netns/{a}")),
+                },
+                NetnsLocation {
+                    id: b.clone(),
+                    node: "node-1".into(),
+                    owner: NetnsOwner::Pod {
+                        namespace: "default".into(),
+                        name: "server".into(),
+                    },
+                    path: PathBuf::from(format!("/run/netns/{b}")),
+                },
+            ],
+        };
+        let lab = pair.inventory_dir.path().join("agenttest");
+        std::fs::create_dir(&lab).unwrap();
+        std::fs::write(
+            lab.join("inventory.json"),
+            serde_json::to_vec(&inventory).unwrap(),
+        )
+        .unwrap();
+        pair
+    }
+
+    pub fn podmap(&self, node: &str) -> Arc<PodMap> {
+        Arc::new(PodMap::new(PodMapSources {
+            node: node.into(),
+            inventory_dir: Some(self.inventory_dir.path().to_path_buf()),
+            cri_socket: Some(self.inventory_dir.path().join("no-cri.sock")),
+        }))
+    }
+
+    /// `connections` TCP connections from a to b:`port`, each sending `bytes` bytes.
+    pub fn tcp_traffic(&self, port: u16, connections: usize, bytes: usize) {
+        let b = self.b.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let server = std::thread::spawn(move || {
+            enter(&format!("/run/netns/{b}"));
+            let listener = TcpListener::bind(("10.77.0.2", port)).unwrap();
+            ready_tx.send(()).unwrap();
+            for _ in 0..connections {
+                let (mut s, _) = listener.accept().unwrap();
+                std::io::copy(&mut s, &mut std::io::sink()).unwrap();
+            }
+        });
+        ready_rx.recv().unwrap();
+        let a = self.a.clone();
+        std::thread::spawn(move || {
+            enter(&format!("/run/netns/{a}"));
+            for _ in 0..connections {
+                let mut s = TcpStream::connect(("10.77.0.2", port)).unwrap();
+                std::io::Write::write_all(&mut s, &vec![7u8; bytes]).unwrap();
+            }
+        })
+        .join()
+        .unwrap();
+        server.join().unwrap();
+    }
+}
+
+impl Drop for PodPair {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.a]).status();
+        let _ = Command::new("ip").args(["netns", "del", &self.b]).status();
+    }
+}
+
+pub fn enter(path: &str) {
+    let f = File::open(path).unwrap();
+    setns(&f, CloneFlags::CLONE_NEWNET).unwrap();
+}
+
+pub fn options(prefix: &str, config_path: Option<&Path>) -> AgentOptions {
+    AgentOptions {
+        config_path: config_path.map(Path::to_path_buf),
+        node: "node-1".into(),
+        metric_prefix: prefix.into(),
+        inventory_dir: None,
+        cri_socket: None,
+    }
+}
+
+pub fn agent_with(yaml: &str, podmap: Arc<PodMap>) -> Agent {
+    let config = Config::parse("test.yaml", yaml).unwrap();
+    Agent::with_config(options("netsleuth", None), config, podmap)
+}
+
+/// The value of the sample line that starts with `series` (exact name and labels).
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .and_then(|v| v.trim().parse().ok())
+}
