@@ -307,9 +307,8 @@ pub fn arp_answer(
     ))
 }
 
-/// The pod of this node holding `ip`, when its netns was collected but no longer has the
-/// address: its veth pair was deleted (deleting either end deletes both).
-fn pod_lost_interface<'s>(
+/// The pod of this node holding `ip` (from its status) and its collected netns.
+fn own_pod<'s>(
     index: &Index<'s>,
     node: &str,
     ip: IpAddr,
@@ -326,10 +325,18 @@ fn pod_lost_interface<'s>(
         })
     })?;
     let pod = index.snapshot.pod_netns(&namespace, &name)?;
-    if pod.state.addresses.iter().any(|a| a.address == ip) {
-        return None;
-    }
     Some((namespace, name, pod))
+}
+
+/// The pod of this node holding `ip`, when its netns was collected but no longer has the
+/// address: its veth pair was deleted (deleting either end deletes both).
+fn pod_lost_interface<'s>(
+    index: &Index<'s>,
+    node: &str,
+    ip: IpAddr,
+) -> Option<(String, String, &'s NetnsRecord)> {
+    own_pod(index, node, ip)
+        .filter(|(_, _, pod)| !pod.state.addresses.iter().any(|a| a.address == ip))
 }
 
 fn interface_missing(
@@ -363,9 +370,10 @@ pub fn pod_interface_missing(
     Some(interface_missing(dp, record, Some(dev), target, lost))
 }
 
-/// Calico's block blackhole caught a packet for a pod of this node: its `/32` route went with
-/// its deleted veth.
-pub fn blackholed_pod_without_interface(
+/// Calico's block blackhole caught a packet for a pod of this node: its `/32` route went away
+/// with its veth, deleted (`link.missing`) or set down (the kernel flushes a down device's
+/// routes: `link.down`).
+pub fn blackholed_own_pod(
     dp: &Datapath<'_>,
     index: &Index<'_>,
     record: &NetnsRecord,
@@ -377,8 +385,28 @@ pub fn blackholed_pod_without_interface(
     {
         return None;
     }
-    let lost = pod_lost_interface(index, &record.node, dst)?;
-    Some(interface_missing(dp, record, None, dst, lost))
+    if let Some(lost) = pod_lost_interface(index, &record.node, dst) {
+        return Some(interface_missing(dp, record, None, dst, lost));
+    }
+    let (namespace, name, pod) = own_pod(index, &record.node, dst)?;
+    let veth = record.state.links.iter().find(|l| {
+        l.kind == LinkKind::Veth
+            && l.peer.as_ref().and_then(|p| p.netns.as_deref()) == Some(pod.id.as_str())
+    })?;
+    if veth.admin_up {
+        return None;
+    }
+    let dev = &veth.name;
+    Some(finding(
+        FindingCode::LinkDown,
+        Level::Error,
+        record,
+        Some(dev),
+        format!("{dev} (the host end of pod {namespace}/{name}) in {} is down: the kernel removed its route to {dst}, and the block's blackhole swallows the packet", describe(record)),
+        vec![Evidence::Link { name: dev.clone(), detail: "admin down".into() }],
+        cni_owner(dp),
+        Some(&format!("ip link set {dev} up (inside {}); calico-node re-adds the /32 route", record.id)),
+    ))
 }
 
 /// The kernel skips routes through a device that is administratively down, so a broader route

@@ -97,13 +97,7 @@ impl<'a> Walker<'a> {
     ) -> Option<usize> {
         let record = self.index.netns(id)?;
         let skipped = devices::down_route_skipped(record, packet.dst, decision).or_else(|| {
-            devices::blackholed_pod_without_interface(
-                &self.datapath,
-                self.index,
-                record,
-                packet.dst,
-                decision,
-            )
+            devices::blackholed_own_pod(&self.datapath, self.index, record, packet.dst, decision)
         });
         if let Some(f) = skipped {
             return Some(self.push(f));

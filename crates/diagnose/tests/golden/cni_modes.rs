@@ -352,6 +352,20 @@ fn calico_bgp() -> Vec<Case> {
         FindingCode::NodeNotReady,
         "node-2",
     ));
+
+    // `ip link set caliX down`: the kernel flushes the /32 with it; the block's blackhole stays.
+    let mut s = three_nodes(cni);
+    link(&mut s, "node-2", "cali00001x00000").admin_up = false;
+    netns(&mut s, "node-2")
+        .routes
+        .retain(|r| r.dev.as_deref() != Some("cali00001x00000"));
+    out.push(cross_node(
+        cni,
+        "host-veth-down",
+        s,
+        FindingCode::LinkDown,
+        "node-2",
+    ));
     out
 }
 
