@@ -173,6 +173,9 @@ pub struct Backend<'a> {
     pub ready: bool,
     pub serving: bool,
     pub terminating: bool,
+    /// Topology hints (`hints.forZones`/`forNodes`): kube-proxy may program only the endpoints
+    /// hinted for its node's zone.
+    pub hinted: bool,
 }
 
 /// The endpoints of a Service port, from every EndpointSlice labelled with the Service's name.
@@ -228,6 +231,10 @@ pub fn backends<'a>(
                 ready,
                 serving,
                 terminating,
+                hinted: endpoint.hints.as_ref().is_some_and(|h| {
+                    h.for_zones.as_ref().is_some_and(|z| !z.is_empty())
+                        || h.for_nodes.as_ref().is_some_and(|n| !n.is_empty())
+                }),
             });
         }
     }

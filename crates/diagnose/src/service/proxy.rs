@@ -63,8 +63,10 @@ pub fn check(
     let node = host.node.clone();
     let local_only = spec.and_then(|s| s.internal_traffic_policy.as_deref()) == Some("Local")
         && frontend.access == Access::ClusterIp;
+    // The rules of one family hold that family's endpoints (dual-stack Services have both).
     let expected: BTreeSet<Address> = used
         .iter()
+        .filter(|b| b.address.is_ipv4() == cluster_ip.is_ipv4())
         .filter(|b| !local_only || b.node == Some(node.as_str()))
         .filter_map(|b| Some((b.address, b.port?)))
         .collect();
@@ -73,6 +75,26 @@ pub fn check(
         node: Some(node.clone()),
         netns: Some(host.id.clone()),
         device: None,
+    };
+    let hinted = used.iter().any(|b| b.hinted);
+    let judge = |code, what: &str, programmed: Programmed| {
+        // With topology hints kube-proxy may leave other zones' endpoints out: only what it
+        // programmed beyond the slices (stale) can be judged.
+        let expected = if hinted {
+            let have: BTreeSet<Address> = programmed.endpoints.iter().map(|(a, _)| *a).collect();
+            expected.intersection(&have).copied().collect()
+        } else {
+            expected.clone()
+        };
+        compare(
+            label,
+            &node,
+            place.clone(),
+            code,
+            what,
+            &expected,
+            programmed,
+        )
     };
     let protocol = port_protocol(port).to_ascii_lowercase();
     let service_port = u16::try_from(port.port).unwrap_or_default();
@@ -88,13 +110,9 @@ pub fn check(
         if let Some(rules) = rules {
             let programmed = iptables_endpoints(rules, cluster_ip, service_port, &protocol);
             if let Some(programmed) = programmed {
-                findings.extend(compare(
-                    label,
-                    &node,
-                    place.clone(),
+                findings.extend(judge(
                     FindingCode::ServiceProxyOutOfSync,
                     "kube-proxy's iptables rules",
-                    &expected,
                     programmed,
                 ));
             }
@@ -102,13 +120,9 @@ pub fn check(
     }
     if mode == Some(KubeProxyMode::Nftables) {
         if let Some(programmed) = walked_endpoints(ctx.ends, &host.id, ctx.dst_ip) {
-            findings.extend(compare(
-                label,
-                &node,
-                place.clone(),
+            findings.extend(judge(
                 FindingCode::ServiceProxyOutOfSync,
                 "kube-proxy's nftables rules",
-                &expected,
                 programmed,
             ));
         }
@@ -123,7 +137,7 @@ pub fn check(
                 findings.push(Finding {
                     code: FindingCode::StateIncomplete,
                     level: Level::Warning,
-                    place,
+                    place: place.clone(),
                     message: format!("the IPVS table of node {node} cannot be read ({e}); kube-proxy's IPVS state was not compared with the EndpointSlices"),
                     evidence: vec![Evidence::Text { text: e.to_string() }],
                     owner: None,
@@ -143,13 +157,9 @@ pub fn check(
         }
         for (address, vport) in addresses {
             let programmed = ipvs_endpoints(&table, &ipvs_protocol, address, vport);
-            findings.extend(compare(
-                label,
-                &node,
-                place.clone(),
+            findings.extend(judge(
                 FindingCode::ServiceIpvsOutOfSync,
                 "the IPVS real servers",
-                &expected,
                 programmed,
             ));
         }

@@ -47,6 +47,7 @@ fn backend(ready: bool, serving: bool, terminating: bool, last: u8) -> Backend<'
         ready,
         serving,
         terminating,
+        hinted: false,
     }
 }
 

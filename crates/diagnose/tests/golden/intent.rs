@@ -837,3 +837,51 @@ fn kube_proxy_nftables_rules_are_compared_with_the_slices_through_the_walk() {
         text(&d)
     );
 }
+
+#[test]
+fn topology_hints_let_kube_proxy_leave_other_zones_out_but_not_add_strangers() {
+    // node-1 is in zone a; the slices hint web-1-1 for zone a and web-1-2 for zone b, and
+    // kube-proxy (topology-aware routing) programs only web-1-1 on node-1.
+    let mut s = base();
+    for endpoint in &mut s.kubernetes.endpoint_slices[0].endpoints {
+        let zone = if endpoint.addresses == ["10.244.0.2"] {
+            "a"
+        } else {
+            "b"
+        };
+        endpoint.hints = Some(k8s_openapi::api::discovery::v1::EndpointHints {
+            for_zones: Some(vec![k8s_openapi::api::discovery::v1::ForZone {
+                name: zone.into(),
+            }]),
+            ..Default::default()
+        });
+    }
+    let mut zone_a = s.clone();
+    zone_a.kubernetes.endpoint_slices[0]
+        .endpoints
+        .retain(|e| e.addresses == ["10.244.0.2"]);
+    let rules = kube_proxy_rules(&zone_a, "node-1");
+    set_rules(&mut s, "node-1", rules);
+    let d = diagnose(&s, "default/web-1-1", "service/default/web-0", 80);
+    assert!(
+        d.findings
+            .iter()
+            .all(|f| f.code != FindingCode::ServiceProxyOutOfSync),
+        "{}",
+        text(&d)
+    );
+    // A programmed endpoint that is in no slice is still stale.
+    let mut stranger = zone_a.clone();
+    stranger.kubernetes.endpoint_slices[0].endpoints[0].addresses = vec!["10.244.1.3".into()];
+    let rules = kube_proxy_rules(&stranger, "node-1");
+    set_rules(&mut s, "node-1", rules);
+    let d = diagnose(&s, "default/web-1-1", "service/default/web-0", 80);
+    let f = only(&d, FindingCode::ServiceProxyOutOfSync);
+    assert!(
+        f.message
+            .contains("stale (not an endpoint any more, still sent traffic): 10.244.1.3:8080")
+            && !f.message.contains("missing"),
+        "{}",
+        f.message
+    );
+}
