@@ -1065,3 +1065,12 @@ fn chained_spreads_stay_within_the_branch_limit() {
         .iter()
         .any(|u| u.feature.starts_with("fan-out limit"))));
 }
+
+#[test]
+fn unknown_objects_render_as_json_in_rule_text() {
+    // Found by the fuzzer: an unknown object as a value used to recurse without end.
+    let rule = r#"[{"match": {"op": "==", "left": {"foo": 1}, "right": {"bar": {"baz": 2}}}}, {"accept": null}]"#;
+    let rs = rules("forward", "drop", &[rule]);
+    let text = &rs.tables[0].chain("c").unwrap().rules[0].text;
+    assert_eq!(text, r#"{"foo":1} {"bar":{"baz":2}} accept"#);
+}

@@ -161,7 +161,8 @@ fn expr(v: &Value) -> String {
             body.get("key").map(expr).unwrap_or_default(),
             body.get("data").map(value).unwrap_or_default()
         ),
-        _ => value(v),
+        // Not `value(v)`: `value` hands unknown objects to `expr`, which would loop.
+        _ => compact(v),
     }
 }
 
