@@ -590,7 +590,7 @@ impl<'a> Walker<'a> {
             flight.bindings.push((id.clone(), b));
         }
         let target = gateway.unwrap_or(flight.packet.dst);
-        let vxlan_next = match self.egress_checks(record, link, target) {
+        let tunnelled = match self.egress_checks(record, link, target) {
             Err(idx) => {
                 return Visit::End(Ended::hop_stopped(flight, &id, before, steps, idx, self))
             }
@@ -600,9 +600,12 @@ impl<'a> Walker<'a> {
             Some(gw) => format!("out {dev} ({}) to gateway {gw}", link.kind),
             None => format!("out {dev} ({}) to {target}", link.kind),
         });
+        if let Some(t) = &tunnelled {
+            steps.push(t.step.clone());
+        }
 
-        let next = if let Some(next) = vxlan_next {
-            next
+        let next = if let Some(t) = tunnelled {
+            t.next
         } else if link.kind == LinkKind::Veth {
             let peer_ns = link
                 .peer

@@ -24,9 +24,12 @@ fn cni_owner(dp: &Datapath<'_>) -> Option<Owner> {
     })
 }
 
-/// Where an encapsulated packet goes: the netns and vxlan device of the remote VTEP, `None`
-/// when the VTEP is outside the snapshot.
-pub type VxlanNext = Option<(String, String)>;
+/// Where a vxlan device sends an encapsulated packet: the remote VTEP address and, when it is
+/// inside the snapshot, the netns and vxlan device that decapsulate it.
+pub struct Vtep {
+    pub address: IpAddr,
+    pub next: Option<(String, String)>,
+}
 
 /// Resolve the remote VTEP of vxlan device `dev` for next hop `target`, the way the kernel
 /// does: neighbour entry for the target gives the inner MAC, the FDB entry for that MAC gives
@@ -38,7 +41,7 @@ pub fn vxlan_remote(
     record: &NetnsRecord,
     dev: &str,
     target: IpAddr,
-) -> Result<VxlanNext, Box<Finding>> {
+) -> Result<Option<Vtep>, Box<Finding>> {
     let state = &record.state;
     let intent = dp.vtep_for_gateway(target);
     let expected_mac = intent.as_ref().and_then(|i| i.mac.clone());
@@ -123,7 +126,7 @@ pub fn vxlan_remote(
             }
             let Some(vtep) = vteps.first() else { return Ok(None) };
             let vni = state.link(dev).and_then(|l| l.vxlan.as_ref()).map(|v| v.vni);
-            Ok(index.owner_of(*vtep).and_then(|remote| {
+            let next = index.owner_of(*vtep).and_then(|remote| {
                 let ingress = remote
                     .state
                     .links
@@ -131,6 +134,10 @@ pub fn vxlan_remote(
                     .find(|l| l.kind == LinkKind::Vxlan && l.vxlan.as_ref().map(|v| v.vni) == vni)
                     .or_else(|| remote.state.link(dev))?;
                 Some((remote.id.clone(), ingress.name.clone()))
+            });
+            Ok(Some(Vtep {
+                address: *vtep,
+                next,
             }))
         }
     }

@@ -13,6 +13,12 @@ use netstack::state::{Link, LinkKind, OperState};
 use super::{Flight, Walker};
 use crate::checks::{conntrack, devices, mtu, sysctl};
 
+/// Where a tunnel device really sends the packet, and the step that says so.
+pub(super) struct Tunnelled {
+    pub next: Option<(String, String)>,
+    pub step: String,
+}
+
 /// Whether leaving by `link` stops right here: it is administratively down, or it has no
 /// carrier for a reason of its own. A veth or bridge without carrier because its peer or every
 /// port is down is left to the next hop's checks, which name the device that really is down.
@@ -112,14 +118,14 @@ impl<'a> Walker<'a> {
     }
 
     /// Leaving by `link` towards `target`: the device must carry a full-size packet, and a
-    /// vxlan device must resolve the remote VTEP. `Ok(Some(next))` is where the vxlan device
-    /// really sends the packet.
+    /// tunnel device must resolve its remote end. `Ok(Some(tunnel))` says where a tunnel really
+    /// sends the packet.
     pub(super) fn egress_checks(
         &mut self,
         record: &'a NetnsRecord,
         link: &Link,
         target: IpAddr,
-    ) -> Result<Option<Option<(String, String)>>, usize> {
+    ) -> Result<Option<Tunnelled>, usize> {
         let size = *self.full_size.get_or_insert(link.mtu);
         if let Some(idx) = self.push_all(mtu::device(self.index, record, link, size)) {
             return Err(idx);
@@ -130,8 +136,9 @@ impl<'a> Walker<'a> {
         if link.kind != LinkKind::Vxlan {
             return Ok(None);
         }
-        let next = devices::vxlan_remote(&self.datapath, self.index, record, &link.name, target)
+        let vtep = devices::vxlan_remote(&self.datapath, self.index, record, &link.name, target)
             .map_err(|f| self.push(*f))?;
+        let next = vtep.as_ref().and_then(|v| v.next.clone());
         // The outer packet: the tunnel's MTU plus its headers must fit the underlay on both
         // ends (and their peers, e.g. the underlay bridge's ports).
         let outer = link.mtu + link.kind.encapsulation_overhead();
@@ -158,7 +165,18 @@ impl<'a> Walker<'a> {
                 return Err(idx);
             }
         }
-        Ok(Some(next))
+        let vni = link.vxlan.as_ref().map(|v| v.vni).unwrap_or_default();
+        let step = match &vtep {
+            Some(v) => format!(
+                "encapsulated: vxlan VNI {vni} to VTEP {} ({})",
+                v.address,
+                next.as_ref()
+                    .map(|(ns, _)| ns.as_str())
+                    .unwrap_or("outside the snapshot")
+            ),
+            None => format!("encapsulated: vxlan VNI {vni}"),
+        };
+        Ok(Some(Tunnelled { next, step }))
     }
 
     /// An ipip device sends to the node at `target` (the route's onlink gateway), where the
@@ -168,7 +186,7 @@ impl<'a> Walker<'a> {
         record: &'a NetnsRecord,
         link: &Link,
         target: IpAddr,
-    ) -> Result<Option<(String, String)>, usize> {
+    ) -> Result<Tunnelled, usize> {
         let fib = Fib::new(&record.state);
         let underlay = match fib.lookup(&FlowKey::to(target)).outcome {
             RouteOutcome::Unicast { nexthops } => nexthops.into_iter().find_map(|h| h.dev),
@@ -179,14 +197,21 @@ impl<'a> Walker<'a> {
                 return Err(idx);
             }
         }
-        Ok(self.index.owner_of(target).and_then(|remote| {
+        let next = self.index.owner_of(target).and_then(|remote| {
             let ingress = remote
                 .state
                 .links
                 .iter()
                 .find(|l| l.kind == LinkKind::Ipip)?;
             Some((remote.id.clone(), ingress.name.clone()))
-        }))
+        });
+        let step = format!(
+            "encapsulated: ipip to {target} ({})",
+            next.as_ref()
+                .map(|(ns, _)| ns.as_str())
+                .unwrap_or("outside the snapshot")
+        );
+        Ok(Tunnelled { next, step })
     }
 
     /// Handing the packet from `link` to `next` (netns, device): a bridge must reach the pod
