@@ -49,6 +49,16 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 20)]
         runs: usize,
     },
+    /// Time the live path on a lab (needs root): a 3-node / 6-pod lab coming up, collecting one
+    /// node (its host and pod namespaces), `diagnose --lab` end to end as a process, and
+    /// `netsleuth demo`.
+    Lab {
+        /// Runs to take the median of (the demo runs at most 3 times).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        #[arg(long, default_value = "flannel-vxlan")]
+        cni: model::CniMode,
+    },
 }
 
 pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -86,6 +96,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
             },
             runs.max(1),
         )?,
+        BenchCommand::Lab { runs, cni } => super::bench_lab::run(runs.max(1), cni)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -96,12 +107,12 @@ fn generate(services: usize, endpoints: usize) -> String {
     lab::render_kube_proxy_iptables(&input)
 }
 
-fn median(mut samples: Vec<Duration>) -> Duration {
+pub(crate) fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
@@ -112,17 +123,6 @@ fn bench_iptables(services: usize, endpoints: usize, runs: usize) -> anyhow::Res
         "generated {lines} rules ({} bytes) for {services} Services × {endpoints} endpoints",
         text.len()
     );
-    let mut ours = Vec::new();
-    for _ in 0..runs {
-        let start = Instant::now();
-        let ruleset = netstack::iptables::parse(&text)
-            .map_err(|e| anyhow::anyhow!("our parser failed: {e}"))?;
-        ours.push(start.elapsed());
-        if ruleset.rule_count() != lines {
-            bail!("parsed {} rules, expected {lines}", ruleset.rule_count());
-        }
-    }
-    let ours = median(ours);
     let netns = format!("nsbench-{}", std::process::id());
     let status = Command::new("ip")
         .args(["netns", "add", &netns])
@@ -131,42 +131,70 @@ fn bench_iptables(services: usize, endpoints: usize, runs: usize) -> anyhow::Res
     if !status.success() {
         bail!("cannot create network namespace {netns} (needs root)");
     }
-    let peer = (|| -> anyhow::Result<Duration> {
-        let start = Instant::now();
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &netns, "iptables-restore", "--test"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("iptables-restore")?;
-        child
-            .stdin
-            .take()
-            .context("stdin")?
-            .write_all(text.as_bytes())?;
-        let out = child.wait_with_output()?;
-        if !out.status.success() {
-            bail!(
-                "iptables-restore --test failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+    let timed = (|| -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+        let (mut ours, mut peer) = (Vec::new(), Vec::new());
+        // Alternate the two, so that load from other processes falls on both alike.
+        for _ in 0..runs {
+            ours.push(time_our_parse(&text, lines)?);
+            peer.push(time_iptables_restore(&netns, &text)?);
         }
-        Ok(start.elapsed())
+        Ok((ours, peer))
     })();
     let _ = Command::new("ip").args(["netns", "del", &netns]).status();
-    let peer = peer?;
-    println!("iptables-save parse, {lines} rules:");
+    let (ours, peer) = timed?;
+    let (ours_min, peer_min) = (ours.iter().min().copied(), peer.iter().min().copied());
+    let (ours, peer) = (median(ours), median(peer));
+    println!("iptables-save parse, {lines} rules, median of {runs} runs each (min):");
     println!(
-        "  netsleuth parse (median of {runs}): {:>10.1} ms",
-        ms(ours)
+        "  netsleuth parse:           {:>8.1} ms ({:.1})",
+        ms(ours),
+        ours_min.map_or(0.0, ms)
     );
-    println!("  iptables-restore --test:           {:>10.1} ms", ms(peer));
+    println!(
+        "  iptables-restore --test:   {:>8.1} ms ({:.1})",
+        ms(peer),
+        peer_min.map_or(0.0, ms)
+    );
     println!(
         "  ratio: {:.1}× faster",
         peer.as_secs_f64() / ours.as_secs_f64()
     );
     Ok(())
+}
+
+fn time_our_parse(text: &str, rules: usize) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let ruleset =
+        netstack::iptables::parse(text).map_err(|e| anyhow::anyhow!("our parser failed: {e}"))?;
+    let took = start.elapsed();
+    if ruleset.rule_count() != rules {
+        bail!("parsed {} rules, expected {rules}", ruleset.rule_count());
+    }
+    Ok(took)
+}
+
+fn time_iptables_restore(netns: &str, text: &str) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", netns, "iptables-restore", "--test"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("iptables-restore")?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(text.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "iptables-restore --test failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(start.elapsed())
 }
 
 fn bench_diagnose(size: ClusterSize, runs: usize) -> anyhow::Result<()> {
@@ -195,19 +223,38 @@ fn bench_diagnose(size: ClusterSize, runs: usize) -> anyhow::Result<()> {
         samples.push(start.elapsed());
         verdict = Some(d.verdict);
     }
-    samples.sort();
-    println!(
-        "one diagnosis (pod → Service, all endpoints, replies), {} runs:",
-        runs
-    );
+    println!("one diagnosis (pod → Service, all endpoints, replies), snapshot in memory:");
     println!(
         "  verdict: {:?}",
         verdict.unwrap_or(model::diagnosis::Verdict::Incomplete)
     );
+    print_spread(&mut samples);
+    // The same from the bytes `netsleuth collect` writes (zstd JSON), as `diagnose --snapshot`
+    // does after reading the file. Decoding dominates, so fewer runs.
+    let bytes = snapshot.to_bytes(true)?;
+    drop(snapshot);
+    let mut samples = Vec::new();
+    for _ in 0..runs.min(5) {
+        let start = Instant::now();
+        let decoded = model::Snapshot::from_bytes("synthetic", &bytes)?;
+        diagnose::diagnose(&decoded, &query).map_err(|e| anyhow::anyhow!("{e}"))?;
+        samples.push(start.elapsed());
+    }
     println!(
-        "  median {:.1} ms, max {:.1} ms",
+        "the same including the snapshot decode ({:.1} MB zstd JSON):",
+        bytes.len() as f64 / 1e6
+    );
+    print_spread(&mut samples);
+    Ok(())
+}
+
+fn print_spread(samples: &mut [Duration]) {
+    samples.sort();
+    println!(
+        "  {} runs: median {:.1} ms, min {:.1} ms, max {:.1} ms",
+        samples.len(),
         ms(samples[samples.len() / 2]),
+        ms(samples[0]),
         ms(samples[samples.len() - 1])
     );
-    Ok(())
 }
