@@ -16,7 +16,7 @@ use prometheus_client::registry::Registry;
 use crate::config::{Config, ConfigError, ProbeConfig, SinkConfig};
 use crate::events::{EventBatch, EventBus};
 use crate::health::AgentMetrics;
-use crate::podmap::{PodMap, PodMapSources};
+use crate::podmap::{Owner, PodMap, PodMapSources};
 use crate::probe::{EventProbe, ProbeContext, ProbeState, SharedLoaders};
 use crate::probes;
 use crate::registry::ScrapeCollector;
@@ -285,6 +285,44 @@ impl Agent {
         let _ = encode_registry(&mut text, &self.inner.self_registry);
         let _ = encode_eof(&mut text);
         text
+    }
+
+    /// This node's network namespaces (node and mapped pods) read by the collector, in the
+    /// engine's snapshot format (`docs/snapshot.md`). Blocking: reads every netns.
+    pub fn snapshot(&self) -> Result<model::Snapshot, collect::CollectError> {
+        let source = model::snapshot::SnapshotSource {
+            kind: model::snapshot::SourceKind::Live,
+            name: self.inner.options.node.clone(),
+            collected_at: None,
+        };
+        let netns = self
+            .inner
+            .podmap
+            .entities()
+            .iter()
+            .map(|e| model::NetnsLocation {
+                id: match &e.owner {
+                    Owner::Node => format!("node/{}", e.node),
+                    Owner::Pod { namespace, name } => format!("pod/{namespace}/{name}"),
+                },
+                node: e.node.clone(),
+                owner: match &e.owner {
+                    Owner::Node => model::snapshot::NetnsOwner::Host,
+                    Owner::Pod { namespace, name } => model::snapshot::NetnsOwner::Pod {
+                        namespace: namespace.clone(),
+                        name: name.clone(),
+                    },
+                },
+                path: e.path.clone(),
+            })
+            .collect();
+        let inventory = model::Inventory {
+            source,
+            cluster: Default::default(),
+            kubernetes: Default::default(),
+            netns,
+        };
+        collect::collect_inventory(&inventory, &collect::NetnsFilter::All, &mut |_, _| {})
     }
 
     /// `/status`.

@@ -1,7 +1,7 @@
 //! The HTTP surface on `:9102`: `/metrics` (OpenMetrics text when asked for, as Prometheus
 //! does; else Prometheus text 0.0.4), `/status`, `/healthz`,
-//! `/events` (server-sent events, live) and `/snapshot` (this node's netns state, once the
-//! collector can provide it). Handlers only call into [`crate::agent::Agent`].
+//! `/events` (server-sent events, live) and `/snapshot` (this node's netns state read by the
+//! collector, in the snapshot format). Handlers only call into [`crate::agent::Agent`].
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -92,12 +92,16 @@ async fn status(State(agent): State<Agent>) -> Response {
     Json(agent.status()).into_response()
 }
 
-async fn snapshot() -> Response {
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        "snapshot: the live netns collector (crate `collect`) is not wired into the agent yet\n",
-    )
-        .into_response()
+async fn snapshot(State(agent): State<Agent>) -> Response {
+    match tokio::task::spawn_blocking(move || agent.snapshot()).await {
+        Ok(Ok(snapshot)) => Json(snapshot).into_response(),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("snapshot: {e}\n")).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("snapshot: {e}\n"),
+        )
+            .into_response(),
+    }
 }
 
 async fn events(
