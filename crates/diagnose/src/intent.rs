@@ -7,7 +7,7 @@ use model::diagnosis::Direction;
 use model::{FindingCode, NetnsRecord};
 use netstack::packet::Packet;
 
-use crate::endpoint::{EndpointSpec, Index};
+use crate::endpoint::Index;
 use crate::policy::PolicyIndex;
 use crate::service::{self, Access, Frontend};
 use crate::walk::{WalkEnd, Walker};
@@ -50,7 +50,7 @@ pub fn check<'a>(
     walker: &mut Walker<'a>,
     index: &'a Index<'a>,
     query: &'a Query,
-    dst_spec: &EndpointSpec,
+    frontend: Option<&Frontend<'a>>,
     original: &Packet,
     src_ns: &'a NetnsRecord,
     forward: &[WalkEnd],
@@ -64,7 +64,7 @@ pub fn check<'a>(
         .collect();
     let pods = PolicyIndex::new(&index.snapshot.kubernetes);
     let mut findings = std::mem::take(&mut walker.findings);
-    if let Some(frontend) = service::frontend(index, dst_spec, original.dst, query) {
+    if let Some(frontend) = frontend {
         let ctx = service::Context {
             index,
             query,
@@ -74,10 +74,10 @@ pub fn check<'a>(
             src_node: &src_ns.node,
             ends: &ends,
         };
-        let host = service::translating_node(&frontend, &src_ns.node)
+        let host = service::translating_node(frontend, &src_ns.node)
             .and_then(|node| index.snapshot.host_netns(&node));
         let netfilter = host.and_then(|h| walker.netfilter(&h.id));
-        service::check(&ctx, &frontend, netfilter, &mut findings);
+        service::check(&ctx, frontend, netfilter, &mut findings);
     }
     let policy_drop = |f: &model::Finding| {
         matches!(

@@ -70,7 +70,7 @@ pub fn diagnose(snapshot: &Snapshot, query: &Query) -> Result<Diagnosis, Diagnos
     let frontend = service::frontend(&index, &dst_spec, dst_ip, query);
     let packet = Packet::new(src_ip, dst_ip, query.protocol, query.sport, query.dport);
     let forward = intent::walk_forward(&mut walker, &index, frontend.as_ref(), packet.clone(), src_ns);
-    intent::check(&mut walker, &index, query, &dst_spec, &packet, src_ns, &forward);
+    intent::check(&mut walker, &index, query, frontend.as_ref(), &packet, src_ns, &forward);
     let mut paths: Vec<Path> = Vec::new();
     for end in &forward {
         paths.push(end.path.clone());
