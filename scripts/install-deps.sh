@@ -22,6 +22,7 @@ declare -A NEED=(
   [prometheus-node-exporter]=prometheus-node-exporter
   [ping]=iputils-ping
   [python3]=python3-minimal
+  [rsvg-convert]=librsvg2-bin
 )
 
 missing=()

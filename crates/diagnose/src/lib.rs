@@ -14,6 +14,7 @@ mod policy;
 pub mod render;
 mod service;
 pub mod synthetic;
+mod svg;
 mod walk;
 
 use model::diagnosis::{Diagnosis, Direction, Path, QuerySummary, Verdict};

@@ -1,5 +1,5 @@
 //! Renderers: the text report people read, JSON for machines (schema in `docs/diagnosis.md`),
-//! and the path as a graph in DOT and Mermaid.
+//! and the path as a graph in DOT, Mermaid and SVG (laid out in-process, see `svg.rs`).
 
 use std::fmt::Write;
 
@@ -13,6 +13,7 @@ pub enum Format {
     Json,
     Dot,
     Mermaid,
+    Svg,
 }
 
 pub fn render(d: &Diagnosis, format: Format) -> String {
@@ -23,6 +24,7 @@ pub fn render(d: &Diagnosis, format: Format) -> String {
         }
         Format::Dot => dot(d),
         Format::Mermaid => mermaid(d),
+        Format::Svg => crate::svg::svg(d),
     }
 }
 

@@ -51,7 +51,7 @@ pub struct Args {
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
     /// Output format.
-    #[arg(short = 'o', long = "format", default_value = "text", value_parser = ["text", "json", "dot", "mermaid"])]
+    #[arg(short = 'o', long = "format", default_value = "text", value_parser = ["text", "json", "dot", "mermaid", "svg"])]
     pub format: String,
     /// Write the report to FILE instead of standard output.
     #[arg(long)]
@@ -93,6 +93,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "json" => Format::Json,
         "dot" => Format::Dot,
         "mermaid" => Format::Mermaid,
+        "svg" => Format::Svg,
         _ => Format::Text,
     };
     let report = render(&diagnosis, format);
