@@ -325,6 +325,10 @@ pub struct Datapath<'a> {
     pub kube_proxy: Detected<KubeProxyMode>,
     cluster: Vec<IpNet>,
     nodes: Vec<NodeIntent>,
+    /// Node name → index in `nodes`, and → its host netns (checks run at every hop of
+    /// clusters with a thousand nodes).
+    node_index: HashMap<String, usize>,
+    hosts: HashMap<&'a str, &'a NetnsRecord>,
     /// Pod IP (non-hostNetwork) → node name.
     pod_node: HashMap<IpAddr, String>,
 }
@@ -332,8 +336,10 @@ pub struct Datapath<'a> {
 impl<'a> Datapath<'a> {
     pub fn new(snapshot: &'a Snapshot) -> Datapath<'a> {
         let cni = detect_cni(snapshot);
+        let hosts: HashMap<&str, &NetnsRecord> =
+            host_netns(snapshot).map(|r| (r.node.as_str(), r)).collect();
         let vxlan_dev = vxlan_device(cni.value);
-        let nodes = snapshot
+        let nodes: Vec<NodeIntent> = snapshot
             .kubernetes
             .nodes
             .iter()
@@ -374,7 +380,7 @@ impl<'a> Datapath<'a> {
                 // The VTEP MAC: the node's own device in the snapshot is the truth; flannel also
                 // publishes it in backend-data.
                 let device_mac = vxlan_dev
-                    .and_then(|dev| snapshot.host_netns(&name)?.state.link(dev)?.mac.clone());
+                    .and_then(|dev| hosts.get(name.as_str())?.state.link(dev)?.mac.clone());
                 let annotated_mac = annotation(node, FLANNEL_BACKEND_DATA)
                     .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
                     .and_then(|v| v.get("VtepMAC")?.as_str().map(str::to_string));
@@ -402,14 +408,25 @@ impl<'a> Datapath<'a> {
                 Some((ip, p.spec.as_ref()?.node_name.clone()?))
             })
             .collect();
+        let node_index = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.clone(), i))
+            .collect();
         Datapath {
             snapshot,
             cni,
             kube_proxy: detect_kube_proxy(snapshot),
             cluster: cluster_cidrs(snapshot),
             nodes,
+            node_index,
+            hosts,
             pod_node,
         }
+    }
+
+    fn host_netns_of(&self, node: &str) -> Option<&'a NetnsRecord> {
+        self.hosts.get(node).copied()
     }
 
     pub fn summary(&self) -> DatapathSummary {
@@ -422,7 +439,7 @@ impl<'a> Datapath<'a> {
     }
 
     fn node(&self, name: &str) -> Option<&NodeIntent> {
-        self.nodes.iter().find(|n| n.name == name)
+        self.node_index.get(name).map(|&i| &self.nodes[i])
     }
 
     /// The node whose pod holds `ip`: the pod's nodeName, else the podCIDR containing it.
@@ -453,8 +470,7 @@ impl<'a> Datapath<'a> {
     /// The device holding `node`'s underlay address (eth0 on most nodes).
     fn underlay_dev(&self, node: &NodeIntent) -> String {
         let ip = node.ip;
-        self.snapshot
-            .host_netns(&node.name)
+        self.host_netns_of(&node.name)
             .and_then(|r| r.state.addresses.iter().find(|a| Some(a.address) == ip))
             .map(|a| a.dev.clone())
             .unwrap_or_else(|| "eth0".to_string())
@@ -465,7 +481,7 @@ impl<'a> Datapath<'a> {
         let Some(remote_ip) = remote.ip else {
             return false;
         };
-        self.snapshot.host_netns(&local.name).is_some_and(|r| {
+        self.host_netns_of(&local.name).is_some_and(|r| {
             r.state.addresses.iter().any(|a| {
                 Some(a.address) == local.ip
                     && IpNet::new(a.address, a.prefix_len).is_ok_and(|n| n.contains(&remote_ip))
@@ -534,7 +550,7 @@ impl<'a> Datapath<'a> {
                 && r.node == node
                 && r.state.addresses.iter().any(|a| a.address == ip)
         })?;
-        let host = self.snapshot.host_netns(node)?;
+        let host = self.host_netns_of(node)?;
         host.state
             .links
             .iter()
