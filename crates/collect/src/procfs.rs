@@ -10,7 +10,6 @@
 use std::collections::BTreeMap;
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use netstack::state::{
@@ -74,9 +73,9 @@ pub fn read(state: &mut NetnsState) {
 }
 
 /// Every readable sysctl under `root/net/{ipv4,ipv6,core,bridge,netfilter}`, keyed by its path
-/// below `root` (`net/ipv4/conf/eth0/rp_filter`). Write-only entries (`route/flush`) and entries
-/// the kernel refuses to show while unset (`stable_secret`: EIO) have no value and are skipped;
-/// any other read error makes the whole part missing.
+/// below `root` (`net/ipv4/conf/eth0/rp_filter`). Write-only entries (`route/flush`: EACCES) and
+/// entries the kernel refuses to show while unset (`stable_secret`: EIO) have no value and are
+/// skipped; any other read error makes the whole part missing.
 pub fn read_sysctls(root: &Path) -> Result<BTreeMap<String, String>, String> {
     let mut sysctls = BTreeMap::new();
     let mut stack = Vec::new();
@@ -94,14 +93,13 @@ pub fn read_sysctls(root: &Path) -> Result<BTreeMap<String, String>, String> {
         for entry in entries {
             let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
             let path = entry.path();
-            let metadata = entry
-                .metadata()
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            if metadata.is_dir() {
+            // The directory entry's type, not a stat: one syscall less on ~1000 files.
+            let is_dir = entry
+                .file_type()
+                .map_err(|e| format!("{}: {e}", path.display()))?
+                .is_dir();
+            if is_dir {
                 stack.push(path);
-                continue;
-            }
-            if metadata.permissions().mode() & 0o444 == 0 {
                 continue;
             }
             match std::fs::read_to_string(&path) {
@@ -113,7 +111,9 @@ pub fn read_sysctls(root: &Path) -> Result<BTreeMap<String, String>, String> {
                         .into_owned();
                     sysctls.insert(key, value.trim().to_string());
                 }
-                Err(e) if e.raw_os_error() == Some(libc::EIO) => {}
+                // Write-only entries (`route/flush`) refuse reading even to root; `stable_secret`
+                // refuses it with EIO until it is set. Neither has a value to record.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EIO)) => {}
                 Err(e) => return Err(format!("{}: {e}", path.display())),
             }
         }

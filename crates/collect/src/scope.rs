@@ -160,3 +160,103 @@ fn node_port_endpoints(inventory: &Inventory, port: u16) -> BTreeSet<String> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three nodes, a pod on node-1 and node-2, a NodePort Service with its endpoint on node-3,
+    /// and the lab's underlay — in the shape the lab writes (`inventory.json`).
+    fn inventory() -> Inventory {
+        let nodes: Vec<serde_json::Value> = (1..=3)
+            .map(|n| {
+                serde_json::json!({
+                    "metadata": {"name": format!("node-{n}")},
+                    "spec": {"podCIDR": format!("10.244.{}.0/24", n - 1)},
+                    "status": {"addresses": [{"type": "InternalIP", "address": format!("192.168.0.{}", 10 + n)}]}
+                })
+            })
+            .collect();
+        let pods: Vec<serde_json::Value> = (1..=2)
+            .map(|n| {
+                serde_json::json!({
+                    "metadata": {"namespace": "default", "name": format!("pod-{n}")},
+                    "spec": {"nodeName": format!("node-{n}"), "containers": []},
+                    "status": {"podIP": format!("10.244.{}.2", n - 1)}
+                })
+            })
+            .collect();
+        let json = serde_json::json!({
+            "source": {"kind": "lab", "name": "t"},
+            "kubernetes": {
+                "nodes": nodes,
+                "pods": pods,
+                "services": [{
+                    "metadata": {"namespace": "default", "name": "web"},
+                    "spec": {"clusterIP": "10.96.0.11", "ports": [{"port": 80, "nodePort": 30000}]}
+                }],
+                "endpoint_slices": [{
+                    "metadata": {"namespace": "default", "name": "web-x",
+                                 "labels": {"kubernetes.io/service-name": "web"}},
+                    "addressType": "IPv4",
+                    "endpoints": [{"addresses": ["10.244.2.2"], "nodeName": "node-3"}]
+                }]
+            },
+            "netns": [{"id": "underlay", "node": "underlay",
+                       "owner": {"kind": "infrastructure", "role": "underlay-bridge"},
+                       "path": "/run/netns/x"}]
+        });
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn scope(src: &str, dst: &str, port: u16) -> NetnsFilter {
+        netns_for_query(
+            &inventory(),
+            &src.parse().unwrap(),
+            &dst.parse().unwrap(),
+            port,
+        )
+    }
+
+    fn nodes(names: &[&str]) -> NetnsFilter {
+        NetnsFilter::Nodes(names.iter().map(|n| n.to_string()).collect())
+    }
+
+    #[test]
+    fn pods_services_and_node_ports_lead_to_their_nodes_plus_the_underlay() {
+        let expected = nodes(&["node-1", "node-2", "underlay"]);
+        assert_eq!(scope("default/pod-1", "default/pod-2", 8080), expected);
+        assert_eq!(scope("10.244.0.2", "10.244.1.2", 8080), expected, "pod IPs");
+        assert_eq!(
+            scope("default/pod-1", "10.244.1.9", 8080),
+            expected,
+            "an address in node-2's pod range"
+        );
+        let to_service = nodes(&["node-1", "node-3", "underlay"]);
+        assert_eq!(
+            scope("default/pod-1", "service/default/web", 80),
+            to_service
+        );
+        assert_eq!(
+            scope("default/pod-1", "10.96.0.11", 80),
+            to_service,
+            "a ClusterIP"
+        );
+        assert_eq!(
+            scope("node/node-2", "node/node-1", 30000),
+            nodes(&["node-1", "node-2", "node-3", "underlay"]),
+            "a NodePort leads on to the Service's endpoints"
+        );
+        assert_eq!(
+            scope("node/node-2", "192.168.0.11", 8080),
+            nodes(&["node-1", "node-2", "underlay"]),
+            "a node IP, no NodePort on that port"
+        );
+    }
+
+    #[test]
+    fn anything_that_cannot_be_placed_means_every_namespace() {
+        assert_eq!(scope("default/nope", "default/pod-2", 80), NetnsFilter::All);
+        assert_eq!(scope("default/pod-1", "8.8.8.8", 53), NetnsFilter::All);
+    }
+}
