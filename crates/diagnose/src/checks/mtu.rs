@@ -33,25 +33,35 @@ fn peer<'a>(index: &Index<'a>, link: &Link) -> Option<(&'a NetnsRecord, &'a Link
     Some((netns, peer))
 }
 
+/// The finding, placed at `link`; `fix` is the command that makes the path consistent.
 fn too_small(
     record: &NetnsRecord,
     link: &Link,
     size: u32,
     why: String,
     evidence: Vec<Evidence>,
+    fix: String,
 ) -> Finding {
     finding(
         FindingCode::LinkMtuMismatch,
         Level::Error,
         record,
         Some(&link.name),
-        format!("{} in {}: {why}; full-size packets ({size} bytes) are dropped", link.name, describe(record)),
+        format!(
+            "{} in {}: {why}; full-size packets ({size} bytes) are dropped",
+            link.name,
+            describe(record)
+        ),
         evidence,
         None,
-        Some(&format!(
-            "Give every device on the path the same MTU (the pods' MTU must leave room for the overlay headers): ip link set {} mtu {size} (inside {}), or lower the sender's MTU",
-            link.name, record.id
-        )),
+        Some(&fix),
+    )
+}
+
+fn set_mtu(link: &Link, netns: &str, mtu: u32) -> String {
+    format!(
+        "ip link set {} mtu {mtu} (inside {netns}), or lower the sender's MTU (the pods' MTU must leave room for the overlay headers)",
+        link.name
     )
 }
 
@@ -70,6 +80,15 @@ pub fn device(index: &Index<'_>, record: &NetnsRecord, link: &Link, size: u32) -
                 link.mtu
             ),
             vec![link_evidence(link, &record.id)],
+            // A tunnel cannot grow past its underlay: the senders must shrink instead.
+            if link.kind.encapsulation_overhead() > 0 {
+                format!(
+                    "Set the pods' MTU to {} (the CNI's MTU setting; pods pick it up when recreated)",
+                    link.mtu
+                )
+            } else {
+                set_mtu(link, &record.id, size)
+            },
         ));
     }
     let (peer_ns, peer_link) = peer(index, link)?;
@@ -86,6 +105,7 @@ pub fn device(index: &Index<'_>, record: &NetnsRecord, link: &Link, size: u32) -
                 link_evidence(link, &record.id),
                 link_evidence(peer_link, &peer_ns.id),
             ],
+            set_mtu(peer_link, &peer_ns.id, size),
         )
     })
 }
@@ -104,6 +124,7 @@ pub fn tunnel(record: &NetnsRecord, tunnel: &Link, underlay: &Link) -> Option<Fi
                 tunnel.mtu, tunnel.kind, underlay.name, underlay.mtu
             ),
             vec![link_evidence(tunnel, &record.id), link_evidence(underlay, &record.id)],
+            set_mtu(tunnel, &record.id, underlay.mtu.saturating_sub(overhead)),
         )
     })
 }

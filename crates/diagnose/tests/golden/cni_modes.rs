@@ -12,9 +12,9 @@ use diagnose::synthetic::{cluster, flannel_host_gw, ClusterSize};
 use diagnose::Query;
 use k8s_openapi::api::core::v1::NodeCondition;
 use model::diagnosis::Verdict;
-use model::{CniMode, FindingCode, Snapshot};
+use model::{CniMode, FindingCode, NetnsOwner, NetnsRecord, Snapshot};
 use netstack::packet::Protocol;
-use netstack::state::{ConntrackState, Link};
+use netstack::state::{Address, ConntrackState, Link, LinkKind, LinkPeer, NetnsState, Scope};
 
 use super::{netns, Case};
 
@@ -168,9 +168,91 @@ fn node1_pod_mtu(s: &mut Snapshot, mtu: u32, bridge: Option<&str>) {
     }
 }
 
+/// Plug every node's `eth0` into one switch the way the lab's underlay is built: a bridge
+/// `br-0` in an infrastructure netns, one veth port `nN` per node (so the ports' own MTUs count).
+fn with_underlay_switch(s: &mut Snapshot) {
+    let template = netns(s, "node-1").links[1].clone();
+    let mut links = vec![Link {
+        index: 1,
+        name: "br-0".into(),
+        kind: LinkKind::Bridge,
+        ..template.clone()
+    }];
+    let nodes: Vec<String> = s
+        .kubernetes
+        .nodes
+        .iter()
+        .filter_map(|n| n.metadata.name.clone())
+        .collect();
+    for (i, node) in nodes.iter().enumerate() {
+        let port = format!("n{}", i + 1);
+        let index = 10 + i as u32;
+        links.push(Link {
+            index,
+            name: port.clone(),
+            kind: LinkKind::Veth,
+            master: Some("br-0".into()),
+            peer: Some(LinkPeer {
+                ifindex: 2,
+                netns: Some(node.clone()),
+                name: Some("eth0".into()),
+            }),
+            ..template.clone()
+        });
+        let eth0 = link(s, node, "eth0");
+        eth0.kind = LinkKind::Veth;
+        eth0.peer = Some(LinkPeer {
+            ifindex: index,
+            netns: Some("underlay".into()),
+            name: Some(port),
+        });
+    }
+    s.netns.push(NetnsRecord {
+        id: "underlay".into(),
+        node: "underlay".into(),
+        owner: NetnsOwner::Infrastructure {
+            role: "underlay-bridge".into(),
+        },
+        state: NetnsState {
+            links,
+            addresses: vec![Address {
+                dev: "br-0".into(),
+                address: "192.168.0.1".parse().expect("valid"),
+                prefix_len: 16,
+                scope: Scope::Universe,
+            }],
+            sysctls: [("net/ipv4/ip_forward".to_string(), "0".to_string())].into(),
+            ..NetnsState::default()
+        },
+    });
+}
+
 fn host_gw_path_checks() -> Vec<Case> {
     let cni = CniMode::FlannelHostGw;
     let mut out = Vec::new();
+
+    // Crossing the underlay switch at layer 2: healthy, then node-2's switch port at 1400
+    // while node-2's eth0 says 1500 (full-size frames vanish in the switch).
+    let mut s = host_gw();
+    with_underlay_switch(&mut s);
+    out.push(case(
+        cni,
+        "healthy-through-underlay-switch",
+        s,
+        "default/web-2-1",
+        8080,
+        None,
+    ));
+    let mut s = host_gw();
+    with_underlay_switch(&mut s);
+    link(&mut s, "underlay", "n2").mtu = 1400;
+    out.push(cross_node(
+        cni,
+        "underlay-port-mtu-below-node",
+        s,
+        FindingCode::LinkMtuMismatch,
+        "node-2",
+    ));
 
     let mut s = host_gw();
     not_ready(&mut s, "node-2");
