@@ -765,6 +765,21 @@ mod tests {
             record.state.iptables = None;
         }
         assert_eq!(detect_kube_proxy(&bare).value, KubeProxyMode::None);
+
+        // nftables mode: `nft -j list ruleset` names kube-proxy's table.
+        let mut nft = bare.clone();
+        nft.netns[0].state.nftables = Some(
+            r#"{"nftables": [{"metainfo": {"version": "1.0.6", "json_schema_version": 1}}, {"table": {"family": "ip", "name": "kube-proxy", "handle": 2}}]}"#.into(),
+        );
+        assert_eq!(detect_kube_proxy(&nft).value, KubeProxyMode::Nftables);
+
+        // IPVS mode: the dummy device holding every ClusterIP.
+        let mut ipvs = bare;
+        let mut dummy = ipvs.netns[0].state.links[0].clone();
+        dummy.name = "kube-ipvs0".into();
+        dummy.kind = LinkKind::Dummy;
+        ipvs.netns[0].state.links.push(dummy);
+        assert_eq!(detect_kube_proxy(&ipvs).value, KubeProxyMode::Ipvs);
     }
 
     #[test]
