@@ -113,7 +113,7 @@ pub fn device(index: &Index<'_>, record: &NetnsRecord, link: &Link, size: u32) -
 /// A tunnel device's outer packets must fit its underlay device: `mtu + overhead <= underlay`.
 pub fn tunnel(record: &NetnsRecord, tunnel: &Link, underlay: &Link) -> Option<Finding> {
     let overhead = tunnel.kind.encapsulation_overhead();
-    let outer = tunnel.mtu + overhead;
+    let outer = tunnel.mtu.saturating_add(overhead);
     (overhead > 0 && outer > underlay.mtu).then(|| {
         too_small(
             record,

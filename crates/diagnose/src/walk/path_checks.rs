@@ -141,7 +141,7 @@ impl<'a> Walker<'a> {
         let next = vtep.as_ref().and_then(|v| v.next.clone());
         // The outer packet: the tunnel's MTU plus its headers must fit the underlay on both
         // ends (and their peers, e.g. the underlay bridge's ports).
-        let outer = link.mtu + link.kind.encapsulation_overhead();
+        let outer = link.mtu.saturating_add(link.kind.encapsulation_overhead());
         let underlay = link
             .vxlan
             .as_ref()
