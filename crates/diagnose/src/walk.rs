@@ -19,7 +19,9 @@ use model::{Evidence, Finding, FindingCode, Level, NetnsRecord, Owner, Place};
 use netstack::conntrack::NatBinding;
 use netstack::fib::{Fib, FlowKey, ReversePath, RouteDecision, RouteOutcome, RpFilterMode};
 use netstack::iptables::StateContext;
-use netstack::netfilter::{Hook, HookOutcome, Netfilter, NetfilterVerdict, RulesetProblem};
+use netstack::netfilter::{
+    Hook, HookOutcome, Netfilter, NetfilterVerdict, RuleRef, RulesetProblem,
+};
 use netstack::packet::{Packet, Protocol};
 use netstack::state::{LinkKind, OperState, StatePart};
 
@@ -65,6 +67,8 @@ pub struct Walker<'a> {
     full_size: Option<u32>,
     /// Netns the forward packets crossed: their conntrack saw the connection start.
     forward_netns: HashSet<String>,
+    /// DNATs no Service, CNI or known tool owns: (netns, rule, destination it set).
+    hand_dnat: Vec<(String, RuleRef, (IpAddr, u16))>,
 }
 
 /// Where a packet was delivered: the packet as it arrived, the netns, and the NAT bindings of
@@ -91,6 +95,7 @@ impl<'a> Walker<'a> {
             direction: Direction::Forward,
             full_size: None,
             forward_netns: HashSet::new(),
+            hand_dnat: Vec::new(),
         }
     }
 
@@ -714,6 +719,7 @@ impl<'a> Walker<'a> {
         out: &HookOutcome,
         steps: &mut Vec<String>,
     ) -> Result<(), usize> {
+        self.note_hand_dnat(id, out);
         for t in &out.trace {
             if t.action.starts_with("DNAT")
                 || t.action.starts_with("SNAT")
@@ -1060,6 +1066,10 @@ impl<'a> Walker<'a> {
                 packet.dport
             ));
             return None;
+        }
+        if let Some(idx) = self.hand_dnat_explains(packet) {
+            steps.push(format!("nothing listens on {}", packet.dport));
+            return Some(idx);
         }
         let listening: Vec<String> = sockets
             .iter()

@@ -5,13 +5,16 @@
 use std::net::IpAddr;
 
 use model::diagnosis::Direction;
-use model::{Finding, NetnsOwner, NetnsRecord};
+use model::{Evidence, Finding, FindingCode, Level, NetnsOwner, NetnsRecord, Owner};
 use netstack::fib::{Fib, FlowKey, RouteDecision, RouteOutcome};
+use netstack::netfilter::HookOutcome;
 use netstack::packet::Packet;
 use netstack::state::{Link, LinkKind, OperState};
 
-use super::{Flight, Walker};
+use super::{finding, Flight, Walker};
 use crate::checks::{conntrack, devices, mtu, sysctl};
+use crate::endpoint::describe;
+use crate::owner::owner_of_rule;
 
 /// Where a tunnel device really sends the packet, and the step that says so.
 pub(super) struct Tunnelled {
@@ -92,6 +95,50 @@ impl<'a> Walker<'a> {
             &flight.packet,
             needs_un_nat,
         ))
+    }
+
+    /// Remember the DNATs of a hook that nobody known owns (not kube-proxy, a CNI, Docker,
+    /// Istio): if the packet then finds nothing listening, that rule sent it there.
+    pub(super) fn note_hand_dnat(&mut self, id: &str, out: &HookOutcome) {
+        for t in out.trace.iter().filter(|t| t.action.starts_with("DNAT")) {
+            if let (Some(Owner::Unknown), _) = owner_of_rule(Some(&t.rule), &out.trace) {
+                let to = (out.packet.dst, out.packet.dport);
+                self.hand_dnat.push((id.to_string(), t.rule.clone(), to));
+            }
+        }
+    }
+
+    /// Nothing listens where `packet` arrived: when a hand-added DNAT set that destination, the
+    /// rule is the cause (`nat.wrong`), placed where it rewrote the packet.
+    pub(super) fn hand_dnat_explains(&mut self, packet: &Packet) -> Option<usize> {
+        let to = (packet.dst, packet.dport);
+        let (netns, rule, _) = self.hand_dnat.iter().find(|(_, _, t)| *t == to)?.clone();
+        let record = self.index.netns(&netns)?;
+        let message = format!(
+            "{}/{} rule #{} (line {}) in {} rewrites the destination to {}:{}, where nothing listens; no Service, CNI or known tool owns the rule",
+            rule.table,
+            rule.chain,
+            rule.position,
+            rule.line,
+            describe(record),
+            packet.dst,
+            packet.dport
+        );
+        let hint = format!(
+            "The rule was added by hand or by a tool netsleuth does not know; if it is not wanted: iptables -t {} {}",
+            rule.table,
+            rule.text.replacen("-A ", "-D ", 1)
+        );
+        Some(self.push(finding(
+            FindingCode::NatWrong,
+            Level::Error,
+            record,
+            None,
+            message,
+            vec![Evidence::Rule { rule }],
+            Some(Owner::Unknown),
+            Some(&hint),
+        )))
     }
 
     /// After routing in `id`: the route must be the one the CNI programs.

@@ -254,6 +254,27 @@ fn host_gw_path_checks() -> Vec<Case> {
         "node-2",
     ));
 
+    // `iptables -t nat -I PREROUTING 1 … -j DNAT` by hand on node-2: the pod's port is rewritten
+    // to one nothing listens on.
+    let mut s = host_gw();
+    let rules = netns(&mut s, "node-2")
+        .iptables
+        .as_mut()
+        .and_then(|d| d.ipv4.as_mut())
+        .expect("rules");
+    *rules = rules.replacen(
+        "-A PREROUTING ",
+        "-A PREROUTING -d 10.244.1.2/32 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.244.1.2:9999\n-A PREROUTING ",
+        1,
+    );
+    out.push(cross_node(
+        cni,
+        "hand-added-dnat-to-closed-port",
+        s,
+        FindingCode::NatWrong,
+        "node-2",
+    ));
+
     let mut s = host_gw();
     not_ready(&mut s, "node-2");
     out.push(cross_node(
