@@ -787,7 +787,12 @@ fn wrong_target_port_check(
                 format!("{key} declares {}", describe_ports(&declared)),
             ),
         };
-        let place = netns
+        // The Service is at fault, not the pod: the finding sits where kube-proxy translates to
+        // the wrong port (the pod's netns when that node is unknown).
+        let translating = proxy::translating_node(frontend, ctx.src_node)
+            .and_then(|node| ctx.index.snapshot.host_netns(&node));
+        let place = translating
+            .or(netns)
             .map(|r| Place {
                 node: Some(r.node.clone()),
                 netns: Some(r.id.clone()),
@@ -836,8 +841,9 @@ pub enum Symptom<'s> {
     },
 }
 
-/// Merge `finding` into the walk finding that is its symptom (keeping that finding's place and
-/// evidence, so paths still point at it), or add it.
+/// Merge `finding` into the walk finding that is its symptom (at the same index, so paths still
+/// point at it; with the symptom's evidence, and its place when the finding has none), or add
+/// it.
 fn merge_or_push(
     ctx: &Context<'_, '_>,
     findings: &mut Vec<Finding>,
@@ -875,7 +881,11 @@ fn merge_or_push(
             let merged = &mut findings[i];
             merged.level = merged.level.max(symptom.level);
             merged.message = format!("{}. On the path: {}", merged.message, symptom.message);
-            merged.place = symptom.place;
+            // The symptom's place is as precise or more (it names the device) when it is in the
+            // same netns; a finding placed elsewhere keeps its own.
+            if merged.place == Place::default() || merged.place.netns == symptom.place.netns {
+                merged.place = symptom.place;
+            }
             merged.evidence.extend(symptom.evidence);
         }
         None => {

@@ -384,10 +384,7 @@ pub fn cases() -> Vec<Case> {
         "wrong-target-port",
         s,
         ("default/web-2-1", "service/default/web-0", 80),
-        (
-            FindingCode::ServiceWrongTargetPort,
-            "node-1/default/web-1-2",
-        ),
+        (FindingCode::ServiceWrongTargetPort, "node-2"),
     ));
 
     out.push(case(
