@@ -1,7 +1,8 @@
-//! Golden tests over the example snapshots in `examples/`: each example is a synthetic flannel
-//! host-gw cluster (healthy, or with one fault injected the way it happens on real nodes), and
-//! its diagnosis must keep giving the same verdict, the same root-cause finding at the same place,
-//! and the same report (`*.expected.txt`).
+//! Golden tests over the example snapshots in `examples/<cni-mode>/`: each example is a
+//! synthetic cluster of one CNI mode (healthy, or with one fault injected the way it happens on
+//! real nodes), and its diagnosis must keep giving the same verdict, the same detected CNI, the
+//! same root-cause finding at the same place, and the same report (`*.expected.txt`). Every file
+//! under `examples/` must belong to a case.
 //!
 //! `UPDATE_GOLDEN=1 cargo test -p diagnose --test golden` rewrites the examples and reports after
 //! a deliberate change; review the diff.
