@@ -1,6 +1,9 @@
 //! Where the walker calls the CNI-intent and path checks (`crate::cni`, `crate::checks`): on
-//! entering a netns, after each routing decision, and on leaving by a device. Each returns the
-//! index of the finding that stops the path, if one fires.
+//! entering a netns, after each routing decision, on leaving by a device, and when nothing
+//! listens. The checks return the index of the finding that stops the path, if one fires. Also
+//! here: where tunnel devices (vxlan, ipip) and an underlay switch really deliver a packet, and
+//! the DNATs nobody known owns, remembered for `nat.wrong`. The walker's own rules (netfilter,
+//! routing) stay in `walk.rs`; nothing here changes the snapshot.
 
 use std::net::IpAddr;
 
