@@ -35,12 +35,17 @@ const TABLE_END: &str = "<!-- fault-table:end -->";
 enum Outcome {
     /// Traffic blocked; diagnosis blocked (exit 1) with the expected finding at the expected place.
     Detected,
+    /// Traffic blocked; diagnosis blocked with the expected code, but elsewhere than the fault's
+    /// place (these places, as `node / netns / device`).
+    WrongPlace(Vec<String>),
     /// Traffic blocked; diagnosis blocked, but without the expected finding (these were reported).
     WrongCause(Vec<String>),
     /// Traffic blocked; diagnosis says delivered (exit 0).
     Missed,
     /// Diagnosis incomplete (exit 3).
     Incomplete,
+    /// `diagnose` refused the question (exit 2), with its message.
+    Refused(String),
     /// Traffic flows; diagnosis says blocked.
     FalseAlarm(Vec<String>),
     /// Traffic flows and the diagnosis agrees: the fault did not break this mode.
@@ -55,9 +60,13 @@ impl Outcome {
     fn cell(&self) -> String {
         match self {
             Outcome::Detected => "detected".into(),
+            Outcome::WrongPlace(places) => {
+                format!("right code, other place ({})", places.join(", "))
+            }
             Outcome::WrongCause(codes) => format!("wrong cause ({})", codes.join(", ")),
             Outcome::Missed => "missed".into(),
             Outcome::Incomplete => "incomplete".into(),
+            Outcome::Refused(message) => format!("refused: {message}"),
             Outcome::FalseAlarm(codes) => format!("false alarm ({})", codes.join(", ")),
             Outcome::NotBroken => "not broken".into(),
             Outcome::HealthyOk => "ok".into(),
@@ -91,9 +100,9 @@ impl Drop for LabGuard {
     }
 }
 
-/// `netsleuth diagnose --lab` on the probe's flow: exit status and the findings of its JSON
-/// report.
-fn diagnose_lab(name: &str, probe: &ProbeRequest) -> (Option<i32>, Vec<serde_json::Value>) {
+/// `netsleuth diagnose --lab` on the probe's flow: exit status, the findings of its JSON report,
+/// and the last line of its stderr (the error, when there is one).
+fn diagnose_lab(name: &str, probe: &ProbeRequest) -> (Option<i32>, Vec<serde_json::Value>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_netsleuth"))
         .args([
             "diagnose",
@@ -116,7 +125,12 @@ fn diagnose_lab(name: &str, probe: &ProbeRequest) -> (Option<i32>, Vec<serde_jso
         .ok()
         .and_then(|report| report["findings"].as_array().cloned())
         .unwrap_or_default();
-    (out.status.code(), findings)
+    let error = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    (out.status.code(), findings, error)
 }
 
 fn error_codes(findings: &[serde_json::Value]) -> Vec<String> {
@@ -167,25 +181,43 @@ fn run_case(case: usize, row: Row, cni: CniMode) -> Outcome {
         Ok(outcome) => outcome.reachable,
         Err(e) => return Outcome::LabError(format!("probe: {e}")),
     };
-    let (status, findings) = diagnose_lab(&name, &probe);
-    let found_expected = expected.as_ref().is_some_and(|(code, place)| {
-        findings.iter().any(|f| {
+    let (status, findings, error) = diagnose_lab(&name, &probe);
+    let with_code: Vec<&serde_json::Value> = expected
+        .as_ref()
+        .map(|(code, _)| {
+            findings
+                .iter()
+                .filter(|f| f["code"] == code.to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    let found_expected = expected.as_ref().is_some_and(|(_, place)| {
+        with_code.iter().any(|f| {
             let same = |want: &Option<String>, key: &str| {
                 want.as_deref().is_none_or(|w| f["place"][key] == w)
             };
-            f["code"] == code.to_string()
-                && same(&place.node, "node")
+            same(&place.node, "node")
                 && same(&place.netns, "netns")
                 && same(&place.device, "device")
         })
     });
+    let places: Vec<String> = with_code
+        .iter()
+        .map(|f| {
+            ["node", "netns", "device"]
+                .map(|key| f["place"][key].as_str().unwrap_or("-"))
+                .join(" / ")
+        })
+        .collect();
     match (truth, status) {
         (_, Some(3)) => Outcome::Incomplete,
+        (_, Some(2)) => Outcome::Refused(error),
         (true, Some(0)) if row == Row::Healthy => Outcome::HealthyOk,
         (true, Some(0)) => Outcome::NotBroken,
         (true, _) => Outcome::FalseAlarm(error_codes(&findings)),
         (false, Some(0)) => Outcome::Missed,
         (false, Some(1)) if found_expected => Outcome::Detected,
+        (false, Some(1)) if !places.is_empty() => Outcome::WrongPlace(places),
         (false, Some(1)) => Outcome::WrongCause(error_codes(&findings)),
         (false, other) => Outcome::LabError(format!("diagnose exited with {other:?}")),
     }

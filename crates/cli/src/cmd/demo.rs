@@ -31,7 +31,7 @@ pub struct Args {
     #[arg(long, default_value = "demo")]
     pub name: String,
     /// CNI datapath to emulate.
-    #[arg(long, default_value = "flannel-vxlan")]
+    #[arg(long, default_value = "flannel-host-gw")]
     pub cni: CniMode,
     /// The fault to inject (`netsleuth lab inject --name NAME` lists them).
     #[arg(long, default_value = "node-forward-drop")]
