@@ -151,10 +151,12 @@ impl std::fmt::Display for RulesetProblem {
 /// ipsets they use, and the nftables ruleset.
 ///
 /// iptables-nft's tables (`ip filter`, `ip6 nat`, …) appear in both `iptables-save` and
-/// `nft -j`. The rule: a table of family `ip`/`ip6` named `raw`, `mangle`, `nat`, `filter` or
-/// `security` is evaluated through the iptables-save text when the dump of that family has a
-/// table of that name (iptables-save shows every match as iptables means it; nft shows some as
-/// opaque `xt` expressions), and its nft copy is skipped. Every other nft table is evaluated
+/// `nft -j`. The rule: an nft table of family `ip`/`ip6` named `raw`, `mangle`, `nat`, `filter`
+/// or `security` whose base chains all have iptables' built-in names (`INPUT`, `FORWARD`, …) is
+/// iptables-nft's, and when the iptables-save dump of that family has a table of that name it
+/// is evaluated through that text (iptables-save shows every match as iptables means it; nft
+/// shows some as opaque `xt` expressions) and its nft copy is skipped. Every other nft table —
+/// including a native `ip filter` with lowercase chains next to legacy iptables — is evaluated
 /// natively, its base chains ordered with the iptables tables by hook priority.
 #[derive(Debug, Clone, Default)]
 pub struct Netfilter {
@@ -279,12 +281,7 @@ impl Netfilter {
         }
         for at in nft.base_chains(hook, packet.is_ipv6()) {
             let table = &nft.tables[at.table];
-            let from_iptables = matches!(
-                table.family,
-                crate::nft::Family::Ip | crate::nft::Family::Ip6
-            ) && iptables
-                .is_some_and(|rs| rs.tables.iter().any(|t| t.name.as_str() == table.name));
-            if !from_iptables {
+            if !is_iptables_copy(table, iptables) {
                 stages.push((at.priority, Stage::Nft(nft, at)));
             }
         }
@@ -335,6 +332,24 @@ impl Netfilter {
         );
         done
     }
+}
+
+/// Whether an nft table is iptables-nft's view of a table the iptables-save dump also holds
+/// (see [`Netfilter`]).
+fn is_iptables_copy(
+    table: &crate::nft::Table,
+    iptables: Option<&crate::iptables::Ruleset>,
+) -> bool {
+    const BUILT_IN: [&str; 5] = ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"];
+    matches!(
+        table.family,
+        crate::nft::Family::Ip | crate::nft::Family::Ip6
+    ) && iptables.is_some_and(|rs| rs.tables.iter().any(|t| t.name.as_str() == table.name))
+        && table
+            .chains
+            .iter()
+            .filter(|c| c.base.is_some())
+            .all(|c| BUILT_IN.contains(&c.name.as_str()))
 }
 
 fn finish(branch: crate::iptables::Branch, verdict: NetfilterVerdict) -> HookOutcome {

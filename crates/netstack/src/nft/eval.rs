@@ -429,9 +429,13 @@ impl RuleCtx<'_> {
                 self.trace(b, "NOTRACK".into());
                 Effect::Continue
             }
-            Stmt::Nat { kind, addr, port } => {
-                self.nat(*kind, addr.as_ref(), port.as_ref(), b, ctx, pick)
+            Stmt::Nat { ipv6: Some(v6), .. } if *v6 != b.packet.is_ipv6() => {
+                // The implicit `meta nfproto` dependency of a family-specific NAT fails.
+                Effect::NoMatch
             }
+            Stmt::Nat {
+                kind, addr, port, ..
+            } => self.nat(*kind, addr.as_ref(), port.as_ref(), b, ctx, pick),
             Stmt::Masquerade { port } => {
                 let port = match self.port(port.as_ref(), b, ctx) {
                     Ok(p) => p,

@@ -226,6 +226,9 @@ pub enum Stmt {
     /// `dnat`/`snat`: `addr` may be a map lookup yielding `address . port`.
     Nat {
         kind: NatKind,
+        /// `Some(true)` for `dnat ip6 to …` or an IPv6 address, `Some(false)` for IPv4: in an
+        /// `inet` chain the statement then applies to that family only.
+        ipv6: Option<bool>,
         addr: Option<Expr>,
         port: Option<Expr>,
     },

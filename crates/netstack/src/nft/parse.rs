@@ -458,20 +458,20 @@ fn statement_checked(table: &Table, v: &Value) -> Result<Stmt, String> {
             } else {
                 NatKind::Snat
             };
-            let addr_type = match body.get("family").and_then(Value::as_str) {
-                Some("ip6") => DataType::Ipv6Addr,
-                Some("ip") => DataType::Ipv4Addr,
-                _ if body
-                    .get("addr")
-                    .and_then(Value::as_str)
-                    .is_some_and(|a| a.contains(':')) =>
-                {
-                    DataType::Ipv6Addr
-                }
-                _ => DataType::Ipv4Addr,
+            let literal = body.get("addr").and_then(Value::as_str);
+            let ipv6 = match body.get("family").and_then(Value::as_str) {
+                Some("ip6") => Some(true),
+                Some("ip") => Some(false),
+                _ => literal.map(|a| a.contains(':')),
+            };
+            let addr_type = if ipv6 == Some(true) {
+                DataType::Ipv6Addr
+            } else {
+                DataType::Ipv4Addr
             };
             Stmt::Nat {
                 kind,
+                ipv6,
                 addr: nat_operand(table, &addr_type, body.get("addr"))?,
                 port: nat_operand(table, &DataType::InetService, body.get("port"))?,
             }

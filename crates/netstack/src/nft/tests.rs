@@ -1074,3 +1074,52 @@ fn unknown_objects_render_as_json_in_rule_text() {
     let text = &rs.tables[0].chain("c").unwrap().rules[0].text;
     assert_eq!(text, r#"{"foo":1} {"bar":{"baz":2}} accept"#);
 }
+
+#[test]
+fn family_specific_nat_in_an_inet_chain_applies_to_its_family_only() {
+    let rule = r#"[{"dnat": {"family": "ip6", "addr": "fd00::2", "port": 80}}]"#;
+    let v4 = only(run(
+        rules("prerouting", "accept", &[rule]),
+        Hook::Prerouting,
+        &tcp("10.0.0.1", "10.0.0.2", 8080),
+    ));
+    assert_eq!(v4.packet.dst, ip("10.0.0.2"));
+    let v6 = only(run(
+        rules("prerouting", "accept", &[rule]),
+        Hook::Prerouting,
+        &tcp("fd00::1", "fd00::9", 8080),
+    ));
+    assert_eq!((v6.packet.dst, v6.packet.dport), (ip("fd00::2"), 80));
+    assert_eq!(actions(&v6)[0], "DNAT to [fd00::2]:80");
+}
+
+#[test]
+fn a_native_ip_filter_table_next_to_legacy_iptables_is_evaluated() {
+    // Lowercase base chain: not iptables-nft's, so it runs although iptables-save has a filter
+    // table too.
+    let text = r#"{"nftables": [{"table": {"family": "ip", "name": "filter"}},
+      {"chain": {"family": "ip", "table": "filter", "name": "forward", "type": "filter", "hook": "forward", "prio": 10, "policy": "drop"}}]}"#;
+    let state = NetnsState {
+        nftables: Some(text.into()),
+        iptables: Some(IptablesDump {
+            backend: IptablesBackend::Legacy,
+            ipv4: Some("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n".into()),
+            ipv6: None,
+        }),
+        ..NetnsState::default()
+    };
+    let (nf, problems) = Netfilter::from_state(&state);
+    assert!(problems.is_empty(), "{problems:?}");
+    let o = only(nf.run_hook(Hook::Forward, &tcp("10.0.0.1", "10.0.0.2", 80), &Ctx));
+    assert_eq!(o.verdict, NetfilterVerdict::Drop);
+    let by = o.decided_by.unwrap();
+    assert_eq!(
+        (by.source, by.table.as_str()),
+        (RuleSource::Nftables, "ip filter")
+    );
+    assert_eq!(
+        o.trace[0].rule.source,
+        RuleSource::Iptables,
+        "iptables' filter (0) ran first"
+    );
+}
