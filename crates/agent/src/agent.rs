@@ -390,7 +390,10 @@ fn start_event_probe(config: &ProbeConfig, ctx: &ProbeContext, bus: &EventBus) -
         return EventSlot::Failed(format!("no event probe `{}`", config.name));
     };
     match factory(&config.args, ctx) {
-        Ok(probe) => EventSlot::Running(run_event_probe(probe, bus.clone())),
+        Ok(probe) => match run_event_probe(probe, bus.clone()) {
+            Ok(runner) => EventSlot::Running(runner),
+            Err(e) => EventSlot::Failed(format!("cannot start its polling thread: {e}")),
+        },
         Err(e) => {
             tracing::warn!("event probe {}: {e}", config.name);
             EventSlot::Failed(e.to_string())
@@ -399,7 +402,7 @@ fn start_event_probe(config: &ProbeConfig, ctx: &ProbeContext, bus: &EventBus) -
 }
 
 /// Poll an event probe on its own thread until stopped.
-fn run_event_probe(mut probe: Box<dyn EventProbe>, bus: EventBus) -> EventRunner {
+fn run_event_probe(mut probe: Box<dyn EventProbe>, bus: EventBus) -> std::io::Result<EventRunner> {
     let stop = Arc::new(AtomicBool::new(false));
     let last_error = Arc::new(Mutex::new(None));
     let thread = {
@@ -417,12 +420,11 @@ fn run_event_probe(mut probe: Box<dyn EventProbe>, bus: EventBus) -> EventRunner
                     bus.publish(name, batch);
                     std::thread::sleep(probe.poll_interval());
                 }
-            })
-            .expect("spawning a probe thread")
+            })?
     };
-    EventRunner {
+    Ok(EventRunner {
         stop,
         thread: Some(thread),
         last_error,
-    }
+    })
 }

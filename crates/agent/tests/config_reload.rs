@@ -190,3 +190,68 @@ fn status_has_kubeskoops_shape_with_empty_lists_not_null() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_the_config_file_reloads_it_and_a_configmap_style_symlink_swap_too() {
+    let dir = tempfile::tempdir().unwrap();
+    // A Kubernetes ConfigMap mount: config.yaml → ..data/config.yaml, ..data → a timestamped dir.
+    let v1 = dir.path().join("..v1");
+    std::fs::create_dir(&v1).unwrap();
+    std::fs::write(
+        v1.join("config.yaml"),
+        "metrics:\n  probes: [{name: netdev}]\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("..v1", dir.path().join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/config.yaml", dir.path().join("config.yaml")).unwrap();
+    let path = dir.path().join("config.yaml");
+    let agent = Agent::start(common::options("netsleuth", Some(&path))).unwrap();
+    agent::run::reload_on_file_change(agent.clone(), &path).unwrap();
+    let probes = |agent: &Agent| -> Vec<String> {
+        agent
+            .status()
+            .inuse_probes
+            .metrics
+            .iter()
+            .map(|p| p.name.clone())
+            .collect()
+    };
+    let wait_for = |want: &'static [&'static str]| {
+        let agent = agent.clone();
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while probes(&agent) != want {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "still {:?}",
+                    probes(&agent)
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+
+    // The way kubelet updates: new dir, then atomically re-point ..data.
+    let v2 = dir.path().join("..v2");
+    std::fs::create_dir(&v2).unwrap();
+    std::fs::write(
+        v2.join("config.yaml"),
+        "metrics:\n  probes: [{name: netdev}, {name: udp}]\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("..v2", dir.path().join("..data_tmp")).unwrap();
+    std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
+    wait_for(&["netdev", "udp"]).await;
+
+    // And a second time (KubeSkoop's watch died after the first swap).
+    let v3 = dir.path().join("..v3");
+    std::fs::create_dir(&v3).unwrap();
+    std::fs::write(
+        v3.join("config.yaml"),
+        "metrics:\n  probes: [{name: tcp}]\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("..v3", dir.path().join("..data_tmp")).unwrap();
+    std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
+    wait_for(&["tcp"]).await;
+}

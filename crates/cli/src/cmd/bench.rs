@@ -59,6 +59,20 @@ pub enum BenchCommand {
         #[arg(long, default_value = "flannel-vxlan")]
         cni: model::CniMode,
     },
+    /// The node agent vs prometheus-node-exporter (scrape latency, CPU per scrape, idle CPU
+    /// and RSS, with pod netns), events/s through a sink, and the packetloss probe's cost per
+    /// drop vs bpftrace during a drop storm (needs root; see docs/benchmarks.md).
+    Agent {
+        /// Pod network namespaces to create (110 is Kubernetes' default max pods per node).
+        #[arg(long, default_value_t = 110)]
+        pods: usize,
+        /// Sequential scrapes per exporter.
+        #[arg(long, default_value_t = 100)]
+        scrapes: usize,
+        /// Seconds of drop storm per tracer.
+        #[arg(long, default_value_t = 5)]
+        storm_secs: u64,
+    },
 }
 
 pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -97,6 +111,11 @@ pub fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
             runs.max(1),
         )?,
         BenchCommand::Lab { runs, cni } => super::bench_lab::run(runs.max(1), cni)?,
+        BenchCommand::Agent {
+            pods,
+            scrapes,
+            storm_secs,
+        } => super::bench_agent::run(pods, scrapes.max(1), storm_secs.max(1))?,
     }
     Ok(ExitCode::SUCCESS)
 }

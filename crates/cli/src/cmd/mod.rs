@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod bench;
+pub mod bench_agent;
 pub mod bench_lab;
 pub mod collect;
 pub mod demo;
