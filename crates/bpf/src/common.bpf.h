@@ -34,7 +34,8 @@ struct {
 /* One bucket per CPU: no lock, no cross-CPU cache line bouncing during a storm. */
 struct ns_token_bucket {
 	__u64 nano_tokens;
-	__u64 last_ns;
+	__u64 last_refill_ns;
+	__u64 last_refill_jiffies;
 };
 
 struct {
@@ -68,29 +69,32 @@ static __always_inline void count_stat(__u32 stat)
 }
 
 /* Token bucket refilled at events_per_sec per CPU, holding at most events_burst tokens;
- * tokens are kept in billionths so the refill needs no division. */
+ * tokens are kept in billionths so the refill needs no division. The refill reads the clock
+ * only when the jiffy has moved on: in a drop storm, where every drop asks, that is one clock
+ * read per tick instead of one per drop (bpf_ktime_get_coarse_ns is not allowed here). */
 static __always_inline bool take_event_token(void)
 {
 	__u32 zero = 0;
 	struct ns_token_bucket *bucket = bpf_map_lookup_elem(&token_buckets, &zero);
 	if (!bucket || events_per_sec == 0)
 		return false;
-	__u64 now = bpf_ktime_get_ns();
-	__u64 capacity = events_burst * NSEC_PER_SEC;
-	__u64 elapsed = now - bucket->last_ns;
-	__u64 tokens = bucket->nano_tokens;
-	if (elapsed >= NSEC_PER_SEC)
-		tokens = capacity;
-	else
-		tokens += elapsed * events_per_sec;
-	if (tokens > capacity)
-		tokens = capacity;
-	bucket->last_ns = now;
-	if (tokens < NSEC_PER_SEC) {
-		bucket->nano_tokens = tokens;
-		return false;
+	__u64 jiffies = bpf_jiffies64();
+	if (jiffies != bucket->last_refill_jiffies) {
+		__u64 now = bpf_ktime_get_ns();
+		__u64 capacity = events_burst * NSEC_PER_SEC;
+		__u64 elapsed = now - bucket->last_refill_ns;
+		__u64 tokens = bucket->nano_tokens;
+		if (elapsed >= NSEC_PER_SEC)
+			tokens = capacity;
+		else
+			tokens += elapsed * events_per_sec;
+		bucket->nano_tokens = tokens > capacity ? capacity : tokens;
+		bucket->last_refill_ns = now;
+		bucket->last_refill_jiffies = jiffies;
 	}
-	bucket->nano_tokens = tokens - NSEC_PER_SEC;
+	if (bucket->nano_tokens < NSEC_PER_SEC)
+		return false;
+	bucket->nano_tokens -= NSEC_PER_SEC;
 	return true;
 }
 

@@ -271,18 +271,17 @@ fn direct_file_reads_are_timed_on_the_disk_below() {
     assert!(reads.count() >= 64, "{reads:?}");
     assert!(histograms[&(device, BlockOp::Write)].count() >= 64);
     let events = probe.drain_events();
+    // dd may also read file-system metadata of other sizes; its 64 direct 4 KiB reads must
+    // all be there.
     let dd_reads: Vec<_> = events
         .iter()
         .filter(|e| e.command == "dd" && e.device == device && e.op == BlockOp::Read)
         .collect();
+    let block_reads = dd_reads.iter().filter(|e| e.bytes == 4096).count();
     assert!(
-        dd_reads.len() >= 64,
-        "{} dd reads in {} events",
-        dd_reads.len(),
+        block_reads >= 64,
+        "{block_reads} 4 KiB dd reads in {} events",
         events.len()
     );
-    assert!(
-        dd_reads.iter().all(|e| e.bytes == 4096 && e.error == 0),
-        "{dd_reads:#?}"
-    );
+    assert!(dd_reads.iter().all(|e| e.error == 0), "{dd_reads:#?}");
 }

@@ -200,3 +200,34 @@ fn program_run_time_is_accounted_while_stats_are_enabled() {
         "{runtimes:?}"
     );
 }
+
+/// tp_btf programs attach through BTF, not tracefs: the probe must load on a host where tracefs
+/// is not mounted (bpftrace and classic tracepoints would fail there). The check runs this
+/// binary's `loads_in_current_mount_namespace` in a private mount namespace with tracefs
+/// unmounted, so the machine's own mount is untouched.
+#[test]
+fn loads_without_tracefs_mounted() {
+    let exe = std::env::current_exe().unwrap();
+    let script = format!(
+        "umount /sys/kernel/tracing && ! mountpoint -q /sys/kernel/tracing && \
+         {} --exact loads_in_current_mount_namespace --ignored --quiet",
+        exe.display()
+    );
+    let output = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+#[ignore = "run by loads_without_tracefs_mounted inside a mount namespace without tracefs"]
+fn loads_in_current_mount_namespace() {
+    let probe = PacketLoss::load(&Options::default()).expect("loads without tracefs");
+    assert!(probe.counts().is_ok());
+}
