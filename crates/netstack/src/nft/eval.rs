@@ -51,6 +51,10 @@ enum Datum<'p> {
     Name(&'p str),
 }
 
+/// The values an expression takes, each with its share of flows (1.0 unless it spreads);
+/// `None` where the packet lacks the field or a map has no element for the key.
+type Shares<T> = Vec<(f64, Option<T>)>;
+
 /// How a rule left the branch.
 #[derive(Debug, Clone)]
 enum Flow {
@@ -724,7 +728,7 @@ impl RuleCtx<'_> {
         e: &Expr,
         p: &Packet,
         ctx: &dyn EvalContext,
-    ) -> Result<Vec<(f64, Option<Vec<u128>>)>, String> {
+    ) -> Result<Shares<Vec<u128>>, String> {
         if let Expr::Lookup { key, map } = e {
             let set = self.set(map);
             return Ok(self
@@ -760,7 +764,7 @@ impl RuleCtx<'_> {
         e: &Expr,
         p: &'p Packet,
         ctx: &dyn EvalContext,
-    ) -> Result<Vec<(f64, Option<Vec<Datum<'p>>>)>, String> {
+    ) -> Result<Shares<Vec<Datum<'p>>>, String> {
         if let Expr::Spread { modulus, offset } = *e {
             if modulus == 0 || modulus > MAX_SPREAD {
                 return Err(format!(
