@@ -91,9 +91,17 @@ pub struct ScrapeOutput {
     families: Vec<FamilyOut>,
     /// Keyed by the desc's address: descs are `&'static`, so the address identifies one.
     index: HashMap<usize, usize>,
+    /// Per-netns files already read during the current netns visit (`net/snmp` serves three
+    /// probes): cleared by [`ScrapeOutput::start_netns_visit`].
+    files: HashMap<&'static str, Arc<str>>,
 }
 
 impl ScrapeOutput {
+    /// A new netns is being visited: forget the files read in the previous one.
+    pub fn start_netns_visit(&mut self) {
+        self.files.clear();
+    }
+
     /// Declare a metric so its HELP/TYPE appear even without series.
     pub fn declare(&mut self, desc: &'static MetricDesc) {
         self.family(desc);
@@ -131,18 +139,6 @@ impl ScrapeOutput {
                     extra: key.1,
                     value,
                 });
-            }
-        }
-    }
-
-    /// Add every series of `other` (collected on another thread) to this output.
-    pub fn absorb(&mut self, other: ScrapeOutput) {
-        for family in other.families {
-            let desc = family.desc;
-            self.declare(desc);
-            for series in family.series {
-                let extra: Vec<&str> = series.extra.iter().map(String::as_str).collect();
-                self.add(desc, &series.entity, &extra, series.value);
             }
         }
     }
@@ -191,6 +187,21 @@ impl<'a> Samples<'a> {
             entity,
             resolve,
         }
+    }
+
+    /// `/proc/thread-self/<rel>` of the netns being visited, read once per visit however many
+    /// probes ask (per-netns probes only: the thread is inside that netns).
+    pub fn netns_file(
+        &mut self,
+        probe: &str,
+        rel: &'static str,
+    ) -> Result<Arc<str>, crate::probe::ProbeError> {
+        if let Some(text) = self.out.files.get(rel) {
+            return Ok(text.clone());
+        }
+        let text: Arc<str> = crate::probes::read_thread(probe, rel)?.into();
+        self.out.files.insert(rel, text.clone());
+        Ok(text)
     }
 
     /// Inode of the netns the samples are attributed to.

@@ -135,9 +135,9 @@ pub fn scrape(probes: &[Arc<ActiveMetricProbe>], settings: &ScrapeSettings<'_>) 
         let visit = &visit;
         let resolve_ref = &resolve;
         let host_netns = host.netns;
-        let collected = std::thread::scope(|s| {
+        let out_ref = &mut out;
+        let visited = std::thread::scope(|s| {
             s.spawn(move || {
-                let mut out = ScrapeOutput::default();
                 for (entity, labels) in visit {
                     if entity.netns != host_netns {
                         if let Err(e) = enter(entity) {
@@ -145,20 +145,19 @@ pub fn scrape(probes: &[Arc<ActiveMetricProbe>], settings: &ScrapeSettings<'_>) 
                             continue;
                         }
                     }
+                    out_ref.start_netns_visit();
                     for p in &per_netns {
-                        let mut samples = Samples::new(&mut out, labels.clone(), resolve_ref);
+                        let mut samples = Samples::new(out_ref, labels.clone(), resolve_ref);
                         record(p, p.probe.collect(&mut samples), settings.metrics);
                     }
                 }
-                out
             })
             .join()
         });
-        match collected {
-            Ok(collected) => out.absorb(collected),
-            Err(_) => {
-                tracing::error!("a per-netns probe panicked; this scrape has no per-netns samples")
-            }
+        if visited.is_err() {
+            tracing::error!(
+                "a per-netns probe panicked; this scrape's per-netns samples are partial"
+            );
         }
     }
 

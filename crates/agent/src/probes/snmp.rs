@@ -4,7 +4,7 @@
 use crate::probe::{MetricDesc, MetricProbe, ProbeArgs, ProbeContext, ProbeError, Scope};
 use crate::registry::Samples;
 
-use super::procfs::{parse_mib, read_thread};
+use super::procfs::parse_mib;
 
 const fn c(probe: &'static str, name: &'static str, help: &'static str) -> MetricDesc {
     MetricDesc::counter(probe, name, help)
@@ -102,7 +102,7 @@ pub static IP: [MetricDesc; 19] = [
 /// One section of one MIB file as one probe.
 pub(crate) struct MibProbe {
     pub(crate) name: &'static str,
-    /// File under `net/`.
+    /// File under `/proc/thread-self/`.
     pub(crate) file: &'static str,
     pub(crate) section: &'static str,
     pub(crate) metrics: &'static [MetricDesc],
@@ -122,9 +122,9 @@ impl MetricProbe for MibProbe {
     }
 
     fn collect(&self, out: &mut Samples<'_>) -> Result<(), ProbeError> {
-        let file = format!("net/{}", self.file);
-        let text = read_thread(self.name, &file)?;
-        let mib = parse_mib(self.name, &file, &text)?;
+        let file = self.file;
+        let text = out.netns_file(self.name, file)?;
+        let mib = parse_mib(self.name, file, &text)?;
         let section = mib.get(self.section).ok_or_else(|| {
             ProbeError::parse(self.name, &file, format!("no `{}` section", self.section))
         })?;
@@ -145,7 +145,7 @@ pub(crate) fn tcp(args: &ProbeArgs, _: &ProbeContext) -> Result<Box<dyn MetricPr
     args.expect_none()?;
     Ok(Box::new(MibProbe {
         name: "tcp",
-        file: "snmp",
+        file: "net/snmp",
         section: "Tcp",
         metrics: &TCP,
     }))
@@ -155,7 +155,7 @@ pub(crate) fn udp(args: &ProbeArgs, _: &ProbeContext) -> Result<Box<dyn MetricPr
     args.expect_none()?;
     Ok(Box::new(MibProbe {
         name: "udp",
-        file: "snmp",
+        file: "net/snmp",
         section: "Udp",
         metrics: &UDP,
     }))
@@ -165,7 +165,7 @@ pub(crate) fn ip(args: &ProbeArgs, _: &ProbeContext) -> Result<Box<dyn MetricPro
     args.expect_none()?;
     Ok(Box::new(MibProbe {
         name: "ip",
-        file: "snmp",
+        file: "net/snmp",
         section: "Ip",
         metrics: &IP,
     }))

@@ -90,7 +90,7 @@ pub(crate) fn create(
     args.expect_none()?;
     Ok(Box::new(MibProbe {
         name: "tcpext",
-        file: "netstat",
+        file: "net/netstat",
         section: "TcpExt",
         metrics: &TCPEXT,
     }))
