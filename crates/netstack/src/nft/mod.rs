@@ -16,9 +16,11 @@
 //!   match, every value is followed as its own branch with probability 1/N, so kube-proxy's
 //!   `numgen random mod N vmap { … }` leads to every endpoint.
 //!
-//! Anything else (an unknown statement or expression, iptables-nft's `xt` compat expressions, a
-//! set whose type we do not model) is kept and affects only its own rule: the evaluator assumes
-//! a match holds and a statement continues, and reports the assumption per rule. Only JSON that
+//! Statements whose outcome depends on state a snapshot cannot hold (`limit`, `quota`,
+//! `ct count`, `meter`) are assumed to match and reported. Anything else (an unknown statement
+//! or expression, iptables-nft's `xt` compat expressions, a set whose type we do not model) is
+//! kept and affects only its own rule: the evaluator assumes a match holds and a statement
+//! continues, and reports the assumption per rule (`netfilter.unsupported`). Only JSON that
 //! is not an nft ruleset at all (bad syntax, missing fields, a rule in a chain that does not
 //! exist) is an error, and the error names the JSON path.
 //!
