@@ -24,7 +24,7 @@ use super::{exit, ExitError};
 /// Exit status: 0 delivered with no error-level finding; 1 blocked or an error-level finding;
 /// 2 bad usage or input; 3 diagnosis incomplete (state missing or unreadable).
 ///
-/// Example: netsleuth diagnose --snapshot examples/flannel-host-gw/policy-deny.json -s default/client -d service/default/web -p 80
+/// Example: netsleuth diagnose --snapshot examples/flannel-host-gw/policy-ingress-denied.json -s default/web-1-1 -d default/web-2-1 -p 8080
 #[derive(clap::Args)]
 pub struct Args {
     /// Source: IP, namespace/pod, node/NAME or service/namespace/name.
