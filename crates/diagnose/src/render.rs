@@ -150,11 +150,11 @@ pub fn evidence_text(e: &Evidence) -> String {
                 format!("rule #{}", rule.position)
             };
             format!(
-                "{} {}/{} {pos}, line {}: {}",
+                "{} {}/{} {pos}, {}: {}",
                 source_name(rule.source),
                 rule.table,
                 rule.chain,
-                rule.line,
+                rule_location(rule),
                 rule.text
             )
         }
@@ -188,6 +188,17 @@ fn source_name(s: netstack::netfilter::RuleSource) -> &'static str {
         netstack::netfilter::RuleSource::Iptables => "iptables",
         netstack::netfilter::RuleSource::Ip6tables => "ip6tables",
         netstack::netfilter::RuleSource::Nftables => "nft",
+    }
+}
+
+/// Where to find a rule again in its dump: `line N` of the iptables-save text, or the nft
+/// handle (`handle N` of a rule, `chain handle N` for a base chain's policy: nft JSON has no
+/// useful lines and handles survive relisting).
+pub(crate) fn rule_location(rule: &netstack::netfilter::RuleRef) -> String {
+    match (rule.handle, rule.position) {
+        (Some(handle), 0) => format!("chain handle {handle}"),
+        (Some(handle), _) => format!("handle {handle}"),
+        (None, _) => format!("line {}", rule.line),
     }
 }
 

@@ -27,7 +27,7 @@ use netstack::state::{LinkKind, OperState, StatePart};
 
 use crate::cni::Datapath;
 use crate::endpoint::{describe, Index};
-use crate::owner::owner_of_rule;
+use crate::owner::{hand_added_hint, owner_of_rule};
 
 mod ipvs;
 mod path_checks;
@@ -135,7 +135,7 @@ impl<'a> Walker<'a> {
                 format!("the {} ruleset of {} cannot be read: {p}; its verdicts are unknown", p.source, describe(record)),
                 vec![Evidence::Text { text: p.to_string() }],
                 None,
-                Some("Collect the dump again (iptables-save / ipset save) and check it with `netsleuth netfilter parse`."),
+                Some(recollect_hint(&p.source)),
             ));
         }
         for part in [
@@ -797,8 +797,11 @@ impl<'a> Walker<'a> {
                     .as_ref()
                     .map(|r| {
                         format!(
-                            " by {}/{} rule #{} (line {})",
-                            r.table, r.chain, r.position, r.line
+                            " by {}/{} rule #{} ({})",
+                            r.table,
+                            r.chain,
+                            r.position,
+                            crate::render::rule_location(r)
                         )
                     })
                     .unwrap_or_default();
@@ -806,15 +809,8 @@ impl<'a> Walker<'a> {
                     (Some(Owner::NetworkPolicy { namespace, name }), _) => format!("NetworkPolicy {namespace}/{name} isolates this pod and no policy allows this traffic: add an allow rule for it (or fix the selectors)."),
                     (_, FindingCode::ConntrackInvalid) => crate::checks::conntrack::INVALID_HINT.to_string(),
                     (_, FindingCode::NetfilterPolicyDrop) => format!("Add an ACCEPT rule for this traffic to the {} chain, or change its policy.", rule.as_ref().map(|r| r.chain.as_str()).unwrap_or("")),
-                    (Some(Owner::Unknown), _) | (None, _) => match rule.as_ref().filter(|r| r.position > 0) {
-                        Some(r) => format!(
-                            "The rule was added by hand or by a tool netsleuth does not know; if it is not wanted: iptables -t {} {}",
-                            r.table,
-                            r.text.replacen("-A ", "-D ", 1)
-                        ),
-                        None => "The rule was added by hand or by a tool netsleuth does not know: remove it if it is not wanted.".to_string(),
-                    },
-                    (Some(o), _) => format!("The rule belongs to {o}: fix it there, not by editing iptables."),
+                    (Some(Owner::Unknown), _) | (None, _) => hand_added_hint(rule.as_ref()),
+                    (Some(o), _) => format!("The rule belongs to {o}: fix it there, not by editing the rule by hand."),
                 };
                 let idx = self.push(finding(
                     code,
@@ -1221,6 +1217,15 @@ fn place_of(record: &NetnsRecord) -> Place {
 }
 
 #[allow(clippy::too_many_arguments)]
+/// How to get a readable copy of the dump a [`netstack::netfilter::RulesetProblem`] is about:
+/// the command that writes it, and the checker for it.
+fn recollect_hint(source: &str) -> &'static str {
+    match source {
+        "nftables" => "Collect the dump again (`nft -j list ruleset`) and check it with `netsleuth netfilter parse`, which names the JSON path that is wrong.",
+        _ => "Collect the dump again (iptables-save / ipset save) and check it with `netsleuth netfilter parse`.",
+    }
+}
+
 pub(crate) fn finding(
     code: FindingCode,
     level: Level,

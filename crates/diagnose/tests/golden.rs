@@ -226,6 +226,33 @@ fn cases() -> Vec<Case> {
         "node-1",
     ));
 
+    // A native nftables table next to the iptables rules, as `nft -j list ruleset` (nftables
+    // 1.0.6) printed it after `nft -f` loaded `table inet filter { chain forward { type filter
+    // hook forward priority 0; policy accept; ct state established,related accept; ip daddr
+    // 10.244.1.0/24 tcp dport 8080 counter drop comment "debug block, remove later" } }` in a
+    // scratch netns.
+    let mut s = base();
+    netns(&mut s, "node-2").nftables = Some(NFT_HAND_ADDED_FORWARD_DROP.into());
+    out.push(cross_node_fault(
+        "nft-forward-drop-hand-added",
+        s,
+        Verdict::Blocked,
+        FindingCode::NetfilterDrop,
+        "node-2",
+    ));
+
+    let mut s = base();
+    let mut truncated = NFT_HAND_ADDED_FORWARD_DROP.to_string();
+    truncated.truncate(truncated.find("{\"rule\"").expect("a rule"));
+    netns(&mut s, "node-1").nftables = Some(truncated);
+    out.push(cross_node_fault(
+        "unreadable-nft-ruleset",
+        s,
+        Verdict::Incomplete,
+        FindingCode::StateIncomplete,
+        "node-1",
+    ));
+
     let mut s = base();
     s.kubernetes.endpoint_slices.clear();
     out.push(Case {
@@ -239,6 +266,88 @@ fn cases() -> Vec<Case> {
         cause: Some((FindingCode::ServiceNoEndpoints, "")),
     });
     out
+}
+
+const NFT_HAND_ADDED_FORWARD_DROP: &str = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"table": {"family": "inet", "name": "filter", "handle": 1}}, {"chain": {"family": "inet", "table": "filter", "name": "forward", "handle": 1, "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}}, {"rule": {"family": "inet", "table": "filter", "chain": "forward", "handle": 2, "expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": "filter", "chain": "forward", "handle": 3, "comment": "debug block, remove later", "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": {"prefix": {"addr": "10.244.1.0", "len": 24}}}}, {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 8080}}, {"counter": {"packets": 0, "bytes": 0}}, {"drop": null}]}}]}
+"#;
+
+/// A hand-added rule in a native nft table: the drop names the rule by family, table, chain and
+/// handle, nobody owns it, and the fix is the exact `nft delete rule` command.
+#[test]
+fn nft_hand_added_drop_names_the_rule_and_the_nft_fix() {
+    let case = all_cases()
+        .into_iter()
+        .find(|c| c.name == "nft-forward-drop-hand-added")
+        .expect("case");
+    let query = Query {
+        src: case.src.into(),
+        dst: case.dst.into(),
+        protocol: Protocol::Tcp,
+        dport: case.port,
+        sport: 40000,
+    };
+    let d = diagnose::diagnose(&case.snapshot, &query).expect("diagnose");
+    let drop = &d.findings[0];
+    assert_eq!(
+        drop.code,
+        FindingCode::NetfilterDrop,
+        "{}",
+        render(&d, Format::Text)
+    );
+    assert_eq!(drop.owner, Some(model::Owner::Unknown));
+    assert_eq!(
+        drop.hint.as_deref(),
+        Some("The rule was added by hand or by a tool netsleuth does not know; if it is not wanted: nft delete rule inet filter forward handle 3")
+    );
+    let model::Evidence::Rule { rule } = &drop.evidence[0] else {
+        panic!("evidence is not the rule: {:?}", drop.evidence);
+    };
+    assert_eq!(rule.source, netstack::netfilter::RuleSource::Nftables);
+    assert_eq!(
+        (rule.table.as_str(), rule.chain.as_str()),
+        ("inet filter", "forward")
+    );
+    assert_eq!(rule.handle, Some(3));
+    assert!(
+        rule.text.contains("ip daddr 10.244.1.0/24 tcp dport 8080"),
+        "{}",
+        rule.text
+    );
+    assert!(rule.text.contains("drop"), "{}", rule.text);
+    // JSON output carries the same: family+table, chain, handle and text.
+    let json: serde_json::Value = serde_json::from_str(&render(&d, Format::Json)).expect("json");
+    let evidence = &json["findings"][0]["evidence"][0]["rule"];
+    assert_eq!(evidence["source"], "nftables");
+    assert_eq!(evidence["table"], "inet filter");
+    assert_eq!(evidence["chain"], "forward");
+    assert_eq!(evidence["handle"], 3);
+}
+
+/// An nft dump that cannot be read says which command to collect it with.
+#[test]
+fn unreadable_nft_ruleset_hint_names_nft_command() {
+    let case = all_cases()
+        .into_iter()
+        .find(|c| c.name == "unreadable-nft-ruleset")
+        .expect("case");
+    let query = Query {
+        src: case.src.into(),
+        dst: case.dst.into(),
+        protocol: Protocol::Tcp,
+        dport: case.port,
+        sport: 40000,
+    };
+    let d = diagnose::diagnose(&case.snapshot, &query).expect("diagnose");
+    let problem = &d.findings[0];
+    assert_eq!(problem.code, FindingCode::StateIncomplete);
+    assert!(
+        problem.message.contains("nftables ruleset of"),
+        "{}",
+        problem.message
+    );
+    let hint = problem.hint.as_deref().unwrap_or_default();
+    assert!(hint.contains("nft -j list ruleset"), "{hint}");
+    assert!(!hint.contains("iptables-save"), "{hint}");
 }
 
 fn examples_root() -> PathBuf {

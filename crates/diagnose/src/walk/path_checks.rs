@@ -17,7 +17,7 @@ use netstack::state::{Link, LinkKind, OperState};
 use super::{finding, Flight, Walker};
 use crate::checks::{conntrack, devices, mtu, sysctl};
 use crate::endpoint::describe;
-use crate::owner::owner_of_rule;
+use crate::owner::{hand_added_hint, owner_of_rule};
 
 /// Where a tunnel device really sends the packet, and the step that says so.
 pub(super) struct Tunnelled {
@@ -118,20 +118,16 @@ impl<'a> Walker<'a> {
         let (netns, rule, _) = self.hand_dnat.iter().find(|(_, _, t)| *t == to)?.clone();
         let record = self.index.netns(&netns)?;
         let message = format!(
-            "{}/{} rule #{} (line {}) in {} rewrites the destination to {}:{}, where nothing listens; no Service, CNI or known tool owns the rule",
+            "{}/{} rule #{} ({}) in {} rewrites the destination to {}:{}, where nothing listens; no Service, CNI or known tool owns the rule",
             rule.table,
             rule.chain,
             rule.position,
-            rule.line,
+            crate::render::rule_location(&rule),
             describe(record),
             packet.dst,
             packet.dport
         );
-        let hint = format!(
-            "The rule was added by hand or by a tool netsleuth does not know; if it is not wanted: iptables -t {} {}",
-            rule.table,
-            rule.text.replacen("-A ", "-D ", 1)
-        );
+        let hint = hand_added_hint(Some(&rule));
         Some(self.push(finding(
             FindingCode::NatWrong,
             Level::Error,
