@@ -150,6 +150,7 @@ fn collect_lab_writes_every_namespace_with_the_objects() {
     assert_eq!(
         ids,
         [
+            "external",
             "node-1",
             "node-1/default/pod-1-1",
             "node-2",
@@ -206,8 +207,8 @@ fn diagnose_lab_reads_only_the_nodes_on_the_path_and_agrees_with_real_traffic() 
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains("DELIVERED"), "{stdout}");
-    // underlay + node-1 + node-2 + their two pods, not node-3 and its pod.
-    assert!(stderr.contains("collected 5 of 7 namespaces"), "{stderr}");
+    // underlay + external host + node-1 + node-2 + their two pods, not node-3 and its pod.
+    assert!(stderr.contains("collected 6 of 8 namespaces"), "{stderr}");
     assert!(!stderr.contains("node-3"), "{stderr}");
 
     // Break it the way an admin would; real traffic and the diagnosis agree again.

@@ -21,7 +21,7 @@ fn demo_breaks_a_lab_and_names_the_fault() {
     );
     assert!(stderr.contains("NOT reachable"), "{stderr}");
     assert!(
-        stderr.contains("collected 5 of 5 namespaces of lab"),
+        stderr.contains("collected 6 of 6 namespaces of lab"),
         "the diagnosis reads the live lab: {stderr}"
     );
     assert!(stdout.contains("[netfilter.drop] at node-2"), "{stdout}");

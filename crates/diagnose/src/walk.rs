@@ -65,6 +65,10 @@ pub struct Walker<'a> {
     direction: Direction,
     /// Size of a full-size packet of the walk in progress: the sender's egress MTU.
     full_size: Option<u32>,
+    /// Full-size packet of the forward walks, a ceiling for TCP and ICMP replies: TCP's peer
+    /// never sends segments above the MSS the SYN announced (from the sender's MTU), and an echo
+    /// reply is as large as its request. A UDP reply's size is the application's choice.
+    forward_size: Option<u32>,
     /// Netns the forward packets crossed: their conntrack saw the connection start.
     forward_netns: HashSet<String>,
     /// DNATs no Service, CNI or known tool owns: (netns, rule, destination it set).
@@ -94,6 +98,7 @@ impl<'a> Walker<'a> {
             datapath: Datapath::new(index.snapshot),
             direction: Direction::Forward,
             full_size: None,
+            forward_size: None,
             forward_netns: HashSet::new(),
             hand_dnat: Vec::new(),
         }
@@ -191,6 +196,12 @@ impl<'a> Walker<'a> {
         bindings: Vec<(String, NatBinding)>,
         check_listener: bool,
     ) -> Vec<WalkEnd> {
+        self.forward_size = match direction {
+            Direction::Forward => None,
+            // The first reply walk follows the forward walks: remember their size.
+            Direction::Reply if self.direction == Direction::Forward => self.full_size,
+            Direction::Reply => self.forward_size,
+        };
         self.direction = direction;
         self.full_size = None;
         let mut ends = Vec::new();
@@ -255,6 +266,11 @@ impl<'a> Walker<'a> {
             ))];
         }
 
+        // The kernel routes (and so reverse-path checks) a reply with its source as it arrived:
+        // conntrack restores the destination of a SNATed connection in PREROUTING, but the source
+        // of a DNATed one only in POSTROUTING / INPUT. A reply of a NodePort connection would
+        // otherwise carry the node's own address as source here and look like a spoofed packet.
+        let arriving_src = flight.packet.src;
         // Conntrack: a reply (or later packet) of a connection NATed here is rewritten first.
         if let Some(p) = flight
             .bindings
@@ -268,7 +284,11 @@ impl<'a> Walker<'a> {
         }
 
         if arriving {
-            if let Some(idx) = self.check_rp_filter(&id, &flight.packet, &mut steps) {
+            let routed = Packet {
+                src: arriving_src,
+                ..flight.packet.clone()
+            };
+            if let Some(idx) = self.check_rp_filter(&id, &routed, &mut steps) {
                 return vec![Visit::End(Ended::hop_stopped(
                     flight, &id, before, steps, idx, self,
                 ))];
@@ -595,7 +615,7 @@ impl<'a> Walker<'a> {
             flight.bindings.push((id.clone(), b));
         }
         let target = gateway.unwrap_or(flight.packet.dst);
-        let tunnelled = match self.egress_checks(record, link, target) {
+        let tunnelled = match self.egress_checks(record, link, target, flight.packet.protocol) {
             Err(idx) => {
                 return Visit::End(Ended::hop_stopped(flight, &id, before, steps, idx, self))
             }

@@ -12,7 +12,7 @@
 
 use model::snapshot::CniMode;
 
-use crate::plan::{LabState, NodePlan, PodPlan, CALICO_GATEWAY};
+use crate::plan::{LabState, NodePlan, PodPlan, CALICO_GATEWAY, EXTERNAL_ADDRESS};
 use crate::sys::Sysctl;
 
 /// How a node reaches another node's pods.
@@ -106,6 +106,39 @@ pub fn underlay_commands(state: &LabState) -> Vec<String> {
         commands.push(format!("link set n{index} master {bridge} up"));
     }
     commands
+}
+
+/// The host outside the cluster: `eth0` in its own netns, peer `ext` on the first underlay
+/// bridge. The lab masquerades no pod traffic, so (like a router peering with calico's BGP, or
+/// static routes on the gateway) it routes each podCIDR of its subnet via that node; replies
+/// from pods reach it directly. Returns (underlay commands, external netns commands).
+pub fn external_commands(state: &LabState) -> (Vec<String>, Vec<String>) {
+    let subnet = |n: &&NodePlan| n.underlay.contains(&EXTERNAL_ADDRESS);
+    let prefix = state
+        .nodes
+        .iter()
+        .find(subnet)
+        .map_or(24, |n| n.underlay.prefix_len());
+    let underlay = vec![
+        format!(
+            "link add ext type veth peer name eth0 netns {}",
+            state.external_netns()
+        ),
+        "link set ext master br-0 up".to_string(),
+    ];
+    let mut external = vec![
+        "link set lo up".to_string(),
+        format!("addr add {EXTERNAL_ADDRESS}/{prefix} dev eth0"),
+        "link set eth0 up".to_string(),
+    ];
+    external.extend(
+        state
+            .nodes
+            .iter()
+            .filter(subnet)
+            .map(|n| format!("route add {} via {}", n.pod_cidr, n.ip)),
+    );
+    (underlay, external)
 }
 
 /// Commands for one netns: `ip` lines, then `bridge` lines (VXLAN FDB entries live in the

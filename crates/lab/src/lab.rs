@@ -149,7 +149,7 @@ impl Lab {
 
     fn build(&mut self, spec: &LabSpec) -> Result<(), LabError> {
         let state = &self.state;
-        let mut netns = vec![state.underlay_netns()];
+        let mut netns = vec![state.underlay_netns(), state.external_netns()];
         netns.extend(state.nodes.iter().map(|n| n.netns.clone()));
         sys::ip_batch(
             None,
@@ -163,6 +163,10 @@ impl Lab {
             &datapath::underlay_commands(state),
         )?;
         sys::write_sysctls(&state.underlay_netns(), &datapath::underlay_sysctls(state))?;
+        let (underlay_ports, external) = datapath::external_commands(state);
+        sys::ip_batch(Some(&state.underlay_netns()), &underlay_ports)?;
+        sys::ip_batch(Some(&state.external_netns()), &external)?;
+        self.start_external_listener()?;
         for node in &state.nodes {
             sys::write_sysctls(&node.netns, &datapath::node_sysctls())?;
             let batches = datapath::node_commands(state, node);
@@ -439,12 +443,33 @@ impl Lab {
         })
     }
 
-    fn start_listeners(&self, pods: &[PodPlan]) -> Result<(), LabError> {
-        let (program, leading) = self
-            .state
+    fn listener_program(&self) -> Result<(&String, &[String]), LabError> {
+        self.state
             .listener
             .split_first()
-            .ok_or_else(|| LabError::Invalid("no listener program configured".into()))?;
+            .ok_or_else(|| LabError::Invalid("no listener program configured".into()))
+    }
+
+    /// The host outside the cluster echoes on the pods' default port, TCP and UDP.
+    fn start_external_listener(&self) -> Result<(), LabError> {
+        let (program, leading) = self.listener_program()?;
+        let mut args = leading.to_vec();
+        args.extend(
+            [crate::Transport::Tcp, crate::Transport::Udp].map(|transport| {
+                crate::ListenPort {
+                    port: plan::DEFAULT_POD_PORT as u16,
+                    transport,
+                }
+                .to_string()
+            }),
+        );
+        let mut child =
+            sys::spawn_detached(&self.state.external_netns(), Path::new(program), &args)?;
+        sys::wait_ready(&mut child, "listener of the external host")
+    }
+
+    fn start_listeners(&self, pods: &[PodPlan]) -> Result<(), LabError> {
+        let (program, leading) = self.listener_program()?;
         let mut started = Vec::new();
         for pod in pods {
             let ports = pod.listen_ports();
@@ -568,6 +593,9 @@ impl Lab {
 
     /// The netns of `NODE`, `node/NODE` or `NAMESPACE/POD` (hostNetwork pods: their node's).
     pub fn netns_of(&self, target: &str) -> Result<String, LabError> {
+        if target == EXTERNAL_TARGET || target.parse() == Ok(plan::EXTERNAL_ADDRESS) {
+            return Ok(self.state.external_netns());
+        }
         let target_name = target.strip_prefix("node/").unwrap_or(target);
         if let Some(node) = self.state.node(target_name) {
             return Ok(node.netns.clone());
@@ -602,6 +630,9 @@ impl Lab {
 
     /// The address traffic to `target` goes to: an IP, a pod's IP, a node's IP, a ClusterIP.
     pub fn address_of(&self, target: &str) -> Result<Ipv4Addr, LabError> {
+        if target == EXTERNAL_TARGET {
+            return Ok(plan::EXTERNAL_ADDRESS);
+        }
         if let Ok(ip) = target.parse() {
             return Ok(ip);
         }
@@ -671,6 +702,9 @@ impl Lab {
 }
 
 /// `netsleuth lab` names become netns and directory names: keep them short and plain.
+/// Probe / exec target naming the host outside the cluster.
+pub const EXTERNAL_TARGET: &str = "external";
+
 pub fn validate_name(name: &str) -> Result<(), LabError> {
     let ok = !name.is_empty()
         && name.len() <= 24

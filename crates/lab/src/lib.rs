@@ -27,7 +27,8 @@ pub use error::LabError;
 pub use faults::{Fault, Injected};
 pub use kube_proxy::{render_kube_proxy_iptables, synthetic_services, KubeProxyInput};
 pub use lab::{
-    default_listener, state_root, validate_name, Lab, LabSpec, DEFAULT_NAME, SUPPORTED_CNI,
+    default_listener, state_root, validate_name, Lab, LabSpec, DEFAULT_NAME, EXTERNAL_TARGET,
+    SUPPORTED_CNI,
 };
 pub use objects::{parse_objects, read_objects, LabObject};
 pub use probe::{ProbeOutcome, ProbeRequest, Protocol};

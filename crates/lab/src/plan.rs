@@ -33,6 +33,9 @@ pub const NODE_PORT_RANGE: std::ops::RangeInclusive<i32> = 30000..=32767;
 pub const CALICO_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 /// The port and protocols every default pod (from `--pods-per-node`) serves.
 pub const DEFAULT_POD_PORT: i32 = 8080;
+/// The host outside the cluster on the first underlay subnet (netns `nsl-<lab>-external`): what
+/// "pod → an address outside the cluster" reaches. It listens on [`DEFAULT_POD_PORT`] TCP and UDP.
+pub const EXTERNAL_ADDRESS: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 254);
 
 const fn ipv4_net(octets: [u8; 4], prefix: u8) -> Ipv4Net {
     match Ipv4Net::new(
@@ -174,9 +177,14 @@ impl LabState {
         format!("{}underlay", netns_prefix(&self.name))
     }
 
+    /// Netns of the host outside the cluster ([`EXTERNAL_ADDRESS`]).
+    pub fn external_netns(&self) -> String {
+        format!("{}external", netns_prefix(&self.name))
+    }
+
     /// Every netns of this lab, underlay first.
     pub fn all_netns(&self) -> Vec<String> {
-        let mut names = vec![self.underlay_netns()];
+        let mut names = vec![self.underlay_netns(), self.external_netns()];
         names.extend(self.nodes.iter().map(|n| n.netns.clone()));
         names.extend(self.pods.iter().filter_map(|p| p.netns.clone()));
         names
@@ -233,6 +241,14 @@ impl LabState {
             },
             path: crate::sys::netns_path(&self.underlay_netns()),
         }];
+        netns.push(NetnsLocation {
+            id: "external".into(),
+            node: "external".into(),
+            owner: NetnsOwner::Infrastructure {
+                role: "external-host".into(),
+            },
+            path: crate::sys::netns_path(&self.external_netns()),
+        });
         netns.extend(self.nodes.iter().map(|n| NetnsLocation {
             id: n.name.clone(),
             node: n.name.clone(),

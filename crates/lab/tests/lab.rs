@@ -148,7 +148,11 @@ fn three_nodes_six_pods_come_up_fast_and_down_removes_everything() {
         &std::fs::read(guard.0.inventory_path()).expect("inventory written"),
     )
     .expect("inventory parses");
-    assert_eq!(inventory.netns.len(), 1 + 3 + 6, "underlay + nodes + pods");
+    assert_eq!(
+        inventory.netns.len(),
+        1 + 1 + 3 + 6,
+        "underlay + external host + nodes + pods"
+    );
     assert_eq!(inventory.kubernetes.nodes.len(), 3);
     let reopened = Lab::open(&name).expect("lab found by name");
     assert_eq!(reopened.state().pods.len(), 6);

@@ -11,7 +11,7 @@ use model::diagnosis::Direction;
 use model::{Evidence, Finding, FindingCode, Level, NetnsOwner, NetnsRecord, Owner};
 use netstack::fib::{Fib, FlowKey, RouteDecision, RouteOutcome};
 use netstack::netfilter::HookOutcome;
-use netstack::packet::Packet;
+use netstack::packet::{Packet, Protocol};
 use netstack::state::{Link, LinkKind, OperState};
 
 use super::{finding, Flight, Walker};
@@ -171,8 +171,15 @@ impl<'a> Walker<'a> {
         record: &'a NetnsRecord,
         link: &Link,
         target: IpAddr,
+        protocol: Protocol,
     ) -> Result<Option<Tunnelled>, usize> {
-        let size = *self.full_size.get_or_insert(link.mtu);
+        let ceiling = match self.direction {
+            Direction::Reply if protocol != Protocol::Udp => self.forward_size,
+            _ => None,
+        };
+        let size = *self
+            .full_size
+            .get_or_insert(ceiling.map_or(link.mtu, |c| c.min(link.mtu)));
         if let Some(idx) = self.push_all(mtu::device(self.index, record, link, size)) {
             return Err(idx);
         }
