@@ -64,13 +64,13 @@ pub enum Error {
         probe: &'static str,
         program: &'static str,
         tracepoint: &'static str,
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
     },
 
     #[error("creating maps or relocating the eBPF object: {source}")]
     Object {
         probe: &'static str,
-        source: aya::EbpfError,
+        source: Box<aya::EbpfError>,
     },
 
     #[error("program {program} is missing from the eBPF object (build mismatch)")]

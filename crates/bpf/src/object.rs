@@ -109,9 +109,10 @@ impl ProbeObject {
         for map in spec.sized_maps {
             loader.map_max_entries(map, options.max_entries);
         }
-        let mut ebpf = loader
-            .load(spec.bytes)
-            .map_err(|source| Error::Object { probe, source })?;
+        let mut ebpf = loader.load(spec.bytes).map_err(|source| Error::Object {
+            probe,
+            source: Box::new(source),
+        })?;
 
         for attachment in spec.attachments {
             attach(probe, &mut ebpf, attachment, &btf, &options.btf_path)?;
@@ -235,7 +236,7 @@ impl ProbeObject {
                     probe: self.probe,
                     program: attachment.program,
                     tracepoint: attachment.tracepoint,
-                    source,
+                    source: Box::new(source),
                 })?;
                 Ok(ProgramRuntime {
                     program: attachment.program,
@@ -384,7 +385,7 @@ fn attach(
         probe,
         program,
         tracepoint,
-        source,
+        source: Box::new(source),
     };
     let prog: &mut BtfTracePoint = ebpf
         .program_mut(program)
