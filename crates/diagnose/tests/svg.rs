@@ -107,7 +107,7 @@ fn blocked_path_is_well_formed_xml_with_every_hop_the_finding_and_red_where_it_s
         .filter_map(|n| n.attribute("data-level"))
         .collect();
     assert_eq!(legend, ["no finding", "info", "warning", "error", "fatal"]);
-    assert!(texts(root).iter().any(|t| *t == "BLOCKED"));
+    assert!(texts(root).contains(&"BLOCKED"));
 
     let golden = repo().join("crates/diagnose/tests/svg/forward-drop-hand-added.svg");
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
