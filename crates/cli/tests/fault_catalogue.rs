@@ -172,7 +172,11 @@ fn run_case(case: usize, row: Row, cni: CniMode) -> Outcome {
         Row::Fault(i) => match Fault::ALL[i].inject(&mut lab) {
             Ok(injected) => (
                 injected.probe,
-                Some((injected.expected_code, injected.expected_place)),
+                Some((
+                    injected.expected_code,
+                    injected.expected_place,
+                    injected.expected_pod_named,
+                )),
             ),
             Err(e) => return Outcome::LabError(format!("inject: {e}")),
         },
@@ -184,21 +188,28 @@ fn run_case(case: usize, row: Row, cni: CniMode) -> Outcome {
     let (status, findings, error) = diagnose_lab(&name, &probe);
     let with_code: Vec<&serde_json::Value> = expected
         .as_ref()
-        .map(|(code, _)| {
+        .map(|(code, _, _)| {
             findings
                 .iter()
                 .filter(|f| f["code"] == code.to_string())
                 .collect()
         })
         .unwrap_or_default();
-    let found_expected = expected.as_ref().is_some_and(|(_, place)| {
+    let found_expected = expected.as_ref().is_some_and(|(_, place, pod_named)| {
         with_code.iter().any(|f| {
             let same = |want: &Option<String>, key: &str| {
                 want.as_deref().is_none_or(|w| f["place"][key] == w)
             };
+            // A finding that can only sit on the node must still tell the user which pod.
+            let names_pod = pod_named.as_deref().is_none_or(|pod| {
+                f["message"]
+                    .as_str()
+                    .is_some_and(|message| message.contains(pod))
+            });
             same(&place.node, "node")
                 && same(&place.netns, "netns")
                 && same(&place.device, "device")
+                && names_pod
         })
     });
     let places: Vec<String> = with_code

@@ -13,7 +13,7 @@ use model::FindingCode;
 
 use crate::lab::{Lab, LabSpec};
 use crate::objects::parse_objects;
-use crate::plan::PodPlan;
+use crate::plan::{NodePlan, PodPlan};
 use crate::probe::{ProbeRequest, Protocol};
 use crate::{datapath, sys, LabError};
 
@@ -95,6 +95,16 @@ pub enum Fault {
     ServiceNamedPortMissing,
     /// A NodePort Service with externalTrafficPolicy Local, reached on a node without an endpoint.
     ServiceNoLocalEndpoint,
+    /// node-1 lost the permanent neighbour entry for node-2's VTEP: nothing answers ARP over
+    /// the overlay, so the inner frame never gets a destination MAC.
+    VxlanNeighbourMissing,
+    /// The source pod's eth0 (and its host veth) were raised to 1500 on a VXLAN overlay whose
+    /// tunnel device carries 1450: full-size packets are dropped at the tunnel.
+    PodMtuAboveTunnel,
+    /// node-1 routes node-2's podCIDR via the underlay router, which knows no pod addresses.
+    RouteWrongGateway,
+    /// A native nftables table (not iptables) on node-2 drops the flow in its forward hook.
+    NftForwardDrop,
 }
 
 /// A fault in place: what is blocked now and what must be found.
@@ -104,10 +114,13 @@ pub struct Injected {
     pub probe: ProbeRequest,
     pub expected_code: FindingCode,
     pub expected_place: Place,
+    /// A pod the finding's message must name, for faults whose place cannot: a deleted veth
+    /// leaves no device to point at, so the finding sits on the node and names the pod.
+    pub expected_pod_named: Option<String>,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 27] = [
+    pub const ALL: [Fault; 31] = [
         Fault::PodInterfaceDown,
         Fault::HostVethDown,
         Fault::RouteBlackhole,
@@ -135,6 +148,10 @@ impl Fault {
         Fault::ServiceNamedPortMissing,
         Fault::ServiceNoLocalEndpoint,
         Fault::UnderlayMtuMismatch,
+        Fault::VxlanNeighbourMissing,
+        Fault::PodMtuAboveTunnel,
+        Fault::RouteWrongGateway,
+        Fault::NftForwardDrop,
     ];
 
     pub fn name(self) -> &'static str {
@@ -166,6 +183,10 @@ impl Fault {
             Fault::ServiceWrongTargetPort => "service-wrong-target-port",
             Fault::ServiceNamedPortMissing => "service-named-port-missing",
             Fault::ServiceNoLocalEndpoint => "service-no-local-endpoint",
+            Fault::VxlanNeighbourMissing => "vxlan-neighbour-missing",
+            Fault::PodMtuAboveTunnel => "pod-mtu-above-tunnel",
+            Fault::RouteWrongGateway => "route-wrong-gateway",
+            Fault::NftForwardDrop => "nft-forward-drop",
         }
     }
 
@@ -176,10 +197,12 @@ impl Fault {
     /// Whether the fault means something in `cni` (no VXLAN FDB without VXLAN).
     pub fn applies_to(self, cni: CniMode) -> bool {
         match self {
-            Fault::VxlanFdbMissing => matches!(
-                cni,
-                CniMode::FlannelVxlan | CniMode::CalicoVxlan | CniMode::CalicoCrosssubnet
-            ),
+            Fault::VxlanFdbMissing | Fault::VxlanNeighbourMissing | Fault::PodMtuAboveTunnel => {
+                matches!(
+                    cni,
+                    CniMode::FlannelVxlan | CniMode::CalicoVxlan | CniMode::CalicoCrosssubnet
+                )
+            }
             // Needs a VXLAN path in and a direct underlay path back (same subnet).
             Fault::RpFilterStrictAsymmetric => {
                 matches!(cni, CniMode::FlannelVxlan | CniMode::CalicoVxlan)
@@ -234,6 +257,7 @@ impl Fault {
             protocol: Protocol::Tcp,
             payload: 0,
         };
+        let mut expected_pod_named = None;
         let (code, expected_place) = match self {
             Fault::PodInterfaceDown => {
                 sys::ip_batch(Some(&dst_netns), &["link set eth0 down".into()])?;
@@ -447,9 +471,13 @@ impl Fault {
             }
             Fault::LinkMissing => {
                 sys::ip_batch(Some(&node2.netns), &[format!("link del {host_veth}")])?;
+                // The deleted veth's name is gone from the node's state, so no collected device
+                // can carry the finding: what can honestly be known is the node whose route
+                // leads nowhere and the pod that lost its interface.
+                expected_pod_named = Some(dst.key());
                 (
                     FindingCode::LinkMissing,
-                    place(&node2.name, &node2.name, Some(&host_veth)),
+                    place(&node2.name, &node2.name, None),
                 )
             }
             Fault::LinkWrongMaster => {
@@ -615,6 +643,62 @@ impl Fault {
                     place(&node2.name, &node2.name, Some("eth0")),
                 )
             }
+            Fault::VxlanNeighbourMissing => {
+                let device = vxlan_device_name(self, cni, &node2)?;
+                sys::ip_batch(
+                    Some(&node1.netns),
+                    &[format!("neigh del {} dev {device}", node2.vtep_ip())],
+                )?;
+                (
+                    FindingCode::NeighbourMissing,
+                    place(&node1.name, &node1.name, Some(device)),
+                )
+            }
+            Fault::PodMtuAboveTunnel => {
+                let device = vxlan_device_name(self, cni, &node2)?;
+                let (src_netns, src_veth) = (
+                    src.netns.clone().unwrap_or_default(),
+                    src.host_veth.clone().unwrap_or_default(),
+                );
+                // Both ends of the pod's veth, as a CNI configured with the wrong MTU would set them.
+                sys::ip_batch(Some(&src_netns), &["link set eth0 mtu 1500".into()])?;
+                sys::ip_batch(
+                    Some(&node1.netns),
+                    &[format!("link set {src_veth} mtu 1500")],
+                )?;
+                // A single full-size datagram: the socket sets DF, so node-1 drops it at the tunnel
+                // (answering "fragmentation needed") instead of fragmenting it.
+                probe.protocol = Protocol::Udp;
+                probe.payload = 1500 - UDP_IP_HEADERS;
+                (
+                    FindingCode::LinkMtuMismatch,
+                    place(&node1.name, &node1.name, Some(device)),
+                )
+            }
+            Fault::RouteWrongGateway => {
+                sys::ip_batch(
+                    Some(&node1.netns),
+                    &[format!(
+                        "route replace {} via {} dev eth0",
+                        node2.pod_cidr, node1.gateway
+                    )],
+                )?;
+                (
+                    FindingCode::RouteWrong,
+                    place(&node1.name, &node1.name, None),
+                )
+            }
+            Fault::NftForwardDrop => {
+                let ruleset = format!(
+                    "table inet hostfw {{\n  chain forward {{\n    type filter hook forward priority 0; policy accept;\n    ip daddr {} tcp dport 8080 drop\n  }}\n}}\n",
+                    dst.ip
+                );
+                sys::netns_exec(&node2.netns, &["nft", "-f", "-"], Some(&ruleset))?;
+                (
+                    FindingCode::NetfilterDrop,
+                    place(&node2.name, &node2.name, None),
+                )
+            }
             Fault::ServiceNoEndpoints => {
                 lab.apply(parse_objects(
                     "fault service-no-endpoints",
@@ -636,8 +720,25 @@ impl Fault {
             probe,
             expected_code: code,
             expected_place,
+            expected_pod_named,
         })
     }
+}
+
+/// The VXLAN device a VXLAN-only fault works on; an error naming the fault in other modes.
+fn vxlan_device_name(
+    fault: Fault,
+    cni: CniMode,
+    remote: &NodePlan,
+) -> Result<&'static str, LabError> {
+    datapath::vxlan_fdb_entry(cni, remote)
+        .map(|(_, device, _)| device)
+        .ok_or_else(|| {
+            LabError::Invalid(format!(
+                "fault {} needs a VXLAN CNI, not {cni}",
+                fault.name()
+            ))
+        })
 }
 
 /// Service `default/fault-web` (port 80 → `target_port`) selecting one pod; `extra_spec` lines
