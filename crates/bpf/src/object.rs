@@ -446,3 +446,73 @@ macro_rules! impl_probe_common {
     };
 }
 pub(crate) use impl_probe_common;
+
+#[cfg(test)]
+mod tests {
+    //! The error paths a host can hit, on the real kernel (root): a tracepoint the kernel lacks
+    //! and a program the verifier refuses, both from the packetloss object.
+    use super::*;
+
+    const PACKETLOSS: &[u8] =
+        aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/packetloss.bpf.o"));
+
+    fn packetloss_object() -> (Ebpf, Btf) {
+        let btf = load_btf("test", Path::new("/sys/kernel/btf/vmlinux")).unwrap();
+        let ebpf = EbpfLoader::new().btf(Some(&btf)).load(PACKETLOSS).unwrap();
+        (ebpf, btf)
+    }
+
+    #[test]
+    fn missing_tracepoint_is_named() {
+        let (mut ebpf, btf) = packetloss_object();
+        let attachment = Attachment {
+            program: "on_kfree_skb",
+            tracepoint: "kfree_skb_from_the_future",
+        };
+        let err = attach(
+            "test",
+            &mut ebpf,
+            &attachment,
+            &btf,
+            Path::new("/sys/kernel/btf/vmlinux"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "tracepoint kfree_skb_from_the_future does not exist on this kernel \
+             (no btf_trace_kfree_skb_from_the_future type in /sys/kernel/btf/vmlinux)"
+        );
+        assert!(err.is_unsupported_here());
+    }
+
+    #[test]
+    fn verifier_rejection_carries_the_log() {
+        // softirq_entry passes one integer; the program reads three arguments and derefs an skb.
+        let (mut ebpf, btf) = packetloss_object();
+        let attachment = Attachment {
+            program: "on_kfree_skb",
+            tracepoint: "softirq_entry",
+        };
+        let err = attach(
+            "test",
+            &mut ebpf,
+            &attachment,
+            &btf,
+            Path::new("/sys/kernel/btf/vmlinux"),
+        )
+        .unwrap_err();
+        let Error::VerifierRejected { program, log, .. } = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(*program, "on_kfree_skb");
+        assert!(
+            log.contains("invalid bpf_context access") || log.contains("func 'softirq_entry'"),
+            "{log}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("the verifier rejected program on_kfree_skb"),
+            "{err}"
+        );
+    }
+}

@@ -231,3 +231,48 @@ fn loads_in_current_mount_namespace() {
     let probe = PacketLoss::load(&Options::default()).expect("loads without tracefs");
     assert!(probe.counts().is_ok());
 }
+
+/// Without root or CAP_BPF the loader must say so instead of failing somewhere in aya: this
+/// binary's `not_permitted_in_current_process` runs as `nobody` with every capability dropped.
+#[test]
+fn unprivileged_load_is_a_clear_error() {
+    let exe = std::env::current_exe().unwrap();
+    let output = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(exe)
+        .args([
+            "--exact",
+            "not_permitted_in_current_process",
+            "--ignored",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+#[ignore = "run by unprivileged_load_is_a_clear_error as an unprivileged user"]
+fn not_permitted_in_current_process() {
+    let err = PacketLoss::load(&Options::default())
+        .err()
+        .expect("must fail without privileges");
+    assert!(
+        err.to_string().starts_with(
+            "loading eBPF programs needs root or CAP_BPF+CAP_PERFMON (effective uid 65534"
+        ),
+        "{err}"
+    );
+    assert!(err.is_unsupported_here());
+}
