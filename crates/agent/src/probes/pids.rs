@@ -8,9 +8,12 @@ use std::time::{Duration, Instant};
 
 const FRESH_FOR: Duration = Duration::from_secs(1);
 
+/// Netns inode → pids, and when it was scanned.
+type Scan = (Instant, HashMap<u64, Vec<u32>>);
+
 #[derive(Default)]
 pub(crate) struct PidIndex {
-    cache: Mutex<Option<(Instant, HashMap<u64, Vec<u32>>)>>,
+    cache: Mutex<Option<Scan>>,
 }
 
 impl PidIndex {

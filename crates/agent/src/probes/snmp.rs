@@ -126,7 +126,7 @@ impl MetricProbe for MibProbe {
         let text = out.netns_file(self.name, file)?;
         let mib = parse_mib(self.name, file, &text)?;
         let section = mib.get(self.section).ok_or_else(|| {
-            ProbeError::parse(self.name, &file, format!("no `{}` section", self.section))
+            ProbeError::parse(self.name, file, format!("no `{}` section", self.section))
         })?;
         for desc in self.metrics {
             // A key an older kernel lacks is simply absent, not an error.
