@@ -315,3 +315,50 @@ pub fn underlay_sysctls(state: &LabState) -> Vec<Sysctl> {
         .len();
     vec![Sysctl::new("net/ipv4/ip_forward", u8::from(subnets > 1))]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::plan_nodes;
+
+    fn state(cni: CniMode, nodes: u8) -> LabState {
+        LabState {
+            name: "t".into(),
+            cni,
+            nodes: plan_nodes("t", cni, nodes),
+            pods: Vec::new(),
+            services: Vec::new(),
+            network_policies: Vec::new(),
+            listener: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn external_host_routes_the_pods_of_its_subnet_via_their_nodes() {
+        let (underlay, external) = external_commands(&state(CniMode::FlannelVxlan, 2));
+        assert_eq!(
+            underlay,
+            [
+                "link add ext type veth peer name eth0 netns nsl-t-external",
+                "link set ext master br-0 up",
+            ]
+        );
+        assert!(external.contains(&"addr add 192.168.0.254/24 dev eth0".to_string()));
+        assert!(external.contains(&"route add 10.244.0.0/24 via 192.168.0.11".to_string()));
+        assert!(external.contains(&"route add 10.244.1.0/24 via 192.168.0.12".to_string()));
+    }
+
+    #[test]
+    fn crosssubnet_external_host_routes_only_the_nodes_beside_it() {
+        // node-2 sits behind the underlay router on 192.168.1.0/24: no route via it.
+        let (_, external) = external_commands(&state(CniMode::CalicoCrosssubnet, 3));
+        let routes: Vec<&String> = external.iter().filter(|c| c.starts_with("route")).collect();
+        assert_eq!(
+            routes,
+            [
+                "route add 10.244.0.0/24 via 192.168.0.11",
+                "route add 10.244.2.0/24 via 192.168.0.13",
+            ]
+        );
+    }
+}
