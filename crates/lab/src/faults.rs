@@ -105,6 +105,11 @@ pub enum Fault {
     RouteWrongGateway,
     /// A native nftables table (not iptables) on node-2 drops the flow in its forward hook.
     NftForwardDrop,
+    /// calico: proxy_arp is off on the source pod's host veth, so nothing answers the pod's ARP
+    /// for its gateway 169.254.1.1.
+    CalicoProxyArpOff,
+    /// The source pod lost its default route.
+    PodDefaultRouteMissing,
 }
 
 /// A fault in place: what is blocked now and what must be found.
@@ -120,7 +125,7 @@ pub struct Injected {
 }
 
 impl Fault {
-    pub const ALL: [Fault; 31] = [
+    pub const ALL: [Fault; 33] = [
         Fault::PodInterfaceDown,
         Fault::HostVethDown,
         Fault::RouteBlackhole,
@@ -152,6 +157,8 @@ impl Fault {
         Fault::PodMtuAboveTunnel,
         Fault::RouteWrongGateway,
         Fault::NftForwardDrop,
+        Fault::CalicoProxyArpOff,
+        Fault::PodDefaultRouteMissing,
     ];
 
     pub fn name(self) -> &'static str {
@@ -187,6 +194,8 @@ impl Fault {
             Fault::PodMtuAboveTunnel => "pod-mtu-above-tunnel",
             Fault::RouteWrongGateway => "route-wrong-gateway",
             Fault::NftForwardDrop => "nft-forward-drop",
+            Fault::CalicoProxyArpOff => "calico-proxy-arp-off",
+            Fault::PodDefaultRouteMissing => "pod-default-route-missing",
         }
     }
 
@@ -210,6 +219,8 @@ impl Fault {
             // Only flannel puts pods on a bridge.
             Fault::BridgeNfCallOff => matches!(cni, CniMode::FlannelHostGw | CniMode::FlannelVxlan),
             Fault::LinkWrongMaster => matches!(cni, CniMode::FlannelHostGw | CniMode::FlannelVxlan),
+            // Only calico's pods reach their gateway by proxy ARP.
+            Fault::CalicoProxyArpOff => datapath::is_calico(cni),
             _ => crate::lab::SUPPORTED_CNI.contains(&cni),
         }
     }
@@ -242,9 +253,13 @@ impl Fault {
         };
         let (src, dst) = (pod(SOURCE_POD)?, pod(DESTINATION_POD)?);
         let (node1, node2) = (node(&src.node)?, node(&dst.node)?);
+        // A pod always has a netns in the scenario; "" makes `ip -n` fail rather than run on
+        // the host.
         let dst_netns = dst.netns.clone().unwrap_or_default();
+        let src_netns = src.netns.clone().unwrap_or_default();
         let dst_netns_id = format!("{}/{}", dst.node, dst.key());
         let host_veth = dst.host_veth.clone().unwrap_or_default();
+        let src_veth = src.host_veth.clone().unwrap_or_default();
         let place = |node: &str, netns: &str, device: Option<&str>| Place {
             node: Some(node.into()),
             netns: Some(netns.into()),
@@ -656,10 +671,6 @@ impl Fault {
             }
             Fault::PodMtuAboveTunnel => {
                 let device = vxlan_device_name(self, cni, &node2)?;
-                let (src_netns, src_veth) = (
-                    src.netns.clone().unwrap_or_default(),
-                    src.host_veth.clone().unwrap_or_default(),
-                );
                 // Both ends of the pod's veth, as a CNI configured with the wrong MTU would set them.
                 sys::ip_batch(Some(&src_netns), &["link set eth0 mtu 1500".into()])?;
                 sys::ip_batch(
@@ -697,6 +708,29 @@ impl Fault {
                 (
                     FindingCode::NetfilterDrop,
                     place(&node2.name, &node2.name, None),
+                )
+            }
+            Fault::CalicoProxyArpOff => {
+                sys::write_sysctls(
+                    &node1.netns,
+                    &[sys::Sysctl::new(
+                        format!("net/ipv4/conf/{src_veth}/proxy_arp"),
+                        0,
+                    )],
+                )?;
+                // The pod learnt the gateway's MAC while the lab was healthy; forget it so the
+                // next packet needs an ARP answer.
+                sys::ip_batch(Some(&src_netns), &["neigh flush dev eth0".into()])?;
+                (
+                    FindingCode::SysctlArp,
+                    place(&node1.name, &node1.name, Some(&src_veth)),
+                )
+            }
+            Fault::PodDefaultRouteMissing => {
+                sys::ip_batch(Some(&src_netns), &["route del default".into()])?;
+                (
+                    FindingCode::RouteMissing,
+                    place(&node1.name, &format!("{}/{}", src.node, src.key()), None),
                 )
             }
             Fault::ServiceNoEndpoints => {
