@@ -17,58 +17,8 @@ use netstack::conntrack::{ConntrackTable, NatBinding};
 use netstack::packet::{CtDirection, CtState, Packet, Protocol};
 use netstack::state::{ConntrackEntry, ConntrackState, ConntrackTuple};
 
-struct Namespaces(Vec<String>);
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for name in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", name]).output();
-        }
-    }
-}
-
-/// Kills the background server if the test fails before it exits by itself.
-struct Background(Child);
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("spawn");
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn ip(netns: &str, args: &str) {
-    let mut full = vec!["ip", "-n", netns];
-    full.extend(args.split_whitespace());
-    run(&full);
-}
-
-fn exec(netns: &str, command: &[&str]) -> String {
-    let mut full = vec!["ip", "netns", "exec", netns];
-    full.extend_from_slice(command);
-    run(&full)
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-    })
-}
+mod common;
+use common::{exec, ip_in, is_root, run, Background, Namespaces};
 
 /// `udp 17 29 src=… dst=… sport=… dport=… src=… dst=… sport=… dport=… [ASSURED] mark=0 use=1`
 fn parse_conntrack_line(line: &str) -> ConntrackEntry {
@@ -126,11 +76,9 @@ fn reply_un_nat_and_states_agree_with_kernel_conntrack() {
     let pid = std::process::id();
     let [client, router, server] =
         ["cli", "rt", "srv"].map(|role| format!("nsfib-ct-{role}-{pid}"));
-    let _guard = Namespaces(vec![client.clone(), router.clone(), server.clone()]);
+    let _guard = Namespaces::create([client.clone(), router.clone(), server.clone()]);
     for netns in [&client, &router, &server] {
-        let _ = Command::new("ip").args(["netns", "del", netns]).output();
-        run(&["ip", "netns", "add", netns]);
-        ip(netns, "link set lo up");
+        ip_in(netns, "link set lo up");
     }
     let (c0, r0, r1, s0) = ("fibc0", "fibr0", "fibr1", "fibs0");
     run(&[
@@ -147,11 +95,11 @@ fn reply_un_nat_and_states_agree_with_kernel_conntrack() {
         (&router, r1, "10.32.0.1/24"),
         (&server, s0, "10.32.0.2/24"),
     ] {
-        ip(netns, &format!("addr add {address} dev {dev}"));
-        ip(netns, &format!("link set {dev} up"));
+        ip_in(netns, &format!("addr add {address} dev {dev}"));
+        ip_in(netns, &format!("link set {dev} up"));
     }
-    ip(&client, "route add default via 10.31.0.1");
-    ip(&server, "route add default via 10.32.0.1");
+    ip_in(&client, "route add default via 10.31.0.1");
+    ip_in(&server, "route add default via 10.32.0.1");
     exec(&router, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
     exec(
         &router,

@@ -18,38 +18,33 @@ use netstack::fib::{table_name, Fib, FlowKey, MtuSource, RouteOutcome};
 use netstack::state::*;
 use serde_json::Value;
 
-struct Netns(String);
+mod common;
+use common::{exec, ip_in, is_root, Namespaces};
+
+/// One throw-away namespace and the `ip` commands the comparison runs in it.
+struct Netns {
+    name: String,
+    _cleanup: Namespaces,
+}
 
 impl Netns {
     fn create(purpose: &str) -> Netns {
         let name = format!("nsfib-{purpose}-{}", std::process::id());
-        let netns = Netns(name);
-        // a leftover from a crashed run of the same pid would make `add` fail
-        let _ = Command::new("ip").args(["netns", "del", &netns.0]).output();
-        netns.must(&["netns", "add", &netns.0]);
-        netns
-    }
-
-    fn must(&self, args: &[&str]) {
-        let out = Command::new("ip").args(args).output().expect("run ip");
-        assert!(
-            out.status.success(),
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let cleanup = Namespaces::create([name.clone()]);
+        Netns {
+            name,
+            _cleanup: cleanup,
+        }
     }
 
     /// `ip -n NS ARGS…` (ARGS as one string, split on blanks), asserting success.
     fn ip(&self, args: &str) {
-        let mut full = vec!["-n", self.0.as_str()];
-        full.extend(args.split_whitespace());
-        self.must(&full);
+        ip_in(&self.name, args);
     }
 
     fn ip_json(&self, args: &str) -> Result<Value, String> {
         let out = Command::new("ip")
-            .args(["-n", &self.0, "-j"])
+            .args(["-n", &self.name, "-j"])
             .args(args.split_whitespace())
             .output()
             .expect("run ip");
@@ -60,35 +55,13 @@ impl Netns {
     }
 
     fn sysctl(&self, assignment: &str) {
-        self.must(&["netns", "exec", &self.0, "sysctl", "-qw", assignment]);
+        exec(&self.name, &["sysctl", "-qw", assignment]);
     }
 
     /// A sysctl value by its `/proc/sys`-relative path, as the snapshot keys it.
     fn read_sysctl(&self, key: &str) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.0, "cat", &format!("/proc/sys/{key}")])
-            .output()
-            .expect("read sysctl");
-        assert!(
-            out.status.success(),
-            "{key}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        exec(&self.name, &["cat", &format!("/proc/sys/{key}")])
     }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-    })
 }
 
 fn text<'a>(v: &'a Value, key: &str) -> Option<&'a str> {

@@ -72,27 +72,28 @@ COMMIT
 COMMIT
 "#;
 
-struct Netns(String);
+mod common;
+use common::Namespaces;
+
+/// One throw-away namespace to load and dump rulesets in.
+struct Netns {
+    name: String,
+    _cleanup: Namespaces,
+}
 
 impl Netns {
     fn create() -> Netns {
         let name = format!("nsipt-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        let out = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .expect("run ip");
-        assert!(
-            out.status.success(),
-            "ip netns add: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Netns(name)
+        let cleanup = Namespaces::create([name.clone()]);
+        Netns {
+            name,
+            _cleanup: cleanup,
+        }
     }
 
     fn run(&self, cmd: &str, stdin: Option<&str>) -> Result<String, String> {
         let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.0, cmd])
+            .args(["netns", "exec", &self.name, cmd])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -112,12 +113,6 @@ impl Netns {
             return Err(format!("{cmd}: {}", String::from_utf8_lossy(&out.stderr)));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
     }
 }
 

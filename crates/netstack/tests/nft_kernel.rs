@@ -17,64 +17,14 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use netstack::iptables::{AddrType, EvalContext, SetDirection};
 use netstack::netfilter::{Hook, Netfilter, NetfilterVerdict};
 use netstack::packet::{Packet, Protocol};
 
-struct Namespaces(Vec<String>);
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for name in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", name]).output();
-        }
-    }
-}
-
-/// Kills the endpoint servers even when an assertion fails first.
-struct Background(Child);
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .expect("spawn");
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn ip_cmd(netns: &str, args: &str) {
-    let mut full = vec!["ip", "-n", netns];
-    full.extend(args.split_whitespace());
-    run(&full);
-}
-
-fn exec(netns: &str, command: &[&str]) -> String {
-    let mut full = vec!["ip", "netns", "exec", netns];
-    full.extend_from_slice(command);
-    run(&full)
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-    })
-}
+mod common;
+use common::{exec, ip_in, is_root, run, Background, Namespaces};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -197,11 +147,9 @@ fn nft_verdicts_match_real_traffic_through_a_kube_proxy_nftables_node() {
     }
     let pid = std::process::id();
     let [client, node, ep] = ["cli", "node", "ep"].map(|role| format!("nsnft-{role}-{pid}"));
-    let _guard = Namespaces(vec![client.clone(), node.clone(), ep.clone()]);
+    let _guard = Namespaces::create([client.clone(), node.clone(), ep.clone()]);
     for netns in [&client, &node, &ep] {
-        let _ = Command::new("ip").args(["netns", "del", netns]).output();
-        run(&["ip", "netns", "add", netns]);
-        ip_cmd(netns, "link set lo up");
+        ip_in(netns, "link set lo up");
     }
     run(&[
         "ip", "link", "add", "cli0", "netns", &client, "type", "veth", "peer", "name", "nftc0",
@@ -218,14 +166,14 @@ fn nft_verdicts_match_real_traffic_through_a_kube_proxy_nftables_node() {
         (&ep, "ep0", &["10.77.2.2/24", "10.77.2.3/24"][..]),
     ] {
         for address in addresses {
-            ip_cmd(netns, &format!("addr add {address} dev {dev}"));
+            ip_in(netns, &format!("addr add {address} dev {dev}"));
         }
-        ip_cmd(netns, &format!("link set {dev} up"));
+        ip_in(netns, &format!("link set {dev} up"));
     }
-    ip_cmd(&client, "route add default via 10.77.1.1");
-    ip_cmd(&ep, "route add default via 10.77.2.1");
+    ip_in(&client, "route add default via 10.77.1.1");
+    ip_in(&ep, "route add default via 10.77.2.1");
     // The node's uplink: Service addresses that are not DNATed leave towards the endpoint side.
-    ip_cmd(&node, "route add default via 10.77.2.2");
+    ip_in(&node, "route add default via 10.77.2.2");
     exec(&node, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
     let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/nft");
     for file in ["kube-proxy.nft", "firewall.nft"] {
