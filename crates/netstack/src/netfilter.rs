@@ -167,7 +167,7 @@ pub struct Netfilter {
 }
 
 /// One table (iptables) or base chain (nft) registered at a hook.
-enum Stage<'a> {
+pub(crate) enum Stage<'a> {
     Iptables(&'a crate::iptables::Ruleset, &'a crate::iptables::Table),
     Nft(&'a crate::nft::Ruleset, crate::nft::BaseChainRef),
 }
@@ -258,19 +258,6 @@ impl Netfilter {
         ctx: &dyn crate::iptables::EvalContext,
     ) -> Vec<HookOutcome> {
         let iptables = self.ruleset_for(packet);
-        let Some(nft) = &self.nftables else {
-            return match iptables {
-                Some(rs) => rs.run_hook(hook, packet, ctx),
-                None => vec![HookOutcome {
-                    verdict: NetfilterVerdict::Accept,
-                    packet: packet.clone(),
-                    trace: Vec::new(),
-                    decided_by: None,
-                    probability: 1.0,
-                    unsupported: Vec::new(),
-                }],
-            };
-        };
         let mut stages: Vec<(i32, Stage)> = Vec::new();
         if let Some(rs) = iptables {
             for &name in crate::iptables::TableName::at_hook(hook) {
@@ -279,59 +266,73 @@ impl Netfilter {
                 }
             }
         }
-        for at in nft.base_chains(hook, packet.is_ipv6()) {
-            let table = &nft.tables[at.table];
-            if !is_iptables_copy(table, iptables) {
-                stages.push((at.priority, Stage::Nft(nft, at)));
+        if let Some(nft) = &self.nftables {
+            for at in nft.base_chains(hook, packet.is_ipv6()) {
+                let table = &nft.tables[at.table];
+                if !is_iptables_copy(table, iptables) {
+                    stages.push((at.priority, Stage::Nft(nft, at)));
+                }
             }
         }
         // Stable: at equal priority iptables' table runs first, then nft chains in table order.
         stages.sort_by_key(|(priority, _)| *priority);
+        let stages: Vec<Stage> = stages.into_iter().map(|(_, stage)| stage).collect();
+        run_stages(&stages, hook, packet, ctx)
+    }
+}
 
-        let mut live = vec![crate::iptables::Branch {
-            packet: packet.clone(),
-            trace: Vec::new(),
-            probability: 1.0,
-            unsupported: Vec::new(),
-            decided_by: None,
-        }];
-        let mut done = Vec::new();
-        for (_, stage) in &stages {
-            let nat = match stage {
-                Stage::Iptables(_, t) => t.name == crate::iptables::TableName::Nat,
-                Stage::Nft(_, at) => at.kind == crate::nft::ChainType::Nat,
-            };
-            let mut next = Vec::new();
-            for branch in live {
-                // NAT rules see only the first packet of a connection; conntrack NATs the rest.
-                if nat && branch.packet.ct_state != crate::packet::CtState::New {
-                    next.push(branch);
-                    continue;
+/// Passes `packet` through `stages` in order, as the kernel walks a hook's registered tables and
+/// base chains: a branch that a stage accepts goes on to the next stage, any other verdict ends
+/// it. Returns one outcome per branch.
+pub(crate) fn run_stages(
+    stages: &[Stage],
+    hook: Hook,
+    packet: &Packet,
+    ctx: &dyn crate::iptables::EvalContext,
+) -> Vec<HookOutcome> {
+    let mut live = vec![crate::iptables::Branch {
+        packet: packet.clone(),
+        trace: Vec::new(),
+        probability: 1.0,
+        unsupported: Vec::new(),
+        decided_by: None,
+    }];
+    let mut done = Vec::new();
+    for stage in stages {
+        let nat = match stage {
+            Stage::Iptables(_, t) => t.name == crate::iptables::TableName::Nat,
+            Stage::Nft(_, at) => at.kind == crate::nft::ChainType::Nat,
+        };
+        let mut next = Vec::new();
+        for branch in live {
+            // NAT rules see only the first packet of a connection; conntrack NATs the rest.
+            if nat && branch.packet.ct_state != crate::packet::CtState::New {
+                next.push(branch);
+                continue;
+            }
+            let outcomes = match stage {
+                Stage::Iptables(rs, t) => rs.run_table(t, hook, branch, ctx),
+                Stage::Nft(rs, at) => {
+                    let budget = crate::iptables::MAX_BRANCHES
+                        .saturating_sub(next.len() + done.len())
+                        .max(1);
+                    rs.run_base_chain(*at, branch, ctx, budget)
                 }
-                let outcomes = match stage {
-                    Stage::Iptables(rs, t) => rs.run_table(t, hook, branch, ctx),
-                    Stage::Nft(rs, at) => {
-                        let budget = crate::iptables::MAX_BRANCHES
-                            .saturating_sub(next.len() + done.len())
-                            .max(1);
-                        rs.run_base_chain(*at, branch, ctx, budget)
-                    }
-                };
-                for outcome in outcomes {
-                    match outcome.verdict {
-                        None | Some(NetfilterVerdict::Accept) => next.push(outcome.branch),
-                        Some(verdict) => done.push(finish(outcome.branch, verdict)),
-                    }
+            };
+            for outcome in outcomes {
+                match outcome.verdict {
+                    None | Some(NetfilterVerdict::Accept) => next.push(outcome.branch),
+                    Some(verdict) => done.push(finish(outcome.branch, verdict)),
                 }
             }
-            live = next;
         }
-        done.extend(
-            live.into_iter()
-                .map(|b| finish(b, NetfilterVerdict::Accept)),
-        );
-        done
+        live = next;
     }
+    done.extend(
+        live.into_iter()
+            .map(|b| finish(b, NetfilterVerdict::Accept)),
+    );
+    done
 }
 
 /// Whether an nft table is iptables-nft's view of a table the iptables-save dump also holds

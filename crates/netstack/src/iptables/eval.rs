@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use crate::fib::{Fib, ReversePath, RpFilterMode};
 use crate::ipset::IpSets;
 use crate::netfilter::{
-    HookOutcome, NetfilterVerdict, RuleRef, RuleSource, TraceStep, Unsupported,
+    run_stages, HookOutcome, NetfilterVerdict, RuleRef, RuleSource, Stage, TraceStep, Unsupported,
 };
 use crate::packet::{CtDirection, CtState, Packet, Protocol};
 use crate::state::{NetnsState, Scope};
@@ -160,38 +160,12 @@ impl Ruleset {
 
     /// Run every table registered at `hook` for `packet`. Returns one outcome per branch.
     pub fn run_hook(&self, hook: Hook, packet: &Packet, ctx: &dyn EvalContext) -> Vec<HookOutcome> {
-        let mut live = vec![Branch {
-            packet: packet.clone(),
-            trace: Vec::new(),
-            probability: 1.0,
-            unsupported: Vec::new(),
-            decided_by: None,
-        }];
-        let mut done = Vec::new();
-        for &name in TableName::at_hook(hook) {
-            let Some(table) = self.table(name) else {
-                continue;
-            };
-            let mut next = Vec::new();
-            for branch in live {
-                if name == TableName::Nat && branch.packet.ct_state != CtState::New {
-                    next.push(branch);
-                    continue;
-                }
-                for outcome in self.run_table(table, hook, branch, ctx) {
-                    match outcome.verdict {
-                        None | Some(NetfilterVerdict::Accept) => next.push(outcome.branch),
-                        Some(verdict) => done.push(finish(outcome.branch, verdict)),
-                    }
-                }
-            }
-            live = next;
-        }
-        done.extend(
-            live.into_iter()
-                .map(|b| finish(b, NetfilterVerdict::Accept)),
-        );
-        done
+        let stages: Vec<Stage> = TableName::at_hook(hook)
+            .iter()
+            .filter_map(|&name| self.table(name))
+            .map(|table| Stage::Iptables(self, table))
+            .collect();
+        run_stages(&stages, hook, packet, ctx)
     }
 
     /// Run one table's built-in chain for `hook`.
@@ -603,17 +577,6 @@ impl Ruleset {
                 Step::Next
             }
         }
-    }
-}
-
-fn finish(branch: Branch, verdict: NetfilterVerdict) -> HookOutcome {
-    HookOutcome {
-        verdict,
-        packet: branch.packet,
-        trace: branch.trace,
-        decided_by: branch.decided_by,
-        probability: branch.probability,
-        unsupported: branch.unsupported,
     }
 }
 
