@@ -590,22 +590,8 @@ fn convert_rule(message: &RuleMessage) -> Option<RoutingRule> {
         _ => return None,
     };
     let mut rule = RoutingRule {
-        priority: 0,
-        family,
         invert: header.flags.contains(RuleFlags::Invert),
-        from: None,
-        to: None,
-        iif: None,
-        oif: None,
-        fwmark: None,
-        fwmask: None,
-        ip_proto: None,
-        sport: None,
-        dport: None,
-        action,
-        table: u32::from(header.table),
-        goto: None,
-        suppress_prefixlen: None,
+        ..RoutingRule::matching_all(0, family, action, u32::from(header.table))
     };
     for attribute in &message.attributes {
         match attribute {

@@ -423,6 +423,31 @@ pub struct RoutingRule {
     pub suppress_prefixlen: Option<u8>,
 }
 
+impl RoutingRule {
+    /// A rule with no selector (it matches every packet of `family`) doing `action`, with
+    /// `table` for [`RuleAction::Lookup`]; callers narrow it by setting the selector fields.
+    pub fn matching_all(priority: u32, family: Family, action: RuleAction, table: u32) -> Self {
+        RoutingRule {
+            priority,
+            family,
+            invert: false,
+            from: None,
+            to: None,
+            iif: None,
+            oif: None,
+            fwmark: None,
+            fwmask: None,
+            ip_proto: None,
+            sport: None,
+            dport: None,
+            action,
+            table,
+            goto: None,
+            suppress_prefixlen: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Family {

@@ -704,24 +704,8 @@ fn rules_for(state: &NetnsState, family: Family) -> (Vec<RoutingRule>, bool) {
 /// The rules a fresh namespace has: `0: lookup local`, `32766: lookup main`, and for IPv4
 /// `32767: lookup default`.
 pub fn default_rules(family: Family) -> Vec<RoutingRule> {
-    let lookup = |priority, table| RoutingRule {
-        priority,
-        family,
-        invert: false,
-        from: None,
-        to: None,
-        iif: None,
-        oif: None,
-        fwmark: None,
-        fwmask: None,
-        ip_proto: None,
-        sport: None,
-        dport: None,
-        action: RuleAction::Lookup,
-        table,
-        goto: None,
-        suppress_prefixlen: None,
-    };
+    let lookup =
+        |priority, table| RoutingRule::matching_all(priority, family, RuleAction::Lookup, table);
     let mut rules = vec![lookup(0, table::LOCAL), lookup(32766, table::MAIN)];
     if family == Family::Inet {
         rules.push(lookup(32767, table::DEFAULT));
