@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use netstack::iptables::{MatchKind, Ruleset, Target};
+use netstack::iptables::{MatchKind, Rule, Ruleset, Target};
 use netstack::nft;
 use serde::Serialize;
 
@@ -131,32 +131,13 @@ fn summarise(file: &str, ruleset: &Ruleset) -> Summary {
                 .chains
                 .iter()
                 .map(|chain| {
-                    for (i, rule) in chain.rules().iter().enumerate() {
-                        let mut features: Vec<String> = rule
-                            .matches
-                            .iter()
-                            .filter_map(|m| match &m.kind {
-                                MatchKind::Unknown { module, .. } => Some(format!("-m {module}")),
-                                MatchKind::Assumed { module, .. } => {
-                                    Some(format!("-m {module} (assumed to match)"))
-                                }
-                                _ => None,
-                            })
-                            .collect();
-                        if let Target::Unknown { name, .. } = &rule.target {
-                            features.push(format!("-j {name}"));
-                        }
-                        if !features.is_empty() {
-                            unsupported.push(UnsupportedRule {
-                                table: table.name.to_string(),
-                                chain: chain.name().to_string(),
-                                position: i + 1,
-                                line: Some(rule.line),
-                                handle: None,
-                                features,
-                            });
-                        }
-                    }
+                    note_unsupported(
+                        &mut unsupported,
+                        (table.name.to_string(), chain.name().to_string()),
+                        chain.rules(),
+                        iptables_unmodelled,
+                        |rule| (Some(rule.line), None),
+                    );
                     let policy = chain.policy.map(|p| format!("{p:?}").to_uppercase());
                     (
                         chain.name().to_string(),
@@ -194,19 +175,13 @@ fn summarise_nft(file: &str, ruleset: &nft::Ruleset) -> Summary {
                 .chains
                 .iter()
                 .map(|chain| {
-                    for (i, rule) in chain.rules.iter().enumerate() {
-                        let features = nft_unmodelled(table, rule);
-                        if !features.is_empty() {
-                            unsupported.push(UnsupportedRule {
-                                table: table.display_name(),
-                                chain: chain.name.clone(),
-                                position: i + 1,
-                                line: None,
-                                handle: Some(rule.handle),
-                                features,
-                            });
-                        }
-                    }
+                    note_unsupported(
+                        &mut unsupported,
+                        (table.display_name(), chain.name.clone()),
+                        &chain.rules,
+                        |rule| nft_unmodelled(table, rule),
+                        |rule| (None, Some(rule.handle)),
+                    );
                     let summary = ChainSummary {
                         policy: chain.base.as_ref().map(|b| {
                             match b.policy {
@@ -244,6 +219,50 @@ fn summarise_nft(file: &str, ruleset: &nft::Ruleset) -> Summary {
         tables,
         unsupported,
     }
+}
+
+/// Adds to `out` the rules of one chain (`table`, `chain` names) that have features a diagnosis
+/// cannot evaluate, each with its position and where the dump puts it: `(line, handle)`.
+fn note_unsupported<R>(
+    out: &mut Vec<UnsupportedRule>,
+    (table, chain): (String, String),
+    rules: &[R],
+    unmodelled: impl Fn(&R) -> Vec<String>,
+    place: impl Fn(&R) -> (Option<usize>, Option<u64>),
+) {
+    for (i, rule) in rules.iter().enumerate() {
+        let features = unmodelled(rule);
+        if features.is_empty() {
+            continue;
+        }
+        let (line, handle) = place(rule);
+        out.push(UnsupportedRule {
+            table: table.clone(),
+            chain: chain.clone(),
+            position: i + 1,
+            line,
+            handle,
+            features,
+        });
+    }
+}
+
+/// What a diagnosis cannot evaluate in one iptables rule: unknown match modules and targets,
+/// and modules assumed to match (their state is not in the dump).
+fn iptables_unmodelled(rule: &Rule) -> Vec<String> {
+    let mut features: Vec<String> = rule
+        .matches
+        .iter()
+        .filter_map(|m| match &m.kind {
+            MatchKind::Unknown { module, .. } => Some(format!("-m {module}")),
+            MatchKind::Assumed { module, .. } => Some(format!("-m {module} (assumed to match)")),
+            _ => None,
+        })
+        .collect();
+    if let Target::Unknown { name, .. } = &rule.target {
+        features.push(format!("-j {name}"));
+    }
+    features
 }
 
 /// What a diagnosis cannot evaluate in one nft rule: unknown expressions and statements, ones
