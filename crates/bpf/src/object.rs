@@ -456,27 +456,22 @@ mod tests {
     const PACKETLOSS: &[u8] =
         aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/packetloss.bpf.o"));
 
-    fn packetloss_object() -> (Ebpf, Btf) {
-        let btf = load_btf("test", Path::new("/sys/kernel/btf/vmlinux")).unwrap();
-        let ebpf = EbpfLoader::new().btf(Some(&btf)).load(PACKETLOSS).unwrap();
-        (ebpf, btf)
+    /// Loads the packetloss object and attaches its `on_kfree_skb` program to `tracepoint`,
+    /// which the tests pick so that attaching fails.
+    fn attach_on_kfree_skb_fails(tracepoint: &'static str) -> Error {
+        let vmlinux = Path::new("/sys/kernel/btf/vmlinux");
+        let btf = load_btf("test", vmlinux).unwrap();
+        let mut ebpf = EbpfLoader::new().btf(Some(&btf)).load(PACKETLOSS).unwrap();
+        let attachment = Attachment {
+            program: "on_kfree_skb",
+            tracepoint,
+        };
+        attach("test", &mut ebpf, &attachment, &btf, vmlinux).unwrap_err()
     }
 
     #[test]
     fn missing_tracepoint_is_named() {
-        let (mut ebpf, btf) = packetloss_object();
-        let attachment = Attachment {
-            program: "on_kfree_skb",
-            tracepoint: "kfree_skb_from_the_future",
-        };
-        let err = attach(
-            "test",
-            &mut ebpf,
-            &attachment,
-            &btf,
-            Path::new("/sys/kernel/btf/vmlinux"),
-        )
-        .unwrap_err();
+        let err = attach_on_kfree_skb_fails("kfree_skb_from_the_future");
         assert_eq!(
             err.to_string(),
             "tracepoint kfree_skb_from_the_future does not exist on this kernel \
@@ -488,19 +483,7 @@ mod tests {
     #[test]
     fn verifier_rejection_carries_the_log() {
         // softirq_entry passes one integer; the program reads three arguments and derefs an skb.
-        let (mut ebpf, btf) = packetloss_object();
-        let attachment = Attachment {
-            program: "on_kfree_skb",
-            tracepoint: "softirq_entry",
-        };
-        let err = attach(
-            "test",
-            &mut ebpf,
-            &attachment,
-            &btf,
-            Path::new("/sys/kernel/btf/vmlinux"),
-        )
-        .unwrap_err();
+        let err = attach_on_kfree_skb_fails("softirq_entry");
         let Error::VerifierRejected { program, log, .. } = &err else {
             panic!("{err}")
         };
