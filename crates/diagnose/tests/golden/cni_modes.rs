@@ -99,6 +99,52 @@ fn cross_node(
     )
 }
 
+/// The cluster each mode's faults start from.
+fn base(cni: CniMode) -> Snapshot {
+    match cni {
+        CniMode::FlannelHostGw => host_gw(),
+        CniMode::Generic => generic_bridge(),
+        _ => three_nodes(cni),
+    }
+}
+
+/// `cross_node` on the mode's [`base`] cluster after `fault` broke it.
+fn broken(
+    cni: CniMode,
+    name: &'static str,
+    code: FindingCode,
+    netns: &'static str,
+    fault: impl FnOnce(&mut Snapshot),
+) -> Case {
+    let mut snapshot = base(cni);
+    fault(&mut snapshot);
+    cross_node(cni, name, snapshot, code, netns)
+}
+
+/// The two healthy cases of a tunnelled or routed mode: pod to pod across nodes, pod to Service.
+fn healthy_pod_and_service(cni: CniMode) -> Vec<Case> {
+    vec![
+        healthy(
+            cni,
+            "healthy-pod-to-pod-cross-node",
+            "default/web-2-1",
+            8080,
+        ),
+        healthy(cni, "healthy-pod-to-service", "service/default/web-0", 80),
+    ]
+}
+
+/// node-2's kubelet reports NotReady (the CNI is not ready there).
+fn node2_not_ready(cni: CniMode) -> Case {
+    broken(
+        cni,
+        "node-not-ready",
+        FindingCode::NodeNotReady,
+        "node-2",
+        |s| not_ready(s, "node-2"),
+    )
+}
+
 /// What kubelet reports when the CNI is not ready on the node.
 fn not_ready(s: &mut Snapshot, node: &str) {
     let node = s
@@ -243,56 +289,42 @@ fn host_gw_path_checks() -> Vec<Case> {
         8080,
         None,
     ));
-    let mut s = host_gw();
-    with_underlay_switch(&mut s);
-    link(&mut s, "underlay", "n2").mtu = 1400;
-    out.push(cross_node(
+    out.push(broken(
         cni,
         "underlay-port-mtu-below-node",
-        s,
         FindingCode::LinkMtuMismatch,
         "node-2",
+        |s| {
+            with_underlay_switch(s);
+            link(s, "underlay", "n2").mtu = 1400;
+        },
     ));
 
     // `iptables -t nat -I PREROUTING 1 … -j DNAT` by hand on node-2: the pod's port is rewritten
     // to one nothing listens on.
-    let mut s = host_gw();
-    let rules = netns(&mut s, "node-2")
-        .iptables
-        .as_mut()
-        .and_then(|d| d.ipv4.as_mut())
-        .expect("rules");
-    *rules = rules.replacen(
-        "-A PREROUTING ",
-        "-A PREROUTING -d 10.244.1.2/32 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.244.1.2:9999\n-A PREROUTING ",
-        1,
-    );
-    out.push(cross_node(
-        cni,
-        "hand-added-dnat-to-closed-port",
-        s,
-        FindingCode::NatWrong,
-        "node-2",
-    ));
+    out.push(broken(cni, "hand-added-dnat-to-closed-port", FindingCode::NatWrong, "node-2", |s| {
+        let rules = netns(s, "node-2")
+            .iptables
+            .as_mut()
+            .and_then(|d| d.ipv4.as_mut())
+            .expect("rules");
+        *rules = rules.replacen(
+            "-A PREROUTING ",
+            "-A PREROUTING -d 10.244.1.2/32 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.244.1.2:9999\n-A PREROUTING ",
+            1,
+        );
+    }));
 
-    let mut s = host_gw();
-    not_ready(&mut s, "node-2");
-    out.push(cross_node(
-        cni,
-        "node-not-ready",
-        s,
-        FindingCode::NodeNotReady,
-        "node-2",
-    ));
+    out.push(node2_not_ready(cni));
 
-    let mut s = host_gw();
-    conntrack_full(&mut s, "node-2");
-    out.push(cross_node(
+    out.push(broken(
         cni,
         "conntrack-full",
-        s,
         FindingCode::ConntrackFull,
         "node-2",
+        |s| {
+            conntrack_full(s, "node-2");
+        },
     ));
 
     // The Service's endpoints are web-1-1 (the client itself) and web-1-2, both on node-1's
@@ -340,183 +372,140 @@ fn kube_dns_without_endpoints() -> Snapshot {
 fn flannel_vxlan() -> Vec<Case> {
     let cni = CniMode::FlannelVxlan;
     let node2_vtep = "0e:6e:73:6c:00:02";
-    let mut out = vec![
-        healthy(
-            cni,
-            "healthy-pod-to-pod-cross-node",
-            "default/web-2-1",
-            8080,
-        ),
-        healthy(cni, "healthy-pod-to-service", "service/default/web-0", 80),
-    ];
-    let mut s = three_nodes(cni);
-    fdb(
-        &mut s,
-        "node-1",
-        "flannel.1",
-        node2_vtep,
-        Some("192.168.0.4"),
-    );
-    out.push(cross_node(
+    let mut out = healthy_pod_and_service(cni);
+    out.push(broken(
         cni,
         "vxlan-fdb-wrong-vtep",
-        s,
         FindingCode::VxlanFdbWrong,
         "node-1",
+        |s| {
+            fdb(s, "node-1", "flannel.1", node2_vtep, Some("192.168.0.4"));
+        },
     ));
 
-    let mut s = three_nodes(cni);
-    fdb(&mut s, "node-1", "flannel.1", node2_vtep, None);
-    out.push(cross_node(
+    out.push(broken(
         cni,
         "vxlan-fdb-missing",
-        s,
         FindingCode::VxlanFdbWrong,
         "node-1",
+        |s| {
+            fdb(s, "node-1", "flannel.1", node2_vtep, None);
+        },
     ));
 
-    let mut s = three_nodes(cni);
-    let vtep: IpAddr = "10.244.1.0".parse().expect("valid");
-    netns(&mut s, "node-1").neighbours.retain(|n| n.ip != vtep);
-    out.push(cross_node(
+    out.push(broken(
         cni,
         "vxlan-neighbour-missing",
-        s,
         FindingCode::NeighbourMissing,
         "node-1",
+        |s| {
+            let vtep: IpAddr = "10.244.1.0".parse().expect("valid");
+            netns(s, "node-1").neighbours.retain(|n| n.ip != vtep);
+        },
     ));
 
-    let mut s = three_nodes(cni);
-    node1_pod_mtu(&mut s, 1500, Some("cni0"));
-    out.push(cross_node(
+    out.push(broken(
         cni,
         "pod-mtu-above-vxlan",
-        s,
         FindingCode::LinkMtuMismatch,
         "node-1",
+        |s| {
+            node1_pod_mtu(s, 1500, Some("cni0"));
+        },
     ));
 
-    let mut s = three_nodes(cni);
-    link(&mut s, "node-2", "veth1x0").master = None;
-    out.push(cross_node(
+    out.push(broken(
         cni,
         "veth-not-on-bridge",
-        s,
         FindingCode::LinkWrongMaster,
         "node-2",
+        |s| {
+            link(s, "node-2", "veth1x0").master = None;
+        },
     ));
     out
 }
 
 fn calico_bgp() -> Vec<Case> {
     let cni = CniMode::CalicoBgp;
-    let mut out = vec![
-        healthy(
-            cni,
-            "healthy-pod-to-pod-cross-node",
-            "default/web-2-1",
-            8080,
-        ),
-        healthy(cni, "healthy-pod-to-service", "service/default/web-0", 80),
-    ];
+    let mut out = healthy_pod_and_service(cni);
     // bird learnt node-2's block from the wrong peer: it now points at node-3.
-    let mut s = three_nodes(cni);
-    route_of(&mut s, "node-1", "10.244.1.0/24").gateway =
-        Some("192.168.0.4".parse().expect("valid"));
-    out.push(cross_node(
+    out.push(broken(
         cni,
         "route-wrong-gateway",
-        s,
         FindingCode::RouteWrong,
         "node-1",
+        |s| {
+            route_of(s, "node-1", "10.244.1.0/24").gateway =
+                Some("192.168.0.4".parse().expect("valid"));
+        },
     ));
 
-    let mut s = three_nodes(cni);
-    set_sysctl(
-        &mut s,
-        "node-1",
-        "net/ipv4/conf/cali00000x00000/proxy_arp",
-        "0",
-    );
-    out.push(cross_node(
+    out.push(broken(
         cni,
         "proxy-arp-off",
-        s,
         FindingCode::SysctlArp,
         "node-1",
+        |s| {
+            set_sysctl(s, "node-1", "net/ipv4/conf/cali00000x00000/proxy_arp", "0");
+        },
     ));
 
-    let mut s = three_nodes(cni);
-    not_ready(&mut s, "node-2");
-    out.push(cross_node(
-        cni,
-        "node-not-ready",
-        s,
-        FindingCode::NodeNotReady,
-        "node-2",
-    ));
+    out.push(node2_not_ready(cni));
 
     // `ip link set caliX down`: the kernel flushes the /32 with it; the block's blackhole stays.
-    let mut s = three_nodes(cni);
-    link(&mut s, "node-2", "cali00001x00000").admin_up = false;
-    netns(&mut s, "node-2")
-        .routes
-        .retain(|r| r.dev.as_deref() != Some("cali00001x00000"));
-    out.push(cross_node(
+    out.push(broken(
         cni,
         "host-veth-down",
-        s,
         FindingCode::LinkDown,
         "node-2",
+        |s| {
+            link(s, "node-2", "cali00001x00000").admin_up = false;
+            netns(s, "node-2")
+                .routes
+                .retain(|r| r.dev.as_deref() != Some("cali00001x00000"));
+        },
     ));
     out
 }
 
 fn calico_vxlan() -> Vec<Case> {
     let cni = CniMode::CalicoVxlan;
-    let mut out = vec![
-        healthy(
-            cni,
-            "healthy-pod-to-pod-cross-node",
-            "default/web-2-1",
-            8080,
-        ),
-        healthy(cni, "healthy-pod-to-service", "service/default/web-0", 80),
-    ];
-    let mut s = three_nodes(cni);
-    fdb(
-        &mut s,
-        "node-1",
-        "vxlan.calico",
-        "0e:6e:73:6c:00:02",
-        Some("192.168.0.4"),
-    );
-    out.push(cross_node(
+    let mut out = healthy_pod_and_service(cni);
+    out.push(broken(
         cni,
         "vxlan-fdb-wrong-vtep",
-        s,
         FindingCode::VxlanFdbWrong,
         "node-1",
+        |s| {
+            fdb(
+                s,
+                "node-1",
+                "vxlan.calico",
+                "0e:6e:73:6c:00:02",
+                Some("192.168.0.4"),
+            );
+        },
     ));
 
-    let mut s = three_nodes(cni);
-    link(&mut s, "node-2", "eth0").mtu = 1400;
-    out.push(cross_node(
+    out.push(broken(
         cni,
         "underlay-mtu-below-vxlan",
-        s,
         FindingCode::LinkMtuMismatch,
         "node-2",
+        |s| {
+            link(s, "node-2", "eth0").mtu = 1400;
+        },
     ));
 
-    let mut s = three_nodes(cni);
-    conntrack_full(&mut s, "node-2");
-    out.push(cross_node(
+    out.push(broken(
         cni,
         "conntrack-full",
-        s,
         FindingCode::ConntrackFull,
         "node-2",
+        |s| {
+            conntrack_full(s, "node-2");
+        },
     ));
     out
 }
@@ -528,16 +517,16 @@ fn calico_crosssubnet() -> Vec<Case> {
         healthy(cni, "healthy-same-subnet-direct", "default/web-3-1", 8080),
         healthy(cni, "healthy-across-subnets-vxlan", "default/web-2-1", 8080),
     ];
-    let mut s = three_nodes(cni);
-    netns(&mut s, "node-1")
-        .routes
-        .retain(|r| r.dst.to_string() != "10.244.1.0/24");
-    out.push(cross_node(
+    out.push(broken(
         cni,
         "route-missing-across-subnets",
-        s,
         FindingCode::RouteMissing,
         "node-1",
+        |s| {
+            netns(s, "node-1")
+                .routes
+                .retain(|r| r.dst.to_string() != "10.244.1.0/24");
+        },
     ));
 
     let mut s = three_nodes(cni);
@@ -560,37 +549,29 @@ fn calico_crosssubnet() -> Vec<Case> {
 
 fn calico_ipip() -> Vec<Case> {
     let cni = CniMode::CalicoIpip;
-    let mut out = vec![
-        healthy(
-            cni,
-            "healthy-pod-to-pod-cross-node",
-            "default/web-2-1",
-            8080,
-        ),
-        healthy(cni, "healthy-pod-to-service", "service/default/web-0", 80),
-    ];
-    let mut s = three_nodes(cni);
-    node1_pod_mtu(&mut s, 1500, None);
-    out.push(cross_node(
+    let mut out = healthy_pod_and_service(cni);
+    out.push(broken(
         cni,
         "pod-mtu-above-ipip",
-        s,
         FindingCode::LinkMtuMismatch,
         "node-1",
+        |s| {
+            node1_pod_mtu(s, 1500, None);
+        },
     ));
 
     // Someone "fixed" the route by hand without the tunnel: IPIP pools need tunl0.
-    let mut s = three_nodes(cni);
-    let r = route_of(&mut s, "node-1", "10.244.1.0/24");
-    r.dev = Some("eth0".into());
-    r.onlink = false;
-    r.protocol = None;
-    out.push(cross_node(
+    out.push(broken(
         cni,
         "route-bypasses-tunnel",
-        s,
         FindingCode::RouteWrong,
         "node-1",
+        |s| {
+            let r = route_of(s, "node-1", "10.244.1.0/24");
+            r.dev = Some("eth0".into());
+            r.onlink = false;
+            r.protocol = None;
+        },
     ));
     out
 }
@@ -617,15 +598,15 @@ fn generic() -> Vec<Case> {
         None,
     )];
     // node-2 returns node-1's pods through node-3, whose conntrack never saw the SYN.
-    let mut s = generic_bridge();
-    route_of(&mut s, "node-2", "10.244.0.0/24").gateway =
-        Some("192.168.0.4".parse().expect("valid"));
-    out.push(cross_node(
+    out.push(broken(
         cni,
         "asymmetric-return-conntrack-invalid",
-        s,
         FindingCode::ConntrackInvalid,
         "node-3",
+        |s| {
+            route_of(s, "node-2", "10.244.0.0/24").gateway =
+                Some("192.168.0.4".parse().expect("valid"));
+        },
     ));
     out
 }
