@@ -181,6 +181,18 @@ fn set_rules(s: &mut Snapshot, node: &str, rules: String) {
         .ipv4 = Some(rules);
 }
 
+/// Both nodes' rules as kube-proxy writes them from `s`'s Services and slices, with
+/// kube-router's chains for the policies of `enforced` merged in when given.
+fn sync_node_rules(s: &mut Snapshot, enforced: Option<&Snapshot>) {
+    for node in ["node-1", "node-2"] {
+        let mut rules = kube_proxy_rules(s, node);
+        if let Some(enforced) = enforced {
+            rules = with_policy_rules(&rules, enforced, node);
+        }
+        set_rules(s, node, rules);
+    }
+}
+
 fn policy(yaml: serde_json::Value) -> NetworkPolicy {
     serde_json::from_value(yaml).expect("test policy")
 }
@@ -209,10 +221,8 @@ pub fn cases() -> Vec<Case> {
     // Ingress: db pods accept only the api pods; the frontend is rejected on node-2.
     let mut s = base();
     s.kubernetes.network_policies.push(db_from_api());
-    for node in ["node-1", "node-2"] {
-        let rules = with_policy_rules(&kube_proxy_rules(&s, node), &s, node);
-        set_rules(&mut s, node, rules);
-    }
+    let enforced = s.clone();
+    sync_node_rules(&mut s, Some(&enforced));
     out.push(case(
         "policy-ingress-denied",
         s,
@@ -235,10 +245,7 @@ pub fn cases() -> Vec<Case> {
     let mut resolved = egress;
     resolved["spec"]["egress"] = serde_json::json!([]);
     as_enforced.kubernetes.network_policies = vec![policy(resolved)];
-    for node in ["node-1", "node-2"] {
-        let rules = with_policy_rules(&kube_proxy_rules(&s, node), &as_enforced, node);
-        set_rules(&mut s, node, rules);
-    }
+    sync_node_rules(&mut s, Some(&as_enforced));
     out.push(case(
         "policy-egress-denied-named-port",
         s,
@@ -254,10 +261,7 @@ pub fn cases() -> Vec<Case> {
     spec.external_traffic_policy = Some("Local".into());
     spec.ports.as_mut().expect("ports")[0].node_port = Some(30080);
     spec.ports.as_mut().expect("ports")[0].target_port = Some(IntOrString::String("http".into()));
-    for node in ["node-1", "node-2"] {
-        let rules = kube_proxy_rules(&s, node);
-        set_rules(&mut s, node, rules);
-    }
+    sync_node_rules(&mut s, None);
     out.push(case(
         "etp-local-no-local-endpoint",
         s,
@@ -279,10 +283,7 @@ pub fn cases() -> Vec<Case> {
     for slice in &mut s.kubernetes.endpoint_slices {
         slice.endpoints.clear();
     }
-    for node in ["node-1", "node-2"] {
-        let rules = kube_proxy_rules(&s, node);
-        set_rules(&mut s, node, rules);
-    }
+    sync_node_rules(&mut s, None);
     out.push(case(
         "named-port-missing",
         s,
@@ -347,10 +348,7 @@ pub fn cases() -> Vec<Case> {
         .as_mut()
         .expect("spec")
         .cluster_ip = Some("None".into());
-    for node in ["node-1", "node-2"] {
-        let rules = kube_proxy_rules(&s, node);
-        set_rules(&mut s, node, rules);
-    }
+    sync_node_rules(&mut s, None);
     out.push(Case {
         verdict: Verdict::Delivered,
         ..case(
@@ -376,10 +374,7 @@ pub fn cases() -> Vec<Case> {
             port.port = Some(9090);
         }
     }
-    for node in ["node-1", "node-2"] {
-        let rules = kube_proxy_rules(&s, node);
-        set_rules(&mut s, node, rules);
-    }
+    sync_node_rules(&mut s, None);
     out.push(case(
         "wrong-target-port",
         s,
