@@ -1,95 +1,414 @@
-//! The eBPF packetloss probe run by the agent over lab pods: a DROP rule in the server pod's
-//! netns makes the kernel drop the client's SYNs; the drops must show up as the server pod's
-//! `packetloss` counters (reason NETFILTER_DROP) and as `PacketLoss` events labelled with that
-//! pod. Needs root, BTF and tracepoints (skips with the loader's reason when the probe cannot
-//! load, which `/status` shows as Failed).
+//! The eBPF probes run by the agent over lab pods (network namespaces registered as pods through
+//! an inventory file). Each test loads one probe through the agent, causes the thing in a
+//! client/server pod pair — a netfilter DROP, UDP to a closed port, a connect to a closed port,
+//! lost segments of an established connection, a slow reader — and asserts the metric delta
+//! labelled with the right pod (`k8s_namespace`/`k8s_pod`) and the event attributed to it.
+//! Needs root, BTF and tracepoints; a test skips with the loader's reason when its probe cannot
+//! load (which `/status` shows as Failed).
 
 mod common;
 
-use std::net::TcpStream;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use agent::agent::Agent;
+use agent::events::Event;
 use common::{agent_with, sample, PodPair};
+use tokio::sync::broadcast;
+
+/// How long the agent gets to show what the kernel counted (probes are read per scrape, events
+/// are drained by a poll loop).
+const SETTLE: Duration = Duration::from_secs(10);
+
+const CLIENT_IP: &str = "10.77.0.1";
+const SERVER_IP: &str = "10.77.0.2";
+
+/// The two lab pods of a [`PodPair`]: `client` in netns a, `server` in netns b.
+#[derive(Clone, Copy, Debug)]
+enum Pod {
+    Client,
+    Server,
+}
+
+impl Pod {
+    fn name(self) -> &'static str {
+        match self {
+            Pod::Client => "client",
+            Pod::Server => "server",
+        }
+    }
+}
+
+/// An agent running one eBPF probe as both metric and event probe over a fresh lab pod pair,
+/// with an event subscription opened before anything was caused.
+struct LabAgent {
+    pods: PodPair,
+    agent: Agent,
+    events: broadcast::Receiver<Arc<Event>>,
+}
+
+impl LabAgent {
+    /// `None` (after printing `/status`) when the probe cannot load on this host. `args` is the
+    /// probe's YAML args map; both halves get the same since they share one loader.
+    fn start(tag: &str, probe: &str, args: &str) -> Option<LabAgent> {
+        let pods = PodPair::new(tag);
+        let spec = format!("{{name: {probe}, args: {args}}}");
+        let agent = agent_with(
+            &format!("metrics:\n  probes: [{spec}]\nevent:\n  probes: [{spec}]\n"),
+            pods.podmap("node-1"),
+        );
+        let status = serde_json::to_value(agent.status()).unwrap();
+        if status["inuse_probes"]["metrics"][0]["state"] != "Running" {
+            eprintln!("{probe} cannot load here: {status}");
+            return None;
+        }
+        let events = agent.bus().subscribe();
+        Some(LabAgent {
+            pods,
+            agent,
+            events,
+        })
+    }
+
+    fn netns(&self, pod: Pod) -> &str {
+        match pod {
+            Pod::Client => &self.pods.a,
+            Pod::Server => &self.pods.b,
+        }
+    }
+
+    /// Runs `f` on a thread inside `pod`'s netns; sockets it creates stay in that netns.
+    fn in_pod<T: Send + 'static>(&self, pod: Pod, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/run/netns/{}", self.netns(pod));
+        std::thread::spawn(move || {
+            common::enter(&path);
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+
+    /// `iptables -w <rule>` in `pod`'s netns; the rule goes away with the netns.
+    fn iptables(&self, pod: Pod, rule: &str) {
+        let status = Command::new("ip")
+            .args(["netns", "exec", self.netns(pod), "iptables", "-w"])
+            .args(rule.split_whitespace())
+            .status()
+            .unwrap();
+        assert!(status.success(), "iptables {rule} in {pod:?}");
+    }
+
+    /// How much `series` grew since `before` once it grew by `at_least` (or the settle time
+    /// ran out), and the scrape it was read from.
+    fn increase(&self, before: &str, series: &str, at_least: f64) -> (f64, String) {
+        let start = sample(before, series).unwrap_or(0.0);
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let text = self.agent.render_metrics();
+            let grown = sample(&text, series).map(|now| now - start);
+            if grown.is_some_and(|g| g >= at_least) || Instant::now() > deadline {
+                let grown = grown.unwrap_or_else(|| panic!("no {series} in\n{text}"));
+                return (grown, text);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The first event that is `pod`'s and satisfies `wanted` (events of other netns, e.g. of
+    /// tests running alongside, have no pod here and are skipped).
+    fn event(&mut self, pod: Pod, what: &str, wanted: impl Fn(&Event) -> bool) -> Arc<Event> {
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "no {what} event for the {} pod",
+                pod.name()
+            );
+            match self.events.try_recv() {
+                Ok(e) if e.pod.as_ref().is_some_and(|p| p.name == pod.name()) && wanted(&e) => {
+                    return e
+                }
+                Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+}
+
+/// The label set of `pod` on node-1, namespace default, followed by the probe's own labels.
+fn labels(pod: Pod, own: &[(&str, &str)]) -> String {
+    let mut labels = format!(
+        "k8s_node=\"node-1\",k8s_namespace=\"default\",k8s_pod=\"{}\"",
+        pod.name()
+    );
+    for (name, value) in own {
+        labels.push_str(&format!(",{name}=\"{value}\""));
+    }
+    labels
+}
+
+/// `netsleuth_<metric>` of `pod` with the probe's own labels.
+fn series(metric: &str, pod: Pod, own: &[(&str, &str)]) -> String {
+    format!("netsleuth_{metric}{{{}}}", labels(pod, own))
+}
+
+/// The event as the sinks and `/events` get it, with the pod and node asserted.
+fn event_json(event: &Event, pod: Pod, kind: &str) -> serde_json::Value {
+    let json = serde_json::to_value(event).unwrap();
+    assert_eq!(json["type"], kind, "{json}");
+    assert_eq!(json["node"], "node-1", "{json}");
+    assert_eq!(json["pod"]["namespace"], "default", "{json}");
+    assert_eq!(json["pod"]["name"], pod.name(), "{json}");
+    json
+}
+
+/// The event's tuple as (protocol, src, dst) addresses, ports in host byte order.
+fn tuple(json: &serde_json::Value) -> (String, SocketAddr, SocketAddr) {
+    let end = |ip: &str, port: &str| -> SocketAddr {
+        format!(
+            "{}:{}",
+            json["tuple"][ip].as_str().unwrap(),
+            json["tuple"][port]
+        )
+        .parse()
+        .unwrap_or_else(|e| panic!("{e}: {json}"))
+    };
+    (
+        json["tuple"]["protocol"].as_str().unwrap().to_string(),
+        end("src", "sport"),
+        end("dst", "dport"),
+    )
+}
 
 #[test]
 fn netfilter_drops_in_a_lab_pod_are_counted_and_reported_for_that_pod() {
-    let pods = PodPair::new("e1");
-    let agent = agent_with(
-        "metrics:\n  probes: [{name: packetloss}]\nevent:\n  probes: [{name: packetloss}]\n",
-        pods.podmap("node-1"),
-    );
-    let status = serde_json::to_value(agent.status()).unwrap();
-    if status["inuse_probes"]["metrics"][0]["state"] != "Running" {
-        eprintln!("packetloss cannot load here: {status}");
+    let Some(mut lab) = LabAgent::start("e1", "packetloss", "{}") else {
         return;
-    }
-    let mut events = agent.bus().subscribe();
-    let rule = Command::new("ip")
-        .args([
-            "netns", "exec", &pods.b, "iptables", "-A", "INPUT", "-p", "tcp", "--dport", "8090",
-            "-j", "DROP",
-        ])
-        .status()
-        .unwrap();
-    assert!(rule.success(), "iptables in the server netns");
-    let before = agent.render_metrics();
+    };
+    lab.iptables(Pod::Server, "-A INPUT -p tcp --dport 8090 -j DROP");
+    let before = lab.agent.render_metrics();
 
     // The client's SYNs die in the server's INPUT chain.
-    let client = pods.a.clone();
-    std::thread::spawn(move || {
-        common::enter(&format!("/run/netns/{client}"));
+    lab.in_pod(Pod::Client, || {
         for _ in 0..3 {
             let _ = TcpStream::connect_timeout(
-                &"10.77.0.2:8090".parse().unwrap(),
+                &format!("{SERVER_IP}:8090").parse().unwrap(),
                 Duration::from_millis(300),
             );
         }
-    })
-    .join()
-    .unwrap();
+    });
 
-    let series = "netsleuth_packetloss_total{k8s_node=\"node-1\",k8s_namespace=\"default\",k8s_pod=\"server\",reason=\"NETFILTER_DROP\",protocol=\"tcp\"}";
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let after = loop {
-        let text = agent.render_metrics();
-        if sample(&text, series).unwrap_or(0.0) >= 3.0 || Instant::now() > deadline {
-            break text;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let dropped = sample(&after, series).unwrap_or_else(|| panic!("no {series} in\n{after}"))
-        - sample(&before, series).unwrap_or(0.0);
-    assert!(dropped >= 3.0, "{dropped} drops counted");
-    assert!(
-        sample(&after, "netsleuth_packetloss_netfilter_total{k8s_node=\"node-1\",k8s_namespace=\"default\",k8s_pod=\"server\"}").unwrap() >= 3.0
+    let dropped = series(
+        "packetloss_total",
+        Pod::Server,
+        &[("reason", "NETFILTER_DROP"), ("protocol", "tcp")],
     );
+    let (count, after) = lab.increase(&before, &dropped, 3.0);
+    assert!(count >= 3.0, "{count} drops counted");
+    let netfilter = |pod| series("packetloss_netfilter_total", pod, &[]);
+    assert!(sample(&after, &netfilter(Pod::Server)).unwrap() >= 3.0);
     // Nothing was dropped by netfilter in the client's netns.
-    assert!(sample(&after, "netsleuth_packetloss_netfilter_total{k8s_node=\"node-1\",k8s_namespace=\"default\",k8s_pod=\"client\"}").is_none());
+    assert!(sample(&after, &netfilter(Pod::Client)).is_none());
 
-    // The events: PacketLoss, the server pod, the reason and the SYN's 5-tuple.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let event = loop {
-        assert!(
-            Instant::now() < deadline,
-            "no PacketLoss event for the server pod"
-        );
-        match events.try_recv() {
-            Ok(e)
-                if e.pod.as_ref().is_some_and(|p| p.name == "server")
-                    && e.reason.as_deref() == Some("NETFILTER_DROP") =>
-            {
-                break e
-            }
-            Ok(_) => {}
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
-        }
+    let event = lab.event(Pod::Server, "NETFILTER_DROP", |e| {
+        e.reason.as_deref() == Some("NETFILTER_DROP")
+    });
+    let json = event_json(&event, Pod::Server, "PacketLoss");
+    let (protocol, src, dst) = tuple(&json);
+    assert_eq!(protocol, "tcp");
+    assert_eq!(src.ip().to_string(), CLIENT_IP);
+    assert_eq!(dst, format!("{SERVER_IP}:8090").parse().unwrap());
+}
+
+#[test]
+fn udp_to_a_closed_port_of_a_lab_pod_is_a_no_socket_drop_of_that_pod() {
+    let Some(mut lab) = LabAgent::start("e2", "packetloss", "{}") else {
+        return;
     };
-    let json = serde_json::to_value(&*event).unwrap();
-    assert_eq!(json["type"], "PacketLoss");
-    assert_eq!(json["node"], "node-1");
-    assert_eq!(json["pod"]["namespace"], "default");
-    assert_eq!(json["tuple"]["dst"], "10.77.0.2");
-    assert_eq!(json["tuple"]["dport"], 8090);
-    assert_eq!(json["tuple"]["src"], "10.77.0.1");
+    let before = lab.agent.render_metrics();
+    // Port 9 (discard) has no socket in the server pod.
+    let closed: SocketAddr = format!("{SERVER_IP}:9").parse().unwrap();
+    let sender = lab.in_pod(Pod::Client, move || {
+        let socket = UdpSocket::bind((CLIENT_IP, 0)).unwrap();
+        for _ in 0..5 {
+            socket.send_to(b"anyone?", closed).unwrap();
+        }
+        // Keep the socket until the ICMP errors are back, so they are not drops of their own.
+        std::thread::sleep(Duration::from_millis(200));
+        socket.local_addr().unwrap()
+    });
+
+    let no_socket = |pod| {
+        series(
+            "packetloss_total",
+            pod,
+            &[("reason", "NO_SOCKET"), ("protocol", "udp")],
+        )
+    };
+    let (count, after) = lab.increase(&before, &no_socket(Pod::Server), 5.0);
+    assert!(count >= 5.0, "{count} datagrams counted as NO_SOCKET drops");
+    assert!(
+        sample(&after, &no_socket(Pod::Client)).is_none(),
+        "the client pod dropped nothing:\n{after}"
+    );
+
+    let event = lab.event(Pod::Server, "NO_SOCKET", |e| {
+        e.reason.as_deref() == Some("NO_SOCKET")
+    });
+    let json = event_json(&event, Pod::Server, "PacketLoss");
+    assert_eq!(tuple(&json), ("udp".to_string(), sender, closed));
+}
+
+#[test]
+fn connect_to_a_closed_port_resets_are_counted_and_reported_for_both_pods() {
+    let Some(mut lab) = LabAgent::start("e3", "tcpreset", "{}") else {
+        return;
+    };
+    let before = lab.agent.render_metrics();
+    let closed: SocketAddr = format!("{SERVER_IP}:8091").parse().unwrap();
+    let refused = lab.in_pod(Pod::Client, move || {
+        TcpStream::connect(closed).unwrap_err().kind()
+    });
+    assert_eq!(refused, ErrorKind::ConnectionRefused);
+
+    // The server pod's kernel answers the SYN with a reset (no socket); the client pod's
+    // SYN_SENT socket receives it.
+    let sent = series(
+        "tcpreset_total",
+        Pod::Server,
+        &[("direction", "sent_nosock"), ("state", "NO_SOCKET")],
+    );
+    let (count, _) = lab.increase(&before, &sent, 1.0);
+    assert_eq!(count, 1.0, "one reset sent by the server pod");
+    let received = series(
+        "tcpreset_total",
+        Pod::Client,
+        &[("direction", "received"), ("state", "TCP_SYN_SENT")],
+    );
+    let (count, _) = lab.increase(&before, &received, 1.0);
+    assert_eq!(count, 1.0, "one reset received by the client pod");
+
+    let event = lab.event(Pod::Server, "TCPRESET_NOSOCK", |_| true);
+    let json = event_json(&event, Pod::Server, "TCPRESET_NOSOCK");
+    assert_eq!(json["reason"], "NO_SOCKET");
+    let (protocol, src, client) = tuple(&json);
+    assert_eq!(
+        (protocol.as_str(), src),
+        ("tcp", closed),
+        "src is the resetting end"
+    );
+    assert_eq!(client.ip().to_string(), CLIENT_IP);
+    let event = lab.event(Pod::Client, "TCPRESET_RECEIVE", |_| true);
+    let json = event_json(&event, Pod::Client, "TCPRESET_RECEIVE");
+    assert_eq!(json["reason"], "TCP_SYN_SENT");
+    assert_eq!(
+        tuple(&json),
+        ("tcp".to_string(), client, closed),
+        "both events name the same connection"
+    );
+}
+
+/// A connection from the client pod to a listener in the server pod: (client socket, accepted
+/// socket). Both sockets stay in their pods' netns.
+fn connection(lab: &LabAgent, port: u16) -> (TcpStream, TcpStream) {
+    let listener = lab.in_pod(Pod::Server, move || {
+        TcpListener::bind((SERVER_IP, port)).unwrap()
+    });
+    let client = lab.in_pod(Pod::Client, move || {
+        TcpStream::connect((SERVER_IP, port)).unwrap()
+    });
+    let (accepted, _) = listener.accept().unwrap();
+    (client, accepted)
+}
+
+#[test]
+fn lost_segments_of_an_established_connection_are_retransmits_of_the_sending_pod() {
+    let Some(mut lab) = LabAgent::start("e4", "tcpretrans", "{}") else {
+        return;
+    };
+    let (mut client, _accepted) = connection(&lab, 8092);
+    let before = lab.agent.render_metrics();
+    // From here on the server pod never sees the client's segments.
+    lab.iptables(Pod::Server, "-A INPUT -p tcp --dport 8092 -j DROP");
+    client.write_all(b"lost between the pods").unwrap();
+    // The RTO starts at 200 ms+ and doubles: 1.5 s gives at least two retransmissions.
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let retransmits = |pod| series("tcpretrans_total", pod, &[("state", "TCP_ESTABLISHED")]);
+    let (count, after) = lab.increase(&before, &retransmits(Pod::Client), 2.0);
+    assert!(count >= 2.0, "{count} retransmits counted");
+    assert!(
+        sample(&after, &retransmits(Pod::Server)).is_none(),
+        "the server pod sent nothing:\n{after}"
+    );
+
+    let event = lab.event(Pod::Client, "TCPRetrans", |_| true);
+    let json = event_json(&event, Pod::Client, "TCPRetrans");
+    assert_eq!(json["reason"], "TCP_ESTABLISHED");
+    assert_eq!(
+        tuple(&json),
+        (
+            "tcp".to_string(),
+            client.local_addr().unwrap(),
+            client.peer_addr().unwrap()
+        )
+    );
+}
+
+#[test]
+fn a_slow_reader_in_a_lab_pod_shows_socket_queue_latency_for_that_pod() {
+    let Some(mut lab) = LabAgent::start("e5", "socketlatency", "{slowThresholdMs: 100}") else {
+        return;
+    };
+    let (mut client, mut accepted) = connection(&lab, 8093);
+    let before = lab.agent.render_metrics();
+    accepted.write_all(&[7u8; 100]).unwrap();
+    // The data waits 300 ms in the client pod's socket before the client reads it.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut buf = [0u8; 100];
+    client.read_exact(&mut buf).unwrap();
+
+    let histogram = |suffix, pod| {
+        series(
+            &format!("socketlatency_read_latency_seconds_{suffix}"),
+            pod,
+            &[("protocol", "tcp")],
+        )
+    };
+    let (reads, after) = lab.increase(&before, &histogram("count", Pod::Client), 1.0);
+    assert!(reads >= 1.0, "{reads} reads in the client pod");
+    let waited = sample(&after, &histogram("sum", Pod::Client)).unwrap()
+        - sample(&before, &histogram("sum", Pod::Client)).unwrap_or(0.0);
+    assert!(
+        waited >= 0.3,
+        "{waited} s waited in the client pod's socket"
+    );
+    // The wait lands above the 2^27 ns (~134 ms) bucket bound.
+    let fast_bound = Duration::from_nanos(1 << 27).as_secs_f64();
+    let fast = format!(
+        "netsleuth_socketlatency_read_latency_seconds_bucket{{le=\"{fast_bound}\",{}}}",
+        labels(Pod::Client, &[("protocol", "tcp")])
+    );
+    let fast_reads = sample(&after, &fast).unwrap_or_else(|| panic!("no {fast} in\n{after}"))
+        - sample(&before, &fast).unwrap_or(0.0);
+    assert!(reads - fast_reads >= 1.0, "{after}");
+    assert!(
+        sample(&after, &histogram("count", Pod::Server)).is_none(),
+        "the server pod read nothing:\n{after}"
+    );
+
+    let event = lab.event(Pod::Client, "SOCKETLAT_READSLOW", |_| true);
+    let json = event_json(&event, Pod::Client, "SOCKETLAT_READSLOW");
+    assert_eq!(
+        tuple(&json),
+        (
+            "tcp".to_string(),
+            client.local_addr().unwrap(),
+            client.peer_addr().unwrap()
+        ),
+        "src is the reading socket"
+    );
 }
