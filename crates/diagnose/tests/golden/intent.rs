@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use diagnose::synthetic::{flannel_host_gw, ClusterSize};
-use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::core::v1::{ObjectReference, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -193,6 +193,16 @@ fn sync_node_rules(s: &mut Snapshot, enforced: Option<&Snapshot>) {
     }
 }
 
+/// The spec of the cluster's one Service (`default/web-0`).
+fn service_spec(s: &mut Snapshot) -> &mut ServiceSpec {
+    s.kubernetes.services[0].spec.as_mut().expect("spec")
+}
+
+/// The one port of the cluster's one Service.
+fn service_port(s: &mut Snapshot) -> &mut ServicePort {
+    &mut service_spec(s).ports.as_mut().expect("ports")[0]
+}
+
 fn policy(yaml: serde_json::Value) -> NetworkPolicy {
     serde_json::from_value(yaml).expect("test policy")
 }
@@ -256,11 +266,11 @@ pub fn cases() -> Vec<Case> {
     // externalTrafficPolicy=Local NodePort reached on node-2, whose kube-proxy has no local
     // endpoint (both run on node-1): traffic from another node is dropped.
     let mut s = base();
-    let spec = s.kubernetes.services[0].spec.as_mut().expect("spec");
+    let spec = service_spec(&mut s);
     spec.type_ = Some("NodePort".into());
     spec.external_traffic_policy = Some("Local".into());
-    spec.ports.as_mut().expect("ports")[0].node_port = Some(30080);
-    spec.ports.as_mut().expect("ports")[0].target_port = Some(IntOrString::String("http".into()));
+    service_port(&mut s).node_port = Some(30080);
+    service_port(&mut s).target_port = Some(IntOrString::String("http".into()));
     sync_node_rules(&mut s, None);
     out.push(case(
         "etp-local-no-local-endpoint",
@@ -272,14 +282,7 @@ pub fn cases() -> Vec<Case> {
     // A named targetPort no pod declares: the EndpointSlice controller publishes no endpoint,
     // and kube-proxy rejects the ClusterIP.
     let mut s = base();
-    s.kubernetes.services[0]
-        .spec
-        .as_mut()
-        .expect("spec")
-        .ports
-        .as_mut()
-        .expect("ports")[0]
-        .target_port = Some(IntOrString::String("metrics".into()));
+    service_port(&mut s).target_port = Some(IntOrString::String("metrics".into()));
     for slice in &mut s.kubernetes.endpoint_slices {
         slice.endpoints.clear();
     }
@@ -343,11 +346,7 @@ pub fn cases() -> Vec<Case> {
 
     // A headless Service: its name resolves to the pods, each reached directly.
     let mut s = base();
-    s.kubernetes.services[0]
-        .spec
-        .as_mut()
-        .expect("spec")
-        .cluster_ip = Some("None".into());
+    service_spec(&mut s).cluster_ip = Some("None".into());
     sync_node_rules(&mut s, None);
     out.push(Case {
         verdict: Verdict::Delivered,
@@ -361,14 +360,7 @@ pub fn cases() -> Vec<Case> {
 
     // targetPort 9090 while the pods serve 8080: kube-proxy DNATs to a closed port.
     let mut s = base();
-    s.kubernetes.services[0]
-        .spec
-        .as_mut()
-        .expect("spec")
-        .ports
-        .as_mut()
-        .expect("ports")[0]
-        .target_port = Some(IntOrString::Int(9090));
+    service_port(&mut s).target_port = Some(IntOrString::Int(9090));
     for slice in &mut s.kubernetes.endpoint_slices {
         for port in slice.ports.iter_mut().flatten() {
             port.port = Some(9090);
@@ -600,11 +592,7 @@ fn external_traffic_policy_local_does_not_apply_to_pod_clients() {
 #[test]
 fn internal_traffic_policy_local_without_an_endpoint_on_the_client_node() {
     let mut s = base();
-    s.kubernetes.services[0]
-        .spec
-        .as_mut()
-        .expect("spec")
-        .internal_traffic_policy = Some("Local".into());
+    service_spec(&mut s).internal_traffic_policy = Some("Local".into());
     let d = diagnose(&s, "default/web-2-1", "service/default/web-0", 80);
     let f = only(&d, FindingCode::ServiceNoLocalEndpoint);
     assert_eq!(f.place.node.as_deref(), Some("node-2"));
@@ -667,11 +655,7 @@ fn endpoints_that_are_not_ready_are_listed_by_pod() {
 #[test]
 fn publish_not_ready_addresses_reaching_unready_pods_is_noted() {
     let mut s = base();
-    s.kubernetes.services[0]
-        .spec
-        .as_mut()
-        .expect("spec")
-        .publish_not_ready_addresses = Some(true);
+    service_spec(&mut s).publish_not_ready_addresses = Some(true);
     let pod = s
         .kubernetes
         .pods
@@ -710,7 +694,7 @@ fn a_port_the_service_lacks_is_named_with_the_ports_it_has() {
 fn cluster_external_and_load_balancer_addresses_are_the_service() {
     let mut s = base();
     s.kubernetes.endpoint_slices[0].endpoints.clear();
-    let spec = s.kubernetes.services[0].spec.as_mut().expect("spec");
+    let spec = service_spec(&mut s);
     spec.external_ips = Some(vec!["203.0.113.10".into()]);
     s.kubernetes.services[0].status = Some(k8s_openapi::api::core::v1::ServiceStatus {
         load_balancer: Some(k8s_openapi::api::core::v1::LoadBalancerStatus {
