@@ -10,6 +10,7 @@
 //!
 //! Pure: nothing here changes the snapshot or walks packets; the walker asks.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
@@ -329,8 +330,9 @@ pub struct Datapath<'a> {
     /// clusters with a thousand nodes).
     node_index: HashMap<String, usize>,
     hosts: HashMap<&'a str, &'a NetnsRecord>,
-    /// Pod IP (non-hostNetwork) → node name.
-    pod_node: HashMap<IpAddr, String>,
+    /// Pod IP (non-hostNetwork) → node name, for the addresses asked about so far (scanning
+    /// the pods once per address beats indexing every pod of a large cluster per diagnosis).
+    pod_node: RefCell<HashMap<IpAddr, Option<&'a str>>>,
 }
 
 impl<'a> Datapath<'a> {
@@ -393,21 +395,6 @@ impl<'a> Datapath<'a> {
                 }
             })
             .collect();
-        let pod_node = snapshot
-            .kubernetes
-            .pods
-            .iter()
-            .filter(|p| {
-                !p.spec
-                    .as_ref()
-                    .and_then(|s| s.host_network)
-                    .unwrap_or(false)
-            })
-            .filter_map(|p| {
-                let ip = p.status.as_ref()?.pod_ip.as_deref()?.parse().ok()?;
-                Some((ip, p.spec.as_ref()?.node_name.clone()?))
-            })
-            .collect();
         let node_index = nodes
             .iter()
             .enumerate()
@@ -421,7 +408,7 @@ impl<'a> Datapath<'a> {
             nodes,
             node_index,
             hosts,
-            pod_node,
+            pod_node: RefCell::default(),
         }
     }
 
@@ -444,7 +431,7 @@ impl<'a> Datapath<'a> {
 
     /// The node whose pod holds `ip`: the pod's nodeName, else the podCIDR containing it.
     fn node_of_pod_ip(&self, ip: IpAddr) -> Option<&NodeIntent> {
-        match self.pod_node.get(&ip) {
+        match self.pod_node_name(ip) {
             Some(name) => self.node(name),
             None => self
                 .nodes
@@ -455,7 +442,26 @@ impl<'a> Datapath<'a> {
 
     /// Whether `ip` is in the pod network.
     pub fn is_pod_ip(&self, ip: IpAddr) -> bool {
-        self.pod_node.contains_key(&ip) || self.cluster.iter().any(|c| c.contains(&ip))
+        self.pod_node_name(ip).is_some() || self.cluster.iter().any(|c| c.contains(&ip))
+    }
+
+    /// The nodeName of the (non-hostNetwork) pod with `ip` as its podIP; the last such pod when
+    /// a stale one still lists it.
+    fn pod_node_name(&self, ip: IpAddr) -> Option<&'a str> {
+        if let Some(found) = self.pod_node.borrow().get(&ip) {
+            return *found;
+        }
+        let snapshot: &'a Snapshot = self.snapshot;
+        let found = snapshot.kubernetes.pods.iter().rev().find_map(|p| {
+            let spec = p.spec.as_ref()?;
+            if spec.host_network.unwrap_or(false) {
+                return None;
+            }
+            let pod_ip: IpAddr = p.status.as_ref()?.pod_ip.as_deref()?.parse().ok()?;
+            (pod_ip == ip).then_some(spec.node_name.as_deref()?)
+        });
+        self.pod_node.borrow_mut().insert(ip, found);
+        found
     }
 
     /// The bridge pod veths must be enslaved to, for bridge-based plugins.

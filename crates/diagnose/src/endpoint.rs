@@ -1,6 +1,7 @@
 //! Resolving what the user typed (`default/web`, `node/node-1`, `service/default/web`, an IP) to
-//! an address and the network namespace it lives in, through an index built once per snapshot.
+//! an address and the network namespace it lives in, through lookups remembered for one diagnosis.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
@@ -49,42 +50,49 @@ impl std::str::FromStr for EndpointSpec {
     }
 }
 
-/// Lookup tables over a snapshot, built once; every per-hop question is a hash lookup.
+/// Lookups over a snapshot for one diagnosis. A diagnosis asks about a few dozen netns and
+/// addresses of a snapshot that may hold tens of thousands, so nothing is indexed up front: each
+/// question is answered by a scan the first time and remembered (one scan per distinct question,
+/// instead of hashing the whole snapshot on every diagnosis).
 pub struct Index<'a> {
     pub snapshot: &'a Snapshot,
-    netns: HashMap<&'a str, &'a NetnsRecord>,
+    netns: RefCell<HashMap<String, Option<&'a NetnsRecord>>>,
     /// Which netns holds an address (loopback addresses excluded: every netns has them).
-    owner_of_ip: HashMap<IpAddr, &'a str>,
+    owner_of_ip: RefCell<HashMap<IpAddr, Option<&'a NetnsRecord>>>,
 }
 
 impl<'a> Index<'a> {
     pub fn new(snapshot: &'a Snapshot) -> Index<'a> {
-        let mut netns = HashMap::with_capacity(snapshot.netns.len());
-        let mut owner_of_ip = HashMap::new();
-        for record in &snapshot.netns {
-            netns.insert(record.id.as_str(), record);
-            for addr in &record.state.addresses {
-                if !addr.address.is_loopback() && addr.dev != "lo" {
-                    owner_of_ip
-                        .entry(addr.address)
-                        .or_insert(record.id.as_str());
-                }
-            }
-        }
         Index {
             snapshot,
-            netns,
-            owner_of_ip,
+            netns: RefCell::default(),
+            owner_of_ip: RefCell::default(),
         }
     }
 
     pub fn netns(&self, id: &str) -> Option<&'a NetnsRecord> {
-        self.netns.get(id).copied()
+        if let Some(found) = self.netns.borrow().get(id) {
+            return *found;
+        }
+        let found = self.snapshot.netns(id);
+        self.netns.borrow_mut().insert(id.to_string(), found);
+        found
     }
 
-    /// The netns that holds `ip` on one of its devices.
+    /// The netns that holds `ip` on one of its devices (the first one, in snapshot order).
     pub fn owner_of(&self, ip: IpAddr) -> Option<&'a NetnsRecord> {
-        self.owner_of_ip.get(&ip).and_then(|id| self.netns(id))
+        if let Some(found) = self.owner_of_ip.borrow().get(&ip) {
+            return *found;
+        }
+        let found = self.snapshot.netns.iter().find(|record| {
+            record
+                .state
+                .addresses
+                .iter()
+                .any(|a| a.address == ip && !a.address.is_loopback() && a.dev != "lo")
+        });
+        self.owner_of_ip.borrow_mut().insert(ip, found);
+        found
     }
 
     /// Resolve an endpoint to (address, netns). The netns is `None` for addresses outside the
@@ -166,9 +174,9 @@ impl<'a> Index<'a> {
                         })?;
                     return Ok((ip, self.owner_of(ip)));
                 }
-                let ip = cluster_ip
-                    .and_then(|ip| ip.parse().ok())
-                    .ok_or_else(|| EndpointError::NoAddress(raw.to_string(), "no clusterIP".into()))?;
+                let ip = cluster_ip.and_then(|ip| ip.parse().ok()).ok_or_else(|| {
+                    EndpointError::NoAddress(raw.to_string(), "no clusterIP".into())
+                })?;
                 Ok((ip, None))
             }
         }

@@ -20,6 +20,7 @@
 //! endpoint, never to a ClusterIP). Pure: reads the snapshot's Kubernetes objects only, never the
 //! datapath; comparing the two with the walk is `check`'s business.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::IpAddr;
@@ -290,11 +291,14 @@ impl Isolation {
     }
 }
 
-/// Lookups over the snapshot's objects, built once per diagnosis.
+/// Lookups over the snapshot's objects for one diagnosis. Pods are looked up by the few
+/// addresses a diagnosis asks about, each scanned for once and remembered, not indexed up front
+/// (a snapshot may hold tens of thousands).
 pub struct PolicyIndex<'a> {
+    pods: &'a [Pod],
     policies: Vec<&'a NetworkPolicy>,
-    /// Non-hostNetwork pods by every address in `status.podIPs` / `status.podIP`.
-    pods_by_ip: HashMap<IpAddr, &'a Pod>,
+    /// Non-hostNetwork pods by an address in `status.podIPs` / `status.podIP`, as asked so far.
+    pods_by_ip: RefCell<HashMap<IpAddr, Option<&'a Pod>>>,
     namespace_labels: HashMap<&'a str, &'a BTreeMap<String, String>>,
 }
 
@@ -310,6 +314,28 @@ fn pod_key(pod: &Pod) -> String {
     )
 }
 
+/// The pod (not hostNetwork) holding `ip`: the last Running one, as the API server's latest
+/// assignment; without one, the first finished pod that still carries it.
+fn pod_with_address(pods: &[Pod], ip: IpAddr) -> Option<&Pod> {
+    let holding = pods.iter().filter(|p| !is_host_network(p)).filter(|p| {
+        p.status.as_ref().is_some_and(|status| {
+            status
+                .pod_ips
+                .iter()
+                .flatten()
+                .map(|a| a.ip.as_str())
+                .chain(status.pod_ip.as_deref())
+                .any(|a| a.parse::<IpAddr>().ok() == Some(ip))
+        })
+    });
+    let running = |p: &&Pod| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+    holding
+        .clone()
+        .filter(running)
+        .last()
+        .or_else(|| holding.clone().next())
+}
+
 fn is_host_network(pod: &Pod) -> bool {
     pod.spec
         .as_ref()
@@ -319,23 +345,6 @@ fn is_host_network(pod: &Pod) -> bool {
 
 impl<'a> PolicyIndex<'a> {
     pub fn new(k8s: &'a KubeObjects) -> PolicyIndex<'a> {
-        let mut pods_by_ip = HashMap::new();
-        for pod in k8s.pods.iter().filter(|p| !is_host_network(p)) {
-            let Some(status) = &pod.status else { continue };
-            let running = status.phase.as_deref() == Some("Running");
-            let addresses = status
-                .pod_ips
-                .iter()
-                .flatten()
-                .map(|a| a.ip.as_str())
-                .chain(status.pod_ip.as_deref());
-            for ip in addresses.filter_map(|a| a.parse::<IpAddr>().ok()) {
-                // A finished pod may still carry an address a running pod now uses.
-                if running || !pods_by_ip.contains_key(&ip) {
-                    pods_by_ip.insert(ip, pod);
-                }
-            }
-        }
         let mut policies: Vec<&NetworkPolicy> = k8s.network_policies.iter().collect();
         policies.sort_by_key(|p| (namespace_of(&p.metadata), p.metadata.name.as_deref()));
         let namespace_labels = k8s
@@ -344,8 +353,9 @@ impl<'a> PolicyIndex<'a> {
             .filter_map(|n| Some((n.metadata.name.as_deref()?, n.metadata.labels.as_ref()?)))
             .collect();
         PolicyIndex {
+            pods: &k8s.pods,
             policies,
-            pods_by_ip,
+            pods_by_ip: RefCell::default(),
             namespace_labels,
         }
     }
@@ -357,7 +367,12 @@ impl<'a> PolicyIndex<'a> {
 
     /// The pod (not hostNetwork) that owns `ip`.
     pub fn pod_at(&self, ip: IpAddr) -> Option<&'a Pod> {
-        self.pods_by_ip.get(&ip).copied()
+        if let Some(found) = self.pods_by_ip.borrow().get(&ip) {
+            return *found;
+        }
+        let found = pod_with_address(self.pods, ip);
+        self.pods_by_ip.borrow_mut().insert(ip, found);
+        found
     }
 
     /// A namespace's labels. The API server always sets `kubernetes.io/metadata.name`, so it is

@@ -311,7 +311,7 @@ pub struct Context<'a, 'p> {
     /// The destination as resolved (a node address for NodePort access).
     pub dst_ip: IpAddr,
     /// Pods by address (the policy index doubles as the cluster's pod directory).
-    pub pods: &'a crate::policy::PolicyIndex<'a>,
+    pub pods: &'p crate::policy::PolicyIndex<'a>,
     /// The node the client's netns is on.
     pub src_node: &'a str,
     pub ends: &'p [crate::PathEnd<'p>],
