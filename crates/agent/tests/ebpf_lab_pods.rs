@@ -1,7 +1,7 @@
 //! The eBPF probes run by the agent over lab pods (network namespaces registered as pods through
 //! an inventory file). Each test loads one probe through the agent, causes the thing in a
 //! client/server pod pair — a netfilter DROP, UDP to a closed port, a connect to a closed port,
-//! lost segments of an established connection, a slow reader — and asserts the metric delta
+//! lost segments of an established connection, a slow reader, a rate-limited qdisc — and asserts the metric delta
 //! labelled with the right pod (`k8s_namespace`/`k8s_pod`) and the event attributed to it.
 //! Needs root, BTF and tracepoints; a test skips with the loader's reason when its probe cannot
 //! load (which `/status` shows as Failed).
@@ -117,6 +117,36 @@ impl LabAgent {
         }
     }
 
+    /// How histogram `metric` of `pod` grew since `before`, once it has `at_least` more
+    /// samples (or the settle time ran out), and the scrape it was read from.
+    fn histogram_increase(
+        &self,
+        before: &str,
+        metric: &str,
+        pod: Pod,
+        own: &[(&str, &str)],
+        at_least: f64,
+    ) -> (HistogramGrowth, String) {
+        let part = |suffix: &str| series(&format!("{metric}_{suffix}"), pod, own);
+        let (samples, after) = self.increase(before, &part("count"), at_least);
+        let growth = |series: &str| {
+            sample(&after, series).unwrap_or_else(|| panic!("no {series} in\n{after}"))
+                - sample(before, series).unwrap_or(0.0)
+        };
+        // Buckets are log2; 2^27 ns (~134 ms) is the bound the tests' waits clearly exceed.
+        let fast_bound = Duration::from_nanos(1 << 27).as_secs_f64();
+        let fast = format!(
+            "netsleuth_{metric}_bucket{{le=\"{fast_bound}\",{}}}",
+            labels(pod, own)
+        );
+        let growth = HistogramGrowth {
+            samples,
+            slower_than_134ms: samples - growth(&fast),
+            seconds: growth(&part("sum")),
+        };
+        (growth, after)
+    }
+
     /// The first event that is `pod`'s and satisfies `wanted` (events of other netns, e.g. of
     /// tests running alongside, have no pod here and are skipped).
     fn event(&mut self, pod: Pod, what: &str, wanted: impl Fn(&Event) -> bool) -> Arc<Event> {
@@ -153,6 +183,14 @@ fn labels(pod: Pod, own: &[(&str, &str)]) -> String {
 /// `netsleuth_<metric>` of `pod` with the probe's own labels.
 fn series(metric: &str, pod: Pod, own: &[(&str, &str)]) -> String {
     format!("netsleuth_{metric}{{{}}}", labels(pod, own))
+}
+
+/// What a histogram gained between two scrapes.
+#[derive(Debug)]
+struct HistogramGrowth {
+    samples: f64,
+    slower_than_134ms: f64,
+    seconds: f64,
 }
 
 /// The event as the sinks and `/events` get it, with the pod and node asserted.
@@ -371,32 +409,21 @@ fn a_slow_reader_in_a_lab_pod_shows_socket_queue_latency_for_that_pod() {
     let mut buf = [0u8; 100];
     client.read_exact(&mut buf).unwrap();
 
-    let histogram = |suffix, pod| {
-        series(
-            &format!("socketlatency_read_latency_seconds_{suffix}"),
-            pod,
-            &[("protocol", "tcp")],
+    let metric = "socketlatency_read_latency_seconds";
+    let tcp = [("protocol", "tcp")];
+    let (reads, after) = lab.histogram_increase(&before, metric, Pod::Client, &tcp, 1.0);
+    assert!(reads.samples >= 1.0, "{reads:?}");
+    assert!(reads.slower_than_134ms >= 1.0, "{reads:?}");
+    assert!(
+        reads.seconds >= 0.3,
+        "{reads:?}: waited in the client pod's socket"
+    );
+    assert!(
+        sample(
+            &after,
+            &series(&format!("{metric}_count"), Pod::Server, &tcp)
         )
-    };
-    let (reads, after) = lab.increase(&before, &histogram("count", Pod::Client), 1.0);
-    assert!(reads >= 1.0, "{reads} reads in the client pod");
-    let waited = sample(&after, &histogram("sum", Pod::Client)).unwrap()
-        - sample(&before, &histogram("sum", Pod::Client)).unwrap_or(0.0);
-    assert!(
-        waited >= 0.3,
-        "{waited} s waited in the client pod's socket"
-    );
-    // The wait lands above the 2^27 ns (~134 ms) bucket bound.
-    let fast_bound = Duration::from_nanos(1 << 27).as_secs_f64();
-    let fast = format!(
-        "netsleuth_socketlatency_read_latency_seconds_bucket{{le=\"{fast_bound}\",{}}}",
-        labels(Pod::Client, &[("protocol", "tcp")])
-    );
-    let fast_reads = sample(&after, &fast).unwrap_or_else(|| panic!("no {fast} in\n{after}"))
-        - sample(&before, &fast).unwrap_or(0.0);
-    assert!(reads - fast_reads >= 1.0, "{after}");
-    assert!(
-        sample(&after, &histogram("count", Pod::Server)).is_none(),
+        .is_none(),
         "the server pod read nothing:\n{after}"
     );
 
@@ -411,4 +438,50 @@ fn a_slow_reader_in_a_lab_pod_shows_socket_queue_latency_for_that_pod() {
         ),
         "src is the reading socket"
     );
+}
+
+#[test]
+fn a_rate_limited_qdisc_in_a_lab_pod_shows_transmit_queue_latency_for_that_pod() {
+    let Some(mut lab) = LabAgent::start("e6", "netiftxlat", "{slowThresholdMs: 50}") else {
+        return;
+    };
+    // 1 Mbit/s: each 1228-byte packet takes ~10 ms, so the 30th waits ~300 ms in the qdisc.
+    let tbf = Command::new("tc")
+        .args([
+            "-n",
+            lab.netns(Pod::Client),
+            "qdisc",
+            "add",
+            "dev",
+            "eth0",
+            "root",
+        ])
+        .args("tbf rate 1mbit burst 1600 latency 2s".split(' '))
+        .status()
+        .unwrap();
+    assert!(tbf.success(), "tbf on the client pod's eth0");
+    let before = lab.agent.render_metrics();
+    let dst: SocketAddr = format!("{SERVER_IP}:9999").parse().unwrap();
+    let sender = lab.in_pod(Pod::Client, move || {
+        let socket = UdpSocket::bind((CLIENT_IP, 0)).unwrap();
+        for _ in 0..30 {
+            socket.send_to(&[0u8; 1200], dst).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(600));
+        socket.local_addr().unwrap()
+    });
+
+    let metric = "netiftxlat_latency_seconds";
+    let (queued, _) =
+        lab.histogram_increase(&before, metric, Pod::Client, &[("stage", "qdisc")], 30.0);
+    assert!(queued.samples >= 30.0, "{queued:?}");
+    assert!(queued.slower_than_134ms >= 10.0, "{queued:?}");
+
+    // IPv6 neighbour discovery on the veth may queue behind our datagrams too; find ours.
+    let event = lab.event(Pod::Client, "NETIFTXLAT_QDISC of our datagrams", |e| {
+        e.tuple
+            .is_some_and(|t| t.dst == dst.ip() && t.dport == dst.port())
+    });
+    let json = event_json(&event, Pod::Client, "NETIFTXLAT_QDISC");
+    assert_eq!(tuple(&json), ("udp".to_string(), sender, dst));
 }
