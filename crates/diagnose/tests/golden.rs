@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use diagnose::render::{render, Format};
 use diagnose::synthetic::{flannel_host_gw, ClusterSize};
 use diagnose::Query;
-use model::diagnosis::Verdict;
+use model::diagnosis::{Diagnosis, Verdict};
 use model::{FindingCode, Snapshot};
 use netstack::packet::Protocol;
 use netstack::state::{RouteType, Scope};
@@ -48,6 +48,39 @@ pub fn netns<'a>(s: &'a mut Snapshot, id: &str) -> &'a mut netstack::state::Netn
         .find(|n| n.id == id)
         .unwrap_or_else(|| panic!("no netns {id}"))
         .state
+}
+
+/// The `iptables-save` text of netns `id`.
+pub fn ipv4_rules<'a>(s: &'a mut Snapshot, id: &str) -> &'a mut String {
+    netns(s, id)
+        .iptables
+        .as_mut()
+        .and_then(|d| d.ipv4.as_mut())
+        .expect("rules")
+}
+
+/// What every golden case asks: a TCP connection from `src` to `dst`:`port` (source port 40000).
+pub fn tcp_query(src: &str, dst: &str, port: u16) -> Query {
+    Query {
+        src: src.into(),
+        dst: dst.into(),
+        protocol: Protocol::Tcp,
+        dport: port,
+        sport: 40000,
+    }
+}
+
+/// [`tcp_query`] diagnosed on `s`.
+pub fn diagnose_tcp(s: &Snapshot, src: &str, dst: &str, port: u16) -> Diagnosis {
+    diagnose::diagnose(s, &tcp_query(src, dst, port)).expect("diagnose")
+}
+
+/// The example called `name`, from any folder.
+fn named_case(name: &str) -> Case {
+    all_cases()
+        .into_iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no case {name}"))
 }
 
 pub struct Case {
@@ -114,11 +147,7 @@ fn cases() -> Vec<Case> {
     out.last_mut().expect("pushed").src = "node/node-1";
 
     let mut s = base();
-    let filter = netns(&mut s, "node-2")
-        .iptables
-        .as_mut()
-        .and_then(|d| d.ipv4.as_mut())
-        .expect("rules");
+    let filter = ipv4_rules(&mut s, "node-2");
     *filter = filter.replace("-A FORWARD -m conntrack --ctstate INVALID -j DROP\n", "-A FORWARD -m conntrack --ctstate INVALID -j DROP\n-A FORWARD -d 10.244.1.0/24 -p tcp -m tcp --dport 8080 -j DROP\n");
     out.push(cross_node_fault(
         "forward-drop-hand-added",
@@ -129,11 +158,7 @@ fn cases() -> Vec<Case> {
     ));
 
     let mut s = base();
-    let filter = netns(&mut s, "node-2")
-        .iptables
-        .as_mut()
-        .and_then(|d| d.ipv4.as_mut())
-        .expect("rules");
+    let filter = ipv4_rules(&mut s, "node-2");
     *filter = filter.replace(":FORWARD ACCEPT [0:0]", ":FORWARD DROP [0:0]");
     out.push(cross_node_fault(
         "forward-policy-drop",
@@ -275,18 +300,8 @@ const NFT_HAND_ADDED_FORWARD_DROP: &str = r#"{"nftables": [{"metainfo": {"versio
 /// handle, nobody owns it, and the fix is the exact `nft delete rule` command.
 #[test]
 fn nft_hand_added_drop_names_the_rule_and_the_nft_fix() {
-    let case = all_cases()
-        .into_iter()
-        .find(|c| c.name == "nft-forward-drop-hand-added")
-        .expect("case");
-    let query = Query {
-        src: case.src.into(),
-        dst: case.dst.into(),
-        protocol: Protocol::Tcp,
-        dport: case.port,
-        sport: 40000,
-    };
-    let d = diagnose::diagnose(&case.snapshot, &query).expect("diagnose");
+    let case = named_case("nft-forward-drop-hand-added");
+    let d = diagnose_tcp(&case.snapshot, case.src, case.dst, case.port);
     let drop = &d.findings[0];
     assert_eq!(
         drop.code,
@@ -326,18 +341,8 @@ fn nft_hand_added_drop_names_the_rule_and_the_nft_fix() {
 /// An nft dump that cannot be read says which command to collect it with.
 #[test]
 fn unreadable_nft_ruleset_hint_names_nft_command() {
-    let case = all_cases()
-        .into_iter()
-        .find(|c| c.name == "unreadable-nft-ruleset")
-        .expect("case");
-    let query = Query {
-        src: case.src.into(),
-        dst: case.dst.into(),
-        protocol: Protocol::Tcp,
-        dport: case.port,
-        sport: 40000,
-    };
-    let d = diagnose::diagnose(&case.snapshot, &query).expect("diagnose");
+    let case = named_case("unreadable-nft-ruleset");
+    let d = diagnose_tcp(&case.snapshot, case.src, case.dst, case.port);
     let problem = &d.findings[0];
     assert_eq!(problem.code, FindingCode::StateIncomplete);
     assert!(
@@ -379,14 +384,7 @@ fn examples_diagnose_to_their_golden_reports() {
         let snapshot = Snapshot::from_bytes(&snap_path.display().to_string(), &committed)
             .expect("example loads");
 
-        let query = Query {
-            src: case.src.into(),
-            dst: case.dst.into(),
-            protocol: Protocol::Tcp,
-            dport: case.port,
-            sport: 40000,
-        };
-        let d = diagnose::diagnose(&snapshot, &query).expect("diagnose");
+        let d = diagnose_tcp(&snapshot, case.src, case.dst, case.port);
         let label = format!("{}/{}", case.folder, case.name);
         assert_eq!(
             d.verdict,
@@ -460,17 +458,7 @@ fn examples_diagnose_to_their_golden_reports() {
 
 #[test]
 fn service_traffic_fans_out_to_every_endpoint_and_replies_are_un_natted() {
-    let d = diagnose::diagnose(
-        &base(),
-        &Query {
-            src: "default/web-1-1".into(),
-            dst: "service/default/web-0".into(),
-            protocol: Protocol::Tcp,
-            dport: 80,
-            sport: 40000,
-        },
-    )
-    .expect("diagnose");
+    let d = diagnose_tcp(&base(), "default/web-1-1", "service/default/web-0", 80);
     let forward: Vec<_> = d
         .paths
         .iter()
@@ -498,17 +486,12 @@ fn service_traffic_fans_out_to_every_endpoint_and_replies_are_un_natted() {
 
 #[test]
 fn renderers_produce_their_formats() {
-    let d = diagnose::diagnose(
+    let d = diagnose_tcp(
         &cases()[4].snapshot,
-        &Query {
-            src: "default/web-1-1".into(),
-            dst: "default/web-2-1".into(),
-            protocol: Protocol::Tcp,
-            dport: 8080,
-            sport: 40000,
-        },
-    )
-    .expect("diagnose");
+        "default/web-1-1",
+        "default/web-2-1",
+        8080,
+    );
     let json: serde_json::Value =
         serde_json::from_str(&render(&d, Format::Json)).expect("JSON parses");
     assert_eq!(json["verdict"], "blocked");

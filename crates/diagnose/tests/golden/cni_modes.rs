@@ -8,15 +8,13 @@
 use std::net::IpAddr;
 
 use diagnose::render::{render, Format};
-use diagnose::synthetic::{cluster, flannel_host_gw, ClusterSize};
-use diagnose::Query;
+use diagnose::synthetic::{cluster, ClusterSize};
 use k8s_openapi::api::core::v1::NodeCondition;
 use model::diagnosis::Verdict;
 use model::{CniMode, FindingCode, NetnsOwner, NetnsRecord, Snapshot};
-use netstack::packet::Protocol;
 use netstack::state::{Address, ConntrackState, Link, LinkKind, LinkPeer, NetnsState, Scope};
 
-use super::{netns, Case};
+use super::{diagnose_tcp, ipv4_rules, netns, Case};
 
 fn three_nodes(cni: CniMode) -> Snapshot {
     cluster(
@@ -29,16 +27,6 @@ fn three_nodes(cni: CniMode) -> Snapshot {
             rules_on_nodes: 3,
         },
     )
-}
-
-fn host_gw() -> Snapshot {
-    flannel_host_gw(ClusterSize {
-        nodes: 2,
-        pods_per_node: 2,
-        services: 1,
-        endpoints_per_service: 2,
-        rules_on_nodes: 2,
-    })
 }
 
 fn link<'a>(s: &'a mut Snapshot, ns: &str, name: &str) -> &'a mut Link {
@@ -102,7 +90,7 @@ fn cross_node(
 /// The cluster each mode's faults start from.
 fn base(cni: CniMode) -> Snapshot {
     match cni {
-        CniMode::FlannelHostGw => host_gw(),
+        CniMode::FlannelHostGw => super::base(),
         CniMode::Generic => generic_bridge(),
         _ => three_nodes(cni),
     }
@@ -279,7 +267,7 @@ fn host_gw_path_checks() -> Vec<Case> {
 
     // Crossing the underlay switch at layer 2: healthy, then node-2's switch port at 1400
     // while node-2's eth0 says 1500 (full-size frames vanish in the switch).
-    let mut s = host_gw();
+    let mut s = super::base();
     with_underlay_switch(&mut s);
     out.push(case(
         cni,
@@ -303,11 +291,7 @@ fn host_gw_path_checks() -> Vec<Case> {
     // `iptables -t nat -I PREROUTING 1 … -j DNAT` by hand on node-2: the pod's port is rewritten
     // to one nothing listens on.
     out.push(broken(cni, "hand-added-dnat-to-closed-port", FindingCode::NatWrong, "node-2", |s| {
-        let rules = netns(s, "node-2")
-            .iptables
-            .as_mut()
-            .and_then(|d| d.ipv4.as_mut())
-            .expect("rules");
+        let rules = ipv4_rules(s, "node-2");
         *rules = rules.replacen(
             "-A PREROUTING ",
             "-A PREROUTING -d 10.244.1.2/32 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.244.1.2:9999\n-A PREROUTING ",
@@ -329,7 +313,7 @@ fn host_gw_path_checks() -> Vec<Case> {
 
     // The Service's endpoints are web-1-1 (the client itself) and web-1-2, both on node-1's
     // bridge: web-1-2's reply is bridged straight back.
-    let mut s = host_gw();
+    let mut s = super::base();
     set_sysctl(&mut s, "node-1", "net/bridge/bridge-nf-call-iptables", "0");
     out.push(case(
         cni,
@@ -354,7 +338,7 @@ fn host_gw_path_checks() -> Vec<Case> {
 /// The cluster's only Service turned into CoreDNS's (`kube-system/kube-dns`, TCP 53) with every
 /// CoreDNS pod gone: its EndpointSlice is empty while kube-proxy's rules are not yet synced.
 fn kube_dns_without_endpoints() -> Snapshot {
-    let mut s = host_gw();
+    let mut s = super::base();
     let svc = &mut s.kubernetes.services[0];
     svc.metadata.namespace = Some("kube-system".into());
     svc.metadata.name = Some("kube-dns".into());
@@ -624,17 +608,12 @@ pub fn cases() -> Vec<Case> {
 
 #[test]
 fn a_blocked_cluster_dns_lookup_is_reported_on_top_of_its_cause() {
-    let d = diagnose::diagnose(
+    let d = diagnose_tcp(
         &kube_dns_without_endpoints(),
-        &Query {
-            src: "default/web-1-1".into(),
-            dst: "service/kube-system/kube-dns".into(),
-            protocol: Protocol::Tcp,
-            dport: 53,
-            sport: 40000,
-        },
-    )
-    .expect("diagnose");
+        "default/web-1-1",
+        "service/kube-system/kube-dns",
+        53,
+    );
     let codes: Vec<FindingCode> = d.findings.iter().map(|f| f.code).collect();
     assert_eq!(
         codes.first(),
@@ -652,7 +631,7 @@ fn a_blocked_cluster_dns_lookup_is_reported_on_top_of_its_cause() {
 #[test]
 fn healthy_dns_lookups_raise_no_dns_finding() {
     let mut s = kube_dns_without_endpoints();
-    s.kubernetes.endpoint_slices = host_gw().kubernetes.endpoint_slices;
+    s.kubernetes.endpoint_slices = super::base().kubernetes.endpoint_slices;
     for slice in &mut s.kubernetes.endpoint_slices {
         slice.metadata.namespace = Some("kube-system".into());
         slice.metadata.labels = Some(
@@ -663,17 +642,7 @@ fn healthy_dns_lookups_raise_no_dns_finding() {
             .into(),
         );
     }
-    let d = diagnose::diagnose(
-        &s,
-        &Query {
-            src: "default/web-1-1".into(),
-            dst: "service/kube-system/kube-dns".into(),
-            protocol: Protocol::Tcp,
-            dport: 53,
-            sport: 40000,
-        },
-    )
-    .expect("diagnose");
+    let d = diagnose_tcp(&s, "default/web-1-1", "service/kube-system/kube-dns", 53);
     assert_eq!(
         d.verdict,
         Verdict::Delivered,

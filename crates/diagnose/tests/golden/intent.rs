@@ -29,7 +29,7 @@ use model::diagnosis::Verdict;
 use model::{CniMode, FindingCode, KubeProxyMode, Snapshot};
 use netstack::state::{Address, LinkKind, OperState, Route, RouteType, Scope};
 
-use super::{netns, Case};
+use super::{diagnose_tcp, ipv4_rules, netns, tcp_query, Case};
 
 const FOLDER: &str = "flannel-host-gw";
 
@@ -463,20 +463,6 @@ fn ipvs_out_of_sync() -> Snapshot {
 
 // Scenarios around the examples: what must (and must not) be said, asserted on the findings.
 
-fn diagnose(s: &Snapshot, src: &str, dst: &str, port: u16) -> model::diagnosis::Diagnosis {
-    diagnose::diagnose(
-        s,
-        &diagnose::Query {
-            src: src.into(),
-            dst: dst.into(),
-            protocol: netstack::packet::Protocol::Tcp,
-            dport: port,
-            sport: 40000,
-        },
-    )
-    .expect("diagnose")
-}
-
 fn text(d: &model::diagnosis::Diagnosis) -> String {
     diagnose::render::render(d, diagnose::render::Format::Text)
 }
@@ -505,7 +491,7 @@ fn enforcement_rules_that_deny_what_the_policies_allow_are_called_stale() {
                  "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "api"}}},
                                        {"podSelector": {"matchLabels": {"role": "frontend"}}}]}]}
     }))];
-    let d = diagnose(&s, "default/web-1-1", "default/web-2-1", 8080);
+    let d = diagnose_tcp(&s, "default/web-1-1", "default/web-2-1", 8080);
     assert_eq!(d.verdict, Verdict::Blocked);
     let f = only(&d, FindingCode::PolicyIngressDenied);
     assert!(
@@ -523,16 +509,12 @@ fn enforcement_rules_that_deny_what_the_policies_allow_are_called_stale() {
 #[test]
 fn a_policy_denial_behind_another_fault_is_still_reported_once() {
     let mut s = example("policy-not-enforced");
-    let rules = netns(&mut s, "node-2")
-        .iptables
-        .as_mut()
-        .and_then(|d| d.ipv4.as_mut())
-        .expect("rules");
+    let rules = ipv4_rules(&mut s, "node-2");
     *rules = rules.replace(
         "-A FORWARD -m conntrack --ctstate INVALID -j DROP\n",
         "-A FORWARD -m conntrack --ctstate INVALID -j DROP\n-A FORWARD -d 10.244.1.0/24 -j DROP\n",
     );
-    let d = diagnose(&s, "default/web-1-1", "default/web-2-1", 8080);
+    let d = diagnose_tcp(&s, "default/web-1-1", "default/web-2-1", 8080);
     assert_eq!(
         d.findings[0].code,
         FindingCode::NetfilterDrop,
@@ -551,7 +533,7 @@ fn a_policy_denial_behind_another_fault_is_still_reported_once() {
 
 #[test]
 fn allowed_traffic_raises_no_policy_finding() {
-    let d = diagnose(
+    let d = diagnose_tcp(
         &example("policy-ingress-denied"),
         "default/web-1-2",
         "default/web-2-1",
@@ -573,7 +555,7 @@ fn allowed_traffic_raises_no_policy_finding() {
 #[test]
 fn external_traffic_policy_local_does_not_apply_to_pod_clients() {
     // kube-proxy sends pod traffic for a NodePort cluster-wide (KUBE-EXT "-s clusterCIDR").
-    let d = diagnose(
+    let d = diagnose_tcp(
         &example("etp-local-no-local-endpoint"),
         "default/web-2-1",
         "node/node-2",
@@ -593,7 +575,7 @@ fn external_traffic_policy_local_does_not_apply_to_pod_clients() {
 fn internal_traffic_policy_local_without_an_endpoint_on_the_client_node() {
     let mut s = base();
     service_spec(&mut s).internal_traffic_policy = Some("Local".into());
-    let d = diagnose(&s, "default/web-2-1", "service/default/web-0", 80);
+    let d = diagnose_tcp(&s, "default/web-2-1", "service/default/web-0", 80);
     let f = only(&d, FindingCode::ServiceNoLocalEndpoint);
     assert_eq!(f.place.node.as_deref(), Some("node-2"));
     assert!(
@@ -603,7 +585,7 @@ fn internal_traffic_policy_local_without_an_endpoint_on_the_client_node() {
         f.message
     );
     // From node-1, which runs both endpoints, nothing is wrong.
-    let d = diagnose(&s, "default/web-1-1", "service/default/web-0", 80);
+    let d = diagnose_tcp(&s, "default/web-1-1", "service/default/web-0", 80);
     assert!(
         d.findings
             .iter()
@@ -627,7 +609,7 @@ fn set_conditions(s: &mut Snapshot, ready: bool, serving: bool, terminating: boo
 fn endpoints_that_terminate_but_still_serve_are_a_warning_not_an_outage() {
     let mut s = base();
     set_conditions(&mut s, false, true, true);
-    let d = diagnose(&s, "default/web-2-1", "service/default/web-0", 80);
+    let d = diagnose_tcp(&s, "default/web-2-1", "service/default/web-0", 80);
     let f = only(&d, FindingCode::ServiceNoEndpoints);
     assert_eq!(f.level, model::Level::Warning, "{}", text(&d));
     assert!(
@@ -642,7 +624,7 @@ fn endpoints_that_terminate_but_still_serve_are_a_warning_not_an_outage() {
 fn endpoints_that_are_not_ready_are_listed_by_pod() {
     let mut s = base();
     set_conditions(&mut s, false, false, false);
-    let d = diagnose(&s, "default/web-2-1", "service/default/web-0", 80);
+    let d = diagnose_tcp(&s, "default/web-2-1", "service/default/web-0", 80);
     let f = only(&d, FindingCode::ServiceNoEndpoints);
     assert_eq!(f.level, model::Level::Error);
     assert!(
@@ -668,7 +650,7 @@ fn publish_not_ready_addresses_reaching_unready_pods_is_noted() {
             status: "False".into(),
             ..Default::default()
         }]);
-    let d = diagnose(&s, "default/web-2-1", "service/default/web-0", 80);
+    let d = diagnose_tcp(&s, "default/web-2-1", "service/default/web-0", 80);
     let f = only(&d, FindingCode::ServiceNoEndpoints);
     assert_eq!(f.level, model::Level::Info);
     assert!(
@@ -681,7 +663,7 @@ fn publish_not_ready_addresses_reaching_unready_pods_is_noted() {
 
 #[test]
 fn a_port_the_service_lacks_is_named_with_the_ports_it_has() {
-    let d = diagnose(&base(), "default/web-2-1", "service/default/web-0", 81);
+    let d = diagnose_tcp(&base(), "default/web-2-1", "service/default/web-0", 81);
     let f = only(&d, FindingCode::ServicePortMissing);
     assert!(
         f.message.contains("has no port 81/TCP; it exposes 80/TCP"),
@@ -706,7 +688,7 @@ fn cluster_external_and_load_balancer_addresses_are_the_service() {
         ..Default::default()
     });
     for dst in ["10.96.0.10", "203.0.113.10", "198.51.100.7"] {
-        let d = diagnose(&s, "default/web-2-1", dst, 80);
+        let d = diagnose_tcp(&s, "default/web-2-1", dst, 80);
         let f = only(&d, FindingCode::ServiceNoEndpoints);
         assert!(
             f.message
@@ -723,13 +705,7 @@ fn headless_services_resolve_to_ready_pods_only_and_fail_when_none_is() {
     set_conditions(&mut s, false, false, false);
     let err = diagnose::diagnose(
         &s,
-        &diagnose::Query {
-            src: "default/web-2-1".into(),
-            dst: "service/default/web-0".into(),
-            protocol: netstack::packet::Protocol::Tcp,
-            dport: 8080,
-            sport: 40000,
-        },
+        &tcp_query("default/web-2-1", "service/default/web-0", 8080),
     )
     .expect_err("nothing to resolve");
     assert!(
@@ -789,7 +765,7 @@ fn kube_proxy_nftables_rules_are_compared_with_the_slices_through_the_walk() {
     s.kubernetes.services.extend(extra.services);
     s.kubernetes.endpoint_slices.extend(extra.endpoint_slices);
 
-    let d = diagnose(&s, "default/web-1-1", "service/ns1/svc1", 80);
+    let d = diagnose_tcp(&s, "default/web-1-1", "service/ns1/svc1", 80);
     // The walk fans out over kube-proxy's numgen vmap to both programmed endpoints.
     let translated: Vec<&str> = d
         .paths
@@ -838,7 +814,7 @@ fn topology_hints_let_kube_proxy_leave_other_zones_out_but_not_add_strangers() {
         .retain(|e| e.addresses == ["10.244.0.2"]);
     let rules = kube_proxy_rules(&zone_a, "node-1");
     set_rules(&mut s, "node-1", rules);
-    let d = diagnose(&s, "default/web-1-1", "service/default/web-0", 80);
+    let d = diagnose_tcp(&s, "default/web-1-1", "service/default/web-0", 80);
     assert!(
         d.findings
             .iter()
@@ -851,7 +827,7 @@ fn topology_hints_let_kube_proxy_leave_other_zones_out_but_not_add_strangers() {
     stranger.kubernetes.endpoint_slices[0].endpoints[0].addresses = vec!["10.244.1.3".into()];
     let rules = kube_proxy_rules(&stranger, "node-1");
     set_rules(&mut s, "node-1", rules);
-    let d = diagnose(&s, "default/web-1-1", "service/default/web-0", 80);
+    let d = diagnose_tcp(&s, "default/web-1-1", "service/default/web-0", 80);
     let f = only(&d, FindingCode::ServiceProxyOutOfSync);
     assert!(
         f.message
