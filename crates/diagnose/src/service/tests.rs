@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::discovery::v1::EndpointConditions;
 use lab::kube_proxy::{render_kube_proxy_iptables, synthetic_services};
 
-use super::proxy::{compare, iptables_endpoints, ipvs_endpoints};
+use super::proxy::{compare, iptables_endpoints, ipvs_endpoints, Programmed};
 use super::*;
 
 fn endpoint(ready: Option<bool>, serving: Option<bool>, terminating: Option<bool>) -> Endpoint {
@@ -94,49 +94,68 @@ fn place() -> Place {
     }
 }
 
-#[test]
-fn kube_proxy_iptables_rules_in_sync_with_their_slices_raise_nothing() {
-    let input = synthetic_services(1, 3);
-    let rules = netstack::iptables::parse(&render_kube_proxy_iptables(&input))
+/// What kube-proxy's iptables rules rendered from `input` program for `bench/svc-0`
+/// (ClusterIP 10.96.0.2:80/tcp).
+fn svc0_programmed(input: &lab::KubeProxyInput) -> Programmed {
+    let rules = netstack::iptables::parse(&render_kube_proxy_iptables(input))
         .expect("kube-proxy rules parse");
-    let cluster_ip: IpAddr = "10.96.0.2".parse().expect("ip");
-    let programmed =
-        iptables_endpoints(&rules, cluster_ip, 80, "tcp").expect("kube-proxy rules present");
-    let expected = endpoints_of(&input);
-    assert_eq!(programmed.endpoints.len(), 3);
-    assert!(compare(
+    iptables_endpoints(&rules, "10.96.0.2".parse().expect("ip"), 80, "tcp")
+        .expect("kube-proxy rules present")
+}
+
+/// `bench/svc-0`'s endpoints against what node-1's kube-proxy rules program.
+fn compare_svc0(expected: &BTreeSet<(IpAddr, u16)>, programmed: Programmed) -> Option<Finding> {
+    compare(
         "bench/svc-0:http",
         "node-1",
         place(),
         FindingCode::ServiceProxyOutOfSync,
-        "rules",
-        &expected,
-        programmed
+        "kube-proxy's iptables rules",
+        expected,
+        programmed,
     )
-    .is_none());
+}
+
+/// `service`'s endpoints against what node-1's IPVS table schedules.
+fn compare_ipvs(
+    service: &str,
+    expected: &BTreeSet<(IpAddr, u16)>,
+    programmed: Programmed,
+) -> Option<Finding> {
+    compare(
+        service,
+        "node-1",
+        place(),
+        FindingCode::ServiceIpvsOutOfSync,
+        "the IPVS real servers",
+        expected,
+        programmed,
+    )
+}
+
+fn endpoint_set(endpoints: &[(&str, u16)]) -> BTreeSet<(IpAddr, u16)> {
+    endpoints
+        .iter()
+        .map(|(ip, port)| (ip.parse().expect("ip"), *port))
+        .collect()
+}
+
+#[test]
+fn kube_proxy_iptables_rules_in_sync_with_their_slices_raise_nothing() {
+    let input = synthetic_services(1, 3);
+    let programmed = svc0_programmed(&input);
+    assert_eq!(programmed.endpoints.len(), 3);
+    assert!(compare_svc0(&endpoints_of(&input), programmed).is_none());
 }
 
 #[test]
 fn kube_proxy_iptables_rules_from_old_slices_list_stale_and_missing_endpoints() {
     // kube-proxy last synced when the endpoints were .0, .1, .2; now .1 is gone and .9 is new.
     let old = synthetic_services(1, 3);
-    let rules = netstack::iptables::parse(&render_kube_proxy_iptables(&old))
-        .expect("kube-proxy rules parse");
     let mut expected = endpoints_of(&old);
     expected.remove(&("10.1.0.1".parse().expect("ip"), 8080));
     expected.insert(("10.1.0.9".parse().expect("ip"), 8080));
-    let programmed =
-        iptables_endpoints(&rules, "10.96.0.2".parse().expect("ip"), 80, "tcp").expect("rules");
-    let finding = compare(
-        "bench/svc-0:http",
-        "node-1",
-        place(),
-        FindingCode::ServiceProxyOutOfSync,
-        "kube-proxy's iptables rules",
-        &expected,
-        programmed,
-    )
-    .expect("out of sync");
+    let finding = compare_svc0(&expected, svc0_programmed(&old)).expect("out of sync");
     assert_eq!(finding.level, Level::Error);
     assert!(
         finding
@@ -162,19 +181,7 @@ fn kube_proxy_reject_for_a_service_that_has_endpoints_is_out_of_sync() {
     let mut input = synthetic_services(1, 2);
     let expected = endpoints_of(&input);
     input.endpoint_slices.clear();
-    let rules = netstack::iptables::parse(&render_kube_proxy_iptables(&input)).expect("rules");
-    let programmed =
-        iptables_endpoints(&rules, "10.96.0.2".parse().expect("ip"), 80, "tcp").expect("rules");
-    let finding = compare(
-        "bench/svc-0:http",
-        "node-1",
-        place(),
-        FindingCode::ServiceProxyOutOfSync,
-        "rules",
-        &expected,
-        programmed,
-    )
-    .expect("out of sync");
+    let finding = compare_svc0(&expected, svc0_programmed(&input)).expect("out of sync");
     assert!(
         finding
             .message
@@ -198,39 +205,15 @@ fn ipvs_real_servers_are_compared_with_the_slices() {
     let table = netstack::ipvs::IpvsTable::parse(RECORDED_IP_VS).expect("recorded ip_vs parses");
     let dns: IpAddr = "10.96.0.10".parse().expect("ip");
     let programmed = ipvs_endpoints(&table, &netstack::ipvs::IpvsProtocol::Tcp, dns, 53);
-    let in_sync: BTreeSet<(IpAddr, u16)> = [("10.244.0.3", 53), ("10.244.0.4", 53)]
-        .into_iter()
-        .map(|(ip, port)| (ip.parse().expect("ip"), port))
-        .collect();
-    assert!(compare(
-        "kube-system/kube-dns:dns-tcp",
-        "node-1",
-        place(),
-        FindingCode::ServiceIpvsOutOfSync,
-        "ipvs",
-        &in_sync,
-        programmed
-    )
-    .is_none());
+    let in_sync = endpoint_set(&[("10.244.0.3", 53), ("10.244.0.4", 53)]);
+    assert!(compare_ipvs("kube-system/kube-dns:dns-tcp", &in_sync, programmed).is_none());
 
     // 10.96.45.7:80 has a weight-0 (quiesced) real server: it takes no new connections, so an
     // endpoint that is still in the slices is missing from what IPVS schedules.
     let web: IpAddr = "10.96.45.7".parse().expect("ip");
     let programmed = ipvs_endpoints(&table, &netstack::ipvs::IpvsProtocol::Tcp, web, 80);
-    let expected: BTreeSet<(IpAddr, u16)> = [("10.244.1.5", 8080), ("10.244.2.7", 8080)]
-        .into_iter()
-        .map(|(ip, port)| (ip.parse().expect("ip"), port))
-        .collect();
-    let finding = compare(
-        "default/web:http",
-        "node-1",
-        place(),
-        FindingCode::ServiceIpvsOutOfSync,
-        "the IPVS real servers",
-        &expected,
-        programmed,
-    )
-    .expect("out of sync");
+    let expected = endpoint_set(&[("10.244.1.5", 8080), ("10.244.2.7", 8080)]);
+    let finding = compare_ipvs("default/web:http", &expected, programmed).expect("out of sync");
     assert!(
         finding
             .message
@@ -252,16 +235,7 @@ fn ipvs_real_servers_are_compared_with_the_slices() {
         "10.96.0.99".parse().expect("ip"),
         80,
     );
-    let finding = compare(
-        "default/gone",
-        "node-1",
-        place(),
-        FindingCode::ServiceIpvsOutOfSync,
-        "ipvs",
-        &expected,
-        none,
-    )
-    .expect("absent");
+    let finding = compare_ipvs("default/gone", &expected, none).expect("absent");
     assert!(
         finding
             .message
