@@ -1,8 +1,9 @@
 //! The eBPF probes run by the agent over lab pods (network namespaces registered as pods through
 //! an inventory file). Each test loads one probe through the agent, causes the thing in a
 //! client/server pod pair — a netfilter DROP, UDP to a closed port, a connect to a closed port,
-//! lost segments of an established connection, a slow reader, a rate-limited qdisc — and asserts the metric delta
-//! labelled with the right pod (`k8s_namespace`/`k8s_pod`) and the event attributed to it.
+//! lost segments of an established connection, a slow reader, a rate-limited qdisc — and
+//! asserts the metric delta labelled with the right pod (`k8s_namespace`/`k8s_pod`) and the
+//! event attributed to it.
 //! Needs root, BTF and tracepoints; a test skips with the loader's reason when its probe cannot
 //! load (which `/status` shows as Failed).
 
