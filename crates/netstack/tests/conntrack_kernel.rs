@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 
 use netstack::conntrack::{ConntrackTable, NatBinding};
 use netstack::packet::{CtDirection, CtState, Packet, Protocol};
@@ -140,12 +140,7 @@ fn reply_un_nat_and_states_agree_with_kernel_conntrack() {
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(10)\n\
         s.bind(('10.32.0.2', 5353)); data, peer = s.recvfrom(100); s.sendto(data, peer)\n\
         print(peer[0], peer[1])";
-    let server_process = Command::new("ip")
-        .args(["netns", "exec", &server, "python3", "-c", echo_once])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start server");
-    let mut server_process = Background(server_process);
+    let mut server_process = Background::python_in(&server, echo_once);
     // the server binds in well under a second; the client retries in case it has not yet
     let ask = "import socket\n\
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1)\n\

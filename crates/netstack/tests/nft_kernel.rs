@@ -17,7 +17,7 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use netstack::iptables::{AddrType, EvalContext, SetDirection};
 use netstack::netfilter::{Hook, Netfilter, NetfilterVerdict};
@@ -191,13 +191,7 @@ fn nft_verdicts_match_real_traffic_through_a_kube_proxy_nftables_node() {
             for key, _ in sel.select():\n        \
                 c, peer = key.fileobj.accept()\n        \
                 c.sendall(('%s %s\\n' % (c.getsockname()[0], peer[0])).encode()); c.close()\n";
-    let mut server = Background(
-        Command::new("ip")
-            .args(["netns", "exec", &ep, "python3", "-c", serve])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start endpoint server"),
-    );
+    let mut server = Background::python_in(&ep, serve);
     let mut ready = String::new();
     BufReader::new(server.0.stdout.as_mut().unwrap())
         .read_line(&mut ready)

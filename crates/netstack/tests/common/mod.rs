@@ -7,7 +7,7 @@
 // Each test binary compiles this module on its own and uses a different subset of it.
 #![allow(dead_code)]
 
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 
 /// Whether we run as root; the kernel tests say "SKIPPED" and do nothing otherwise.
 pub fn is_root() -> bool {
@@ -49,6 +49,19 @@ impl Drop for Background {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+impl Background {
+    /// Starts the Python program `script` inside `netns` with its stdout piped to us.
+    pub fn python_in(netns: &str, script: &str) -> Background {
+        Background(
+            Command::new("ip")
+                .args(["netns", "exec", netns, "python3", "-c", script])
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("start python3 in the netns"),
+        )
     }
 }
 
