@@ -97,8 +97,8 @@ impl Running {
                 }
                 state.iptables = Some(IptablesDump {
                     backend,
-                    ipv4: Some(ipv4),
-                    ipv6: ipv6.ok(),
+                    ipv4: Some(ipv4.into()),
+                    ipv6: ipv6.ok().map(Into::into),
                 });
             }
             (Err(reason), _, _) | (_, Err(reason), _) => state.missing.push(MissingPart {

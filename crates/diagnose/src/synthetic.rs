@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
@@ -478,8 +479,9 @@ pub fn cluster(cni: CniMode, size: ClusterSize) -> Snapshot {
             (s, eps)
         })
         .collect();
-    let rules = kube_proxy_rules(&services);
-    let no_rules = kube_proxy_rules(&[]);
+    // Shared: the nodes carrying rules all point at one copy of a dump that may be 16 MB.
+    let rules: Arc<str> = kube_proxy_rules(&services).into();
+    let no_rules: Arc<str> = kube_proxy_rules(&[]).into();
     let mtu = pod_mtu(cni);
 
     for n in 0..size.nodes {
@@ -742,7 +744,7 @@ fn pod_netns_state(cni: CniMode, n: usize, p: usize, eth0: Link) -> NetnsState {
         sysctls: sysctls(false, &["eth0".to_string()], &[]),
         iptables: Some(IptablesDump {
             backend: IptablesBackend::Nft,
-            ipv4: Some(String::new()),
+            ipv4: Some("".into()),
             ipv6: None,
         }),
         sockets: Some(vec![ListeningSocket {

@@ -8,6 +8,7 @@
 //! a deliberate change; review the diff.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use diagnose::render::{render, Format};
 use diagnose::synthetic::{flannel_host_gw, ClusterSize};
@@ -51,7 +52,7 @@ pub fn netns<'a>(s: &'a mut Snapshot, id: &str) -> &'a mut netstack::state::Netn
 }
 
 /// The `iptables-save` text of netns `id`.
-pub fn ipv4_rules<'a>(s: &'a mut Snapshot, id: &str) -> &'a mut String {
+pub fn ipv4_rules<'a>(s: &'a mut Snapshot, id: &str) -> &'a mut Arc<str> {
     netns(s, id)
         .iptables
         .as_mut()
@@ -148,7 +149,7 @@ fn cases() -> Vec<Case> {
 
     let mut s = base();
     let filter = ipv4_rules(&mut s, "node-2");
-    *filter = filter.replace("-A FORWARD -m conntrack --ctstate INVALID -j DROP\n", "-A FORWARD -m conntrack --ctstate INVALID -j DROP\n-A FORWARD -d 10.244.1.0/24 -p tcp -m tcp --dport 8080 -j DROP\n");
+    *filter = filter.replace("-A FORWARD -m conntrack --ctstate INVALID -j DROP\n", "-A FORWARD -m conntrack --ctstate INVALID -j DROP\n-A FORWARD -d 10.244.1.0/24 -p tcp -m tcp --dport 8080 -j DROP\n").into();
     out.push(cross_node_fault(
         "forward-drop-hand-added",
         s,
@@ -159,7 +160,9 @@ fn cases() -> Vec<Case> {
 
     let mut s = base();
     let filter = ipv4_rules(&mut s, "node-2");
-    *filter = filter.replace(":FORWARD ACCEPT [0:0]", ":FORWARD DROP [0:0]");
+    *filter = filter
+        .replace(":FORWARD ACCEPT [0:0]", ":FORWARD DROP [0:0]")
+        .into();
     out.push(cross_node_fault(
         "forward-policy-drop",
         s,

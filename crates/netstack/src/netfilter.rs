@@ -201,7 +201,7 @@ impl Netfilter {
                 let Some(text) = text else { continue };
                 // Lazily: only the chains a packet enters get read (a bad rule there is
                 // reported by the evaluator); the structure is checked here.
-                match crate::iptables::parse_lazy(text) {
+                match crate::iptables::parse_lazy_shared(text) {
                     Ok(mut rs) => {
                         rs.ipv6 = ipv6;
                         if ipv6 {

@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -522,10 +523,31 @@ pub struct FdbEntry {
 #[serde(deny_unknown_fields)]
 pub struct IptablesDump {
     pub backend: IptablesBackend,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ipv4: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ipv6: Option<String>,
+    /// Shared: a large node's dump is megabytes, and the parsed ruleset reads its rules from
+    /// this very text instead of a copy.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "shared_text")]
+    pub ipv4: Option<Arc<str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "shared_text")]
+    pub ipv6: Option<Arc<str>>,
+}
+
+/// Serde for optional shared text, as a plain JSON string (without serde's `rc` feature, which
+/// would let every other `Arc` in the workspace serialize too).
+mod shared_text {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(text: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
+        match text {
+            Some(text) => s.serialize_some(&**text),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Arc<str>>, D::Error> {
+        Ok(Option::<String>::deserialize(d)?.map(Arc::from))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -296,7 +296,7 @@ fn host_gw_path_checks() -> Vec<Case> {
             "-A PREROUTING ",
             "-A PREROUTING -d 10.244.1.2/32 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.244.1.2:9999\n-A PREROUTING ",
             1,
-        );
+        ).into();
     }));
 
     out.push(node2_not_ready(cni));
@@ -347,7 +347,7 @@ fn kube_dns_without_endpoints() -> Snapshot {
     s.kubernetes.endpoint_slices.clear();
     for record in s.netns.iter_mut() {
         if let Some(rules) = record.state.iptables.as_mut().and_then(|d| d.ipv4.as_mut()) {
-            *rules = rules.replace("--dport 80 ", "--dport 53 ");
+            *rules = rules.replace("--dport 80 ", "--dport 53 ").into();
         }
     }
     s

@@ -178,7 +178,7 @@ fn set_rules(s: &mut Snapshot, node: &str, rules: String) {
         .iptables
         .as_mut()
         .expect("nodes carry a dump")
-        .ipv4 = Some(rules);
+        .ipv4 = Some(rules.into());
 }
 
 /// Both nodes' rules as kube-proxy writes them from `s`'s Services and slices, with
@@ -513,7 +513,7 @@ fn a_policy_denial_behind_another_fault_is_still_reported_once() {
     *rules = rules.replace(
         "-A FORWARD -m conntrack --ctstate INVALID -j DROP\n",
         "-A FORWARD -m conntrack --ctstate INVALID -j DROP\n-A FORWARD -d 10.244.1.0/24 -j DROP\n",
-    );
+    ).into();
     let d = diagnose_tcp(&s, "default/web-1-1", "default/web-2-1", 8080);
     assert_eq!(
         d.findings[0].code,

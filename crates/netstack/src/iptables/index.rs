@@ -93,8 +93,8 @@ impl OpenTable {
     }
 }
 
-pub(super) fn index(text: &str) -> Indexed {
-    let source: Arc<str> = Arc::from(text);
+/// Index `source`, which the ruleset keeps (shared, not copied) to read rules from later.
+pub(super) fn index(source: Arc<str>) -> Indexed {
     let mut tables = Vec::new();
     let mut open = None;
     let error = scan(&source, &mut tables, &mut open).err();

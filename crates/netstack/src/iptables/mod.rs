@@ -21,7 +21,7 @@ mod parse;
 mod print;
 
 pub use eval::{Branch, EvalContext, StateContext, TableOutcome, MAX_BRANCHES};
-pub use parse::{parse, parse_lazy, ParseError};
+pub use parse::{parse, parse_lazy, parse_lazy_shared, ParseError};
 
 use std::fmt;
 use std::hash::BuildHasher;

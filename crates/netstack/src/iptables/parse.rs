@@ -34,7 +34,7 @@ const PARALLEL_MIN_BYTES: usize = 1 << 20;
 /// Parse a whole `iptables-save` (or `ip6tables-save`) dump, reading every rule: the first bad
 /// line (in file order) is the error.
 pub fn parse(text: &str) -> Result<Ruleset, ParseError> {
-    let index::Indexed { ruleset, error } = index::index(text);
+    let index::Indexed { ruleset, error } = index::index(Arc::from(text));
     read_every_chain(&ruleset);
     let unreadable = ruleset
         .tables
@@ -62,7 +62,13 @@ pub fn parse(text: &str) -> Result<Ruleset, ParseError> {
 /// the evaluator does as a packet enters it. Errors are structural only; a rule that turns out
 /// to be unreadable becomes a [`Target::Unreadable`] rule, which the evaluator skips and reports.
 pub fn parse_lazy(text: &str) -> Result<Ruleset, ParseError> {
-    let index::Indexed { ruleset, error } = index::index(text);
+    parse_lazy_shared(&Arc::from(text))
+}
+
+/// [`parse_lazy`] over text the caller already shares (a snapshot's dump): the ruleset keeps a
+/// reference to it instead of copying megabytes of rules.
+pub fn parse_lazy_shared(text: &Arc<str>) -> Result<Ruleset, ParseError> {
+    let index::Indexed { ruleset, error } = index::index(Arc::clone(text));
     match error {
         Some(structural) => Err(structural.error),
         None => Ok(ruleset),
