@@ -16,6 +16,7 @@ use prometheus_client::registry::Registry;
 use crate::config::{Config, ConfigError, ProbeConfig, SinkConfig};
 use crate::events::{EventBatch, EventBus};
 use crate::health::AgentMetrics;
+use crate::netns_files::NetnsFileCache;
 use crate::podmap::{Owner, PodMap, PodMapSources};
 use crate::probe::{EventProbe, ProbeContext, ProbeState, SharedLoaders};
 use crate::probes;
@@ -80,6 +81,8 @@ pub struct Agent {
 struct Inner {
     options: AgentOptions,
     podmap: Arc<PodMap>,
+    /// Each visited netns's procfs files, open across scrapes.
+    netns_files: NetnsFileCache,
     metrics: Arc<AgentMetrics>,
     self_registry: Registry,
     bus: EventBus,
@@ -112,6 +115,7 @@ impl Agent {
             inner: Arc::new(Inner {
                 options,
                 podmap,
+                netns_files: NetnsFileCache::default(),
                 metrics,
                 self_registry,
                 bus,
@@ -139,6 +143,11 @@ impl Agent {
 
     pub fn bus(&self) -> &EventBus {
         &self.inner.bus
+    }
+
+    /// The procfs files held open across scrapes (tests check a vanished pod leaves none).
+    pub fn netns_files(&self) -> &NetnsFileCache {
+        &self.inner.netns_files
     }
 
     pub fn metrics(&self) -> &Arc<AgentMetrics> {
@@ -269,6 +278,7 @@ impl Agent {
             &probes,
             &ScrapeSettings {
                 podmap: &self.inner.podmap,
+                netns_files: &self.inner.netns_files,
                 additional_labels: &labels,
                 pod_limit,
                 metrics: &self.inner.metrics,

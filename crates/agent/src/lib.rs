@@ -15,6 +15,7 @@ pub mod config;
 pub mod events;
 pub mod health;
 pub mod http;
+pub mod netns_files;
 pub mod podmap;
 pub mod probe;
 pub mod probes;

@@ -220,6 +220,13 @@ pub trait MetricProbe: Send + Sync + 'static {
     /// `out` labels samples with that netns's entity; for [`Scope::Node`], samples go to the
     /// node entity unless attributed to a netns with [`Samples::for_netns`].
     fn collect(&self, out: &mut Samples<'_>) -> Result<(), ProbeError>;
+    /// Whether `collect` needs the calling thread inside the netns ([`Scope::PerNetns`]):
+    /// netlink sockets, `/proc/<pid>` walks. A probe that reads only through
+    /// [`Samples::netns_file`] says `false`, so a scrape can skip setns(2) for a netns whose
+    /// files are already open.
+    fn needs_thread_in_netns(&self) -> bool {
+        true
+    }
     /// eBPF programs and maps behind this probe, if any.
     fn health(&self) -> ProbeHealth {
         ProbeHealth::default()

@@ -15,7 +15,8 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, LabelSetEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType as PromType;
 
-use crate::probe::{MetricDesc, MetricType};
+use crate::netns_files::NetnsFileReader;
+use crate::probe::{MetricDesc, MetricType, ProbeError};
 
 /// The label names and values of one entity (node or pod), standard + additional labels.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -91,15 +92,16 @@ pub struct ScrapeOutput {
     families: Vec<FamilyOut>,
     /// Keyed by the desc's address: descs are `&'static`, so the address identifies one.
     index: HashMap<usize, usize>,
-    /// Per-netns files already read during the current netns visit (`net/snmp` serves three
-    /// probes): cleared by [`ScrapeOutput::start_netns_visit`].
-    files: HashMap<&'static str, Arc<str>>,
 }
 
 impl ScrapeOutput {
-    /// A new netns is being visited: forget the files read in the previous one.
-    pub fn start_netns_visit(&mut self) {
-        self.files.clear();
+    /// Move another output's series after this one's (a scrape thread's share of the netns).
+    pub(crate) fn append(&mut self, other: ScrapeOutput) {
+        for family in other.families {
+            for series in family.series {
+                self.add_series(family.desc, series);
+            }
+        }
     }
 
     /// Declare a metric so its HELP/TYPE appear even without series.
@@ -127,17 +129,25 @@ impl ScrapeOutput {
         extra: &[&str],
         value: Value,
     ) {
+        let series = Series {
+            entity: entity.clone(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            value,
+        };
+        self.add_series(desc, series);
+    }
+
+    fn add_series(&mut self, desc: &'static MetricDesc, series: Series) {
         let family = self.family(desc);
-        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let key = (entity.netns, extra);
+        let key = (series.entity.netns, series.extra);
         match family.index.get(&key) {
-            Some(&i) => family.series[i].value.merge(value),
+            Some(&i) => family.series[i].value.merge(series.value),
             None => {
                 family.index.insert(key.clone(), family.series.len());
                 family.series.push(Series {
-                    entity: entity.clone(),
+                    entity: series.entity,
                     extra: key.1,
-                    value,
+                    value: series.value,
                 });
             }
         }
@@ -174,6 +184,8 @@ pub struct Samples<'a> {
     entity: Arc<EntityLabels>,
     /// For node-scope probes attributing samples to a netns by inode.
     resolve: &'a dyn Fn(u64) -> Arc<EntityLabels>,
+    /// The netns being visited (per-netns probes); `None`: files are read where the thread is.
+    visit: Option<&'a mut (dyn NetnsFileReader + 'a)>,
 }
 
 impl<'a> Samples<'a> {
@@ -186,22 +198,35 @@ impl<'a> Samples<'a> {
             out,
             entity,
             resolve,
+            visit: None,
         }
     }
 
-    /// `/proc/thread-self/<rel>` of the netns being visited, read once per visit however many
-    /// probes ask (per-netns probes only: the thread is inside that netns).
-    pub fn netns_file(
-        &mut self,
-        probe: &str,
-        rel: &'static str,
-    ) -> Result<Arc<str>, crate::probe::ProbeError> {
-        if let Some(text) = self.out.files.get(rel) {
-            return Ok(text.clone());
+    /// Samples of a per-netns probe during the visit of one netns.
+    pub(crate) fn in_netns(
+        out: &'a mut ScrapeOutput,
+        entity: Arc<EntityLabels>,
+        resolve: &'a dyn Fn(u64) -> Arc<EntityLabels>,
+        visit: &'a mut (dyn NetnsFileReader + 'a),
+    ) -> Samples<'a> {
+        Samples {
+            out,
+            entity,
+            resolve,
+            visit: Some(visit),
         }
-        let text: Arc<str> = crate::probes::read_thread(probe, rel)?.into();
-        self.out.files.insert(rel, text.clone());
-        Ok(text)
+    }
+
+    /// A file of the netns being visited (`path` absolute: `/proc/thread-self/net/…`,
+    /// `/proc/sys/net/…`), read once per visit however many probes ask, from a file kept open
+    /// across scrapes (see `netns_files`). Outside a visit: read where the thread is.
+    pub fn netns_file(&mut self, probe: &str, path: &'static str) -> Result<Arc<str>, ProbeError> {
+        match &mut self.visit {
+            Some(visit) => visit.read(probe, path),
+            None => std::fs::read_to_string(path)
+                .map(Arc::from)
+                .map_err(|e| ProbeError::read(probe, path, e)),
+        }
     }
 
     /// Inode of the netns the samples are attributed to.
@@ -239,6 +264,7 @@ impl<'a> Samples<'a> {
             out: self.out,
             entity,
             resolve: self.resolve,
+            visit: None,
         }
     }
 }

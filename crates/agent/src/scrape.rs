@@ -1,19 +1,22 @@
-//! One scrape: visit every mapped netns (the node's first, then pods up to the pod limit) on a
-//! short-lived thread that setns(2)s into each, run the per-netns probes there, run the
-//! node-scope probes in the host netns, and add the agent's own per-scrape gauges.
+//! One scrape: visit every mapped netns (the node's first, then pods up to the pod limit) on
+//! short-lived threads (one per CPU, each a contiguous share of the netns) that run the
+//! per-netns probes there, run the node-scope probes in the host netns, and add the agent's own
+//! per-scrape gauges.
 //!
-//! The visiting thread ends with the scrape, so no thread is ever left in a pod's netns.
-//! Must not render text (see `http`) or keep state between scrapes.
+//! A visit re-reads the netns's procfs files kept open from earlier scrapes (`netns_files`)
+//! and enters the netns with setns(2) only when a file is not open yet or a probe needs the
+//! thread inside (netlink, `/proc/<pid>`). The visiting threads end with the scrape, so no
+//! thread is ever left in a pod's netns; the only state kept between scrapes is those files,
+//! and only for the netns this scrape visited.
+//! Must not render text (see `http`).
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::sync::{Arc, Mutex};
-
-use nix::sched::{setns, CloneFlags};
 
 use crate::config::AdditionalLabel;
 use crate::health::AgentMetrics;
-use crate::podmap::{Entity, PodMap};
+use crate::netns_files::{NetnsFileCache, NetnsFiles, NetnsVisit, ThreadNetns};
+use crate::podmap::{netns_inode, Entity, PodMap};
 use crate::probe::{MetricDesc, MetricProbe, ProbeError, Scope};
 use crate::registry::{EntityLabels, Samples, ScrapeOutput, Value};
 
@@ -58,6 +61,7 @@ static AGENT_BPF: [MetricDesc; 4] = [
 /// What one scrape needs besides the probes.
 pub struct ScrapeSettings<'a> {
     pub podmap: &'a PodMap,
+    pub netns_files: &'a NetnsFileCache,
     pub additional_labels: &'a [AdditionalLabel],
     pub pod_limit: usize,
     pub metrics: &'a AgentMetrics,
@@ -132,33 +136,17 @@ pub fn scrape(probes: &[Arc<ActiveMetricProbe>], settings: &ScrapeSettings<'_>) 
         .filter(|p| p.probe.scope() == Scope::PerNetns)
         .collect();
     if !per_netns.is_empty() {
-        let visit = &visit;
-        let resolve_ref = &resolve;
-        let host_netns = host.netns;
-        let out_ref = &mut out;
-        let visited = std::thread::scope(|s| {
-            s.spawn(move || {
-                for (entity, labels) in visit {
-                    if entity.netns != host_netns {
-                        if let Err(e) = enter(entity) {
-                            tracing::debug!("skipping netns {}: {e}", entity.path.display());
-                            continue;
-                        }
-                    }
-                    out_ref.start_netns_visit();
-                    for p in &per_netns {
-                        let mut samples = Samples::new(out_ref, labels.clone(), resolve_ref);
-                        record(p, p.probe.collect(&mut samples), settings.metrics);
-                    }
-                }
-            })
-            .join()
-        });
-        if visited.is_err() {
-            tracing::error!(
-                "a per-netns probe panicked; this scrape's per-netns samples are partial"
-            );
-        }
+        let open_before = settings.netns_files.take();
+        let visited = visit_all(
+            &visit,
+            &per_netns,
+            &resolve,
+            &mut out,
+            open_before,
+            settings,
+        );
+        // Files of netns not visited this time (gone, unmapped, cut) close here.
+        settings.netns_files.keep(visited);
     }
 
     for p in probes.iter().filter(|p| p.probe.scope() == Scope::Node) {
@@ -186,8 +174,103 @@ pub fn scrape(probes: &[Arc<ActiveMetricProbe>], settings: &ScrapeSettings<'_>) 
     out
 }
 
-/// Move the calling thread into the entity's netns.
-fn enter(entity: &Entity) -> std::io::Result<()> {
-    let file = File::open(&entity.path)?;
-    setns(&file, CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
+/// Fewest netns worth a scrape thread of their own (a thread costs about as much as a few
+/// netns visits).
+const NETNS_PER_THREAD: usize = 16;
+
+/// Run the per-netns probes in every netns of `visit`, split in contiguous shares over the
+/// CPUs (one thread each, ended with the scrape), and put their samples into `out` in `visit`
+/// order. Returns the open files of the netns visited.
+fn visit_all(
+    visit: &[(Arc<Entity>, Arc<EntityLabels>)],
+    per_netns: &[&Arc<ActiveMetricProbe>],
+    resolve: &(dyn Fn(u64) -> Arc<EntityLabels> + Sync),
+    out: &mut ScrapeOutput,
+    open_before: HashMap<u64, NetnsFiles>,
+    settings: &ScrapeSettings<'_>,
+) -> HashMap<u64, NetnsFiles> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = (visit.len() / NETNS_PER_THREAD).clamp(1, cpus);
+    let share = visit.len().div_ceil(threads);
+    let open_before = Mutex::new(open_before);
+    let visited = Mutex::new(HashMap::new());
+    let shares: Vec<std::thread::Result<ScrapeOutput>> = std::thread::scope(|s| {
+        let handles: Vec<_> = visit
+            .chunks(share.max(1))
+            .map(|entities| {
+                let (open_before, visited) = (&open_before, &visited);
+                s.spawn(move || {
+                    let mut share_out = ScrapeOutput::default();
+                    visit_share(
+                        entities,
+                        per_netns,
+                        resolve,
+                        &mut share_out,
+                        open_before,
+                        visited,
+                        settings,
+                    );
+                    share_out
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join()).collect()
+    });
+    for share in shares {
+        match share {
+            Ok(share_out) => out.append(share_out),
+            Err(_) => tracing::error!(
+                "a per-netns probe panicked; this scrape's per-netns samples are partial"
+            ),
+        }
+    }
+    visited.into_inner().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One scrape thread's share of the netns.
+fn visit_share(
+    entities: &[(Arc<Entity>, Arc<EntityLabels>)],
+    per_netns: &[&Arc<ActiveMetricProbe>],
+    resolve: &(dyn Fn(u64) -> Arc<EntityLabels> + Sync),
+    out: &mut ScrapeOutput,
+    open_before: &Mutex<HashMap<u64, NetnsFiles>>,
+    visited: &Mutex<HashMap<u64, NetnsFiles>>,
+    settings: &ScrapeSettings<'_>,
+) {
+    let mut thread = match ThreadNetns::current() {
+        Ok(thread) => thread,
+        Err(e) => {
+            tracing::error!("cannot tell the scrape thread's netns: {e}");
+            return;
+        }
+    };
+    let must_enter = per_netns.iter().any(|p| p.probe.needs_thread_in_netns());
+    for (entity, labels) in entities {
+        // The netns the path names now: a deleted pod is skipped, a re-created one gets
+        // fresh files (the old ones close with the map entry).
+        let inode = match netns_inode(&entity.path) {
+            Ok(inode) => inode,
+            Err(e) => {
+                tracing::debug!("skipping netns {}: {e}", entity.path.display());
+                continue;
+            }
+        };
+        let mut files = lock(open_before).remove(&inode).unwrap_or_default();
+        let mut visit = NetnsVisit::new(&entity.path, inode, &mut thread, &mut files);
+        if must_enter {
+            if let Err(e) = visit.enter() {
+                tracing::debug!("skipping netns {}: {e}", entity.path.display());
+                continue;
+            }
+        }
+        for p in per_netns {
+            let mut samples = Samples::in_netns(out, labels.clone(), resolve, &mut visit);
+            record(p, p.probe.collect(&mut samples), settings.metrics);
+        }
+        lock(visited).insert(inode, files);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }

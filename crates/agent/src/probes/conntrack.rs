@@ -6,7 +6,7 @@
 use crate::probe::{MetricDesc, MetricProbe, ProbeArgs, ProbeContext, ProbeError, Scope};
 use crate::registry::Samples;
 
-use super::procfs::{read_thread, require};
+use super::procfs::require;
 
 const fn c(name: &'static str, help: &'static str) -> MetricDesc {
     MetricDesc::counter("conntrack", name, help)
@@ -46,7 +46,7 @@ const COLUMNS: [&str; 9] = [
     "search_restart",
 ];
 
-const STAT: &str = "net/stat/nf_conntrack";
+const STAT: &str = "/proc/thread-self/net/stat/nf_conntrack";
 // /proc/sys/net is resolved in the netns of the thread that opens it (there is no
 // /proc/thread-self/sys).
 const COUNT: &str = "/proc/sys/net/netfilter/nf_conntrack_count";
@@ -82,8 +82,8 @@ pub(crate) fn parse_stat(text: &str) -> Result<[u64; 9], String> {
     Ok(sums)
 }
 
-fn read_number(path: &str) -> Result<u64, ProbeError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ProbeError::read("conntrack", path, e))?;
+fn read_number(out: &mut Samples<'_>, path: &'static str) -> Result<u64, ProbeError> {
+    let text = out.netns_file("conntrack", path)?;
     text.trim().parse().map_err(|_| {
         ProbeError::parse(
             "conntrack",
@@ -106,14 +106,20 @@ impl MetricProbe for Conntrack {
         &CONNTRACK
     }
 
+    fn needs_thread_in_netns(&self) -> bool {
+        false
+    }
+
     fn collect(&self, out: &mut Samples<'_>) -> Result<(), ProbeError> {
-        let text = read_thread("conntrack", STAT)?;
+        let text = out.netns_file("conntrack", STAT)?;
         let sums = parse_stat(&text).map_err(|m| ProbeError::parse("conntrack", STAT, m))?;
         for (desc, v) in CONNTRACK.iter().zip(sums) {
             out.counter(desc, v);
         }
-        out.gauge(&CONNTRACK[9], read_number(COUNT)? as f64);
-        out.gauge(&CONNTRACK[10], read_number(MAX)? as f64);
+        let entries = read_number(out, COUNT)?;
+        let max = read_number(out, MAX)?;
+        out.gauge(&CONNTRACK[9], entries as f64);
+        out.gauge(&CONNTRACK[10], max as f64);
         Ok(())
     }
 }
@@ -123,7 +129,11 @@ pub(crate) fn create(
     _: &ProbeContext,
 ) -> Result<Box<dyn MetricProbe>, ProbeError> {
     args.expect_none()?;
-    require("conntrack", STAT, "the nf_conntrack module is not loaded")?;
+    require(
+        "conntrack",
+        STAT.trim_start_matches("/proc/thread-self/"),
+        "the nf_conntrack module is not loaded",
+    )?;
     Ok(Box::new(Conntrack))
 }
 

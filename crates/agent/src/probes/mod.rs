@@ -12,7 +12,6 @@ pub mod netdev;
 mod netlink;
 mod pids;
 mod procfs;
-pub(crate) use procfs::read_thread;
 pub mod qdisc;
 pub mod snmp;
 pub mod sock;

@@ -4,8 +4,6 @@
 use crate::probe::{MetricDesc, MetricProbe, ProbeArgs, ProbeContext, ProbeError, Scope};
 use crate::registry::Samples;
 
-use super::procfs::read_thread;
-
 const fn c(name: &'static str, help: &'static str) -> MetricDesc {
     MetricDesc::counter("netdev", name, help)
 }
@@ -64,8 +62,12 @@ impl MetricProbe for Netdev {
         &NETDEV
     }
 
+    fn needs_thread_in_netns(&self) -> bool {
+        false
+    }
+
     fn collect(&self, out: &mut Samples<'_>) -> Result<(), ProbeError> {
-        let text = read_thread("netdev", "net/dev")?;
+        let text = out.netns_file("netdev", "/proc/thread-self/net/dev")?;
         let sums = parse(&text).map_err(|m| ProbeError::parse("netdev", "/proc/net/dev", m))?;
         for (desc, value) in NETDEV.iter().zip(sums) {
             out.counter(desc, value);

@@ -2,8 +2,6 @@
 //! has entered the netns being collected) and the `Name: keys… / Name: values…` MIB format of
 //! `snmp` and `netstat`. Shared by the procfs probes; knows no metric.
 
-use std::collections::HashMap;
-
 use crate::probe::ProbeError;
 
 /// Read `/proc/thread-self/<rel>` (e.g. `net/dev`, `sys/net/netfilter/nf_conntrack_count`),
@@ -27,14 +25,16 @@ pub(crate) fn require(probe: &str, rel: &str, why: &str) -> Result<(), ProbeErro
     }
 }
 
-/// `Section: key key…` / `Section: value value…` line pairs → section → lower-cased key → value.
-/// Values are signed (`Tcp: MaxConn` is -1).
-pub(crate) fn parse_mib(
+/// The `section` of a MIB file of `Section: key key…` / `Section: value value…` line pairs:
+/// (key as the kernel spells it, value). Values are signed (`Tcp: MaxConn` is -1). Borrows
+/// from `text`: a scrape parses one section per probe and netns, so nothing is allocated for
+/// the keys.
+pub(crate) fn mib_section<'t>(
     probe: &str,
     file: &str,
-    text: &str,
-) -> Result<HashMap<String, HashMap<String, i64>>, ProbeError> {
-    let mut sections = HashMap::new();
+    text: &'t str,
+    section: &str,
+) -> Result<Vec<(&'t str, i64)>, ProbeError> {
     let mut lines = text.lines();
     while let Some(header) = lines.next() {
         let Some(values) = lines.next() else {
@@ -57,16 +57,25 @@ pub(crate) fn parse_mib(
                 format!("section `{name}` followed by `{vname}`"),
             ));
         }
-        let mut map = HashMap::new();
-        for (k, v) in keys.split_whitespace().zip(vals.split_whitespace()) {
-            let v: i64 = v.parse().map_err(|_| {
-                ProbeError::parse(probe, file, format!("{name}.{k}: `{v}` is not a number"))
-            })?;
-            map.insert(k.to_ascii_lowercase(), v);
+        if name != section {
+            continue;
         }
-        sections.insert(name.to_string(), map);
+        return keys
+            .split_whitespace()
+            .zip(vals.split_whitespace())
+            .map(|(k, v)| {
+                let v: i64 = v.parse().map_err(|_| {
+                    ProbeError::parse(probe, file, format!("{name}.{k}: `{v}` is not a number"))
+                })?;
+                Ok((k, v))
+            })
+            .collect();
     }
-    Ok(sections)
+    Err(ProbeError::parse(
+        probe,
+        file,
+        format!("no `{section}` section"),
+    ))
 }
 
 #[cfg(test)]
@@ -77,11 +86,14 @@ mod tests {
     fn mib_pairs_parse_with_negative_values() {
         // Recorded from Linux 6.18 /proc/net/snmp (trimmed).
         let text = "Tcp: RtoAlgorithm RtoMin RtoMax MaxConn ActiveOpens\nTcp: 1 200 120000 -1 42\nUdp: InDatagrams NoPorts\nUdp: 7 1\n";
-        let mib = parse_mib("tcp", "snmp", text).unwrap();
-        assert_eq!(mib["Tcp"]["maxconn"], -1);
-        assert_eq!(mib["Tcp"]["activeopens"], 42);
-        assert_eq!(mib["Udp"]["noports"], 1);
-        let err = parse_mib("tcp", "snmp", "Tcp: A\nUdp: 1\n").unwrap_err();
+        let tcp = mib_section("tcp", "snmp", text, "Tcp").unwrap();
+        assert_eq!(tcp[3], ("MaxConn", -1));
+        assert_eq!(tcp[4], ("ActiveOpens", 42));
+        let udp = mib_section("udp", "snmp", text, "Udp").unwrap();
+        assert_eq!(udp, [("InDatagrams", 7), ("NoPorts", 1)]);
+        let err = mib_section("udp", "snmp", "Tcp: A\nUdp: 1\n", "Udp").unwrap_err();
         assert!(err.to_string().contains("followed by"), "{err}");
+        let err = mib_section("ip", "snmp", text, "Ip").unwrap_err();
+        assert!(err.to_string().contains("no `Ip` section"), "{err}");
     }
 }

@@ -4,7 +4,7 @@
 use crate::probe::{MetricDesc, MetricProbe, ProbeArgs, ProbeContext, ProbeError, Scope};
 use crate::registry::Samples;
 
-use super::procfs::parse_mib;
+use super::procfs::mib_section;
 
 const fn c(probe: &'static str, name: &'static str, help: &'static str) -> MetricDesc {
     MetricDesc::counter(probe, name, help)
@@ -102,7 +102,7 @@ pub static IP: [MetricDesc; 19] = [
 /// One section of one MIB file as one probe.
 pub(crate) struct MibProbe {
     pub(crate) name: &'static str,
-    /// File under `/proc/thread-self/`.
+    /// `/proc/thread-self/net/…`, resolved in the netns being visited.
     pub(crate) file: &'static str,
     pub(crate) section: &'static str,
     pub(crate) metrics: &'static [MetricDesc],
@@ -121,20 +121,26 @@ impl MetricProbe for MibProbe {
         self.metrics
     }
 
+    fn needs_thread_in_netns(&self) -> bool {
+        false
+    }
+
     fn collect(&self, out: &mut Samples<'_>) -> Result<(), ProbeError> {
-        let file = self.file;
-        let text = out.netns_file(self.name, file)?;
-        let mib = parse_mib(self.name, file, &text)?;
-        let section = mib.get(self.section).ok_or_else(|| {
-            ProbeError::parse(self.name, file, format!("no `{}` section", self.section))
-        })?;
-        for desc in self.metrics {
-            // A key an older kernel lacks is simply absent, not an error.
-            if let Some(&v) = section.get(desc.name) {
-                match desc.kind {
-                    crate::probe::MetricType::Counter => out.counter(desc, v.max(0) as u64),
-                    _ => out.gauge(desc, v as f64),
-                }
+        let text = out.netns_file(self.name, self.file)?;
+        let section = mib_section(self.name, self.file, &text, self.section)?;
+        // Metric names are the kernel's keys lower-cased; a key an older kernel lacks is
+        // simply absent, not an error.
+        for (key, v) in section {
+            let Some(desc) = self
+                .metrics
+                .iter()
+                .find(|d| d.name.eq_ignore_ascii_case(key))
+            else {
+                continue;
+            };
+            match desc.kind {
+                crate::probe::MetricType::Counter => out.counter(desc, v.max(0) as u64),
+                _ => out.gauge(desc, v as f64),
             }
         }
         Ok(())
@@ -145,7 +151,7 @@ pub(crate) fn tcp(args: &ProbeArgs, _: &ProbeContext) -> Result<Box<dyn MetricPr
     args.expect_none()?;
     Ok(Box::new(MibProbe {
         name: "tcp",
-        file: "net/snmp",
+        file: "/proc/thread-self/net/snmp",
         section: "Tcp",
         metrics: &TCP,
     }))
@@ -155,7 +161,7 @@ pub(crate) fn udp(args: &ProbeArgs, _: &ProbeContext) -> Result<Box<dyn MetricPr
     args.expect_none()?;
     Ok(Box::new(MibProbe {
         name: "udp",
-        file: "net/snmp",
+        file: "/proc/thread-self/net/snmp",
         section: "Udp",
         metrics: &UDP,
     }))
@@ -165,7 +171,7 @@ pub(crate) fn ip(args: &ProbeArgs, _: &ProbeContext) -> Result<Box<dyn MetricPro
     args.expect_none()?;
     Ok(Box::new(MibProbe {
         name: "ip",
-        file: "net/snmp",
+        file: "/proc/thread-self/net/snmp",
         section: "Ip",
         metrics: &IP,
     }))

@@ -4,8 +4,6 @@
 use crate::probe::{MetricDesc, MetricProbe, ProbeArgs, ProbeContext, ProbeError, Scope};
 use crate::registry::Samples;
 
-use super::procfs::read_thread;
-
 const fn g(name: &'static str, help: &'static str) -> MetricDesc {
     MetricDesc::gauge("sock", name, help)
 }
@@ -46,10 +44,16 @@ impl MetricProbe for Sock {
         &SOCK
     }
 
+    fn needs_thread_in_netns(&self) -> bool {
+        false
+    }
+
     fn collect(&self, out: &mut Samples<'_>) -> Result<(), ProbeError> {
-        let v4 = read_thread("sock", "net/sockstat")?;
+        let v4 = out.netns_file("sock", "/proc/thread-self/net/sockstat")?;
         // No IPv6 in this netns/kernel: v4 only (KubeSkoop skipped the whole netns).
-        let v6 = read_thread("sock", "net/sockstat6").unwrap_or_default();
+        let v6 = out
+            .netns_file("sock", "/proc/thread-self/net/sockstat6")
+            .unwrap_or_else(|_| "".into());
         for desc in &SOCK {
             let Some(mut v) = field(&v4, "TCP:", desc.name) else {
                 continue;

@@ -90,7 +90,7 @@ pub(crate) fn create(
     args.expect_none()?;
     Ok(Box::new(MibProbe {
         name: "tcpext",
-        file: "net/netstat",
+        file: "/proc/thread-self/net/netstat",
         section: "TcpExt",
         metrics: &TCPEXT,
     }))

@@ -134,8 +134,14 @@ impl PodPair {
 
 impl Drop for PodPair {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.a]).status();
-        let _ = Command::new("ip").args(["netns", "del", &self.b]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.a])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.b])
+            .stderr(std::process::Stdio::null())
+            .status();
     }
 }
 
