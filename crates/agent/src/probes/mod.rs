@@ -39,34 +39,121 @@ const fn metrics_only(
     overhead: Overhead,
     factory: crate::probe::MetricFactory,
 ) -> ProbeSpec {
-    ProbeSpec { name, summary, overhead, metrics: Some(factory), event: None }
+    ProbeSpec {
+        name,
+        summary,
+        overhead,
+        metrics: Some(factory),
+        event: None,
+    }
 }
 
 /// Every probe this agent knows, by KubeSkoop name. `/status` lists these as available.
 pub static CATALOGUE: &[ProbeSpec] = &[
-    metrics_only("netdev", "per-netns device counters (/proc/net/dev)", Overhead::Low, netdev::create),
+    metrics_only(
+        "netdev",
+        "per-netns device counters (/proc/net/dev)",
+        Overhead::Low,
+        netdev::create,
+    ),
     metrics_only("ip", "IP MIB (/proc/net/snmp Ip)", Overhead::Low, snmp::ip),
-    metrics_only("tcp", "TCP MIB (/proc/net/snmp Tcp)", Overhead::Low, snmp::tcp),
-    metrics_only("udp", "UDP MIB (/proc/net/snmp Udp)", Overhead::Low, snmp::udp),
-    metrics_only("tcpext", "TCP extended MIB (/proc/net/netstat TcpExt)", Overhead::Low, tcpext::create),
-    metrics_only("sock", "TCP socket counts (/proc/net/sockstat)", Overhead::Low, sock::create),
-    metrics_only("softnet", "NET_RX softirq per-CPU stats, node only", Overhead::Low, softnet::create),
-    metrics_only("conntrack", "conntrack stats and table fill", Overhead::Low, conntrack::create),
-    metrics_only("qdisc", "root qdisc stats per device (netlink)", Overhead::Low, qdisc::create),
-    metrics_only("fd", "open fds and sockets of the netns's processes", Overhead::Medium, fd::create),
-    metrics_only("io", "syscalls and storage bytes of the netns's processes", Overhead::Low, io::create),
-    metrics_only("ipvs", "IPVS totals (/proc/net/ip_vs_stats)", Overhead::Low, ipvs::create),
-    metrics_only("tcpsummary", "TCP sockets by state and queued bytes (sock_diag)", Overhead::Medium, tcpsummary::create),
+    metrics_only(
+        "tcp",
+        "TCP MIB (/proc/net/snmp Tcp)",
+        Overhead::Low,
+        snmp::tcp,
+    ),
+    metrics_only(
+        "udp",
+        "UDP MIB (/proc/net/snmp Udp)",
+        Overhead::Low,
+        snmp::udp,
+    ),
+    metrics_only(
+        "tcpext",
+        "TCP extended MIB (/proc/net/netstat TcpExt)",
+        Overhead::Low,
+        tcpext::create,
+    ),
+    metrics_only(
+        "sock",
+        "TCP socket counts (/proc/net/sockstat)",
+        Overhead::Low,
+        sock::create,
+    ),
+    metrics_only(
+        "softnet",
+        "NET_RX softirq per-CPU stats, node only",
+        Overhead::Low,
+        softnet::create,
+    ),
+    metrics_only(
+        "conntrack",
+        "conntrack stats and table fill",
+        Overhead::Low,
+        conntrack::create,
+    ),
+    metrics_only(
+        "qdisc",
+        "root qdisc stats per device (netlink)",
+        Overhead::Low,
+        qdisc::create,
+    ),
+    metrics_only(
+        "fd",
+        "open fds and sockets of the netns's processes",
+        Overhead::Medium,
+        fd::create,
+    ),
+    metrics_only(
+        "io",
+        "syscalls and storage bytes of the netns's processes",
+        Overhead::Low,
+        io::create,
+    ),
+    metrics_only(
+        "ipvs",
+        "IPVS totals (/proc/net/ip_vs_stats)",
+        Overhead::Low,
+        ipvs::create,
+    ),
+    metrics_only(
+        "tcpsummary",
+        "TCP sockets by state and queued bytes (sock_diag)",
+        Overhead::Medium,
+        tcpsummary::create,
+    ),
     // eBPF (tp_btf tracepoints); a host that cannot run one shows it Failed with the reason.
-    ebpf::spec::<bpf::packetloss::PacketLoss>("drops by kernel drop reason and netns (skb:kfree_skb)", Overhead::Medium),
-    ebpf::spec::<bpf::tcpreset::TcpReset>("TCP resets sent and received, socket state", Overhead::Low),
+    ebpf::spec::<bpf::packetloss::PacketLoss>(
+        "drops by kernel drop reason and netns (skb:kfree_skb)",
+        Overhead::Medium,
+    ),
+    ebpf::spec::<bpf::tcpreset::TcpReset>(
+        "TCP resets sent and received, socket state",
+        Overhead::Low,
+    ),
     ebpf::spec::<bpf::tcpretrans::TcpRetrans>("TCP retransmissions per netns", Overhead::Low),
-    ebpf::spec::<bpf::socketlatency::SocketLatency>("time data waits in sockets before being read", Overhead::High),
-    ebpf::spec::<bpf::netsoftirq::NetSoftirq>("NET_RX/NET_TX softirq wait and run time", Overhead::High),
-    ebpf::spec::<bpf::netiftxlat::NetifTxLatency>("transmit latency in qdisc and driver", Overhead::High),
-    ebpf::spec::<bpf::kernellatency::KernelLatency>("receive latency netif_receive_skb to socket", Overhead::High),
+    ebpf::spec::<bpf::socketlatency::SocketLatency>(
+        "time data waits in sockets before being read",
+        Overhead::High,
+    ),
+    ebpf::spec::<bpf::netsoftirq::NetSoftirq>(
+        "NET_RX/NET_TX softirq wait and run time",
+        Overhead::High,
+    ),
+    ebpf::spec::<bpf::netiftxlat::NetifTxLatency>(
+        "transmit latency in qdisc and driver",
+        Overhead::High,
+    ),
+    ebpf::spec::<bpf::kernellatency::KernelLatency>(
+        "receive latency netif_receive_skb to socket",
+        Overhead::High,
+    ),
     ebpf::spec::<bpf::biolatency::BioLatency>("block request latency per device", Overhead::Medium),
-    ebpf::metrics_spec::<bpf::flow::Flow>("bytes/packets per pod 5-tuple (bounded LRU)", Overhead::Medium),
+    ebpf::metrics_spec::<bpf::flow::Flow>(
+        "bytes/packets per pod 5-tuple (bounded LRU)",
+        Overhead::Medium,
+    ),
 ];
 
 /// KubeSkoop's old or mis-cased names → ours.

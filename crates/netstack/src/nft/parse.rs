@@ -600,7 +600,13 @@ fn expr(table: &Table, v: &Value) -> Result<Expr, String> {
             "mark" => CtKey::Mark,
             other => return Err(format!("ct {other} is not modelled")),
         }),
-        "ct" => return Err(format!("ct {} {} is not modelled", field("dir"), field("key"))),
+        "ct" => {
+            return Err(format!(
+                "ct {} {} is not modelled",
+                field("dir"),
+                field("key")
+            ))
+        }
         "fib" => {
             let flags: Vec<&str> = match body.get("flags") {
                 Some(Value::String(s)) => vec![s.as_str()],
