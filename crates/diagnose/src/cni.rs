@@ -452,13 +452,15 @@ impl<'a> Datapath<'a> {
             return *found;
         }
         let snapshot: &'a Snapshot = self.snapshot;
+        let canonical = ip.to_string();
         let found = snapshot.kubernetes.pods.iter().rev().find_map(|p| {
             let spec = p.spec.as_ref()?;
             if spec.host_network.unwrap_or(false) {
                 return None;
             }
-            let pod_ip: IpAddr = p.status.as_ref()?.pod_ip.as_deref()?.parse().ok()?;
-            (pod_ip == ip).then_some(spec.node_name.as_deref()?)
+            let pod_ip = p.status.as_ref()?.pod_ip.as_deref()?;
+            crate::endpoint::text_is_address(pod_ip, ip, &canonical)
+                .then_some(spec.node_name.as_deref()?)
         });
         self.pod_node.borrow_mut().insert(ip, found);
         found

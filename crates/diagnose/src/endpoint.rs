@@ -183,6 +183,16 @@ impl<'a> Index<'a> {
     }
 }
 
+/// Whether an address as the API server wrote it (`status.podIP`) is `ip`, cheaply: lookups
+/// compare it against every pod of the snapshot. An IPv4 address parses only from its one
+/// canonical form, so a string comparison is exact; IPv6 has several spellings and is parsed.
+pub(crate) fn text_is_address(text: &str, ip: IpAddr, canonical: &str) -> bool {
+    match ip {
+        IpAddr::V4(_) => text == canonical,
+        IpAddr::V6(_) => text.parse::<IpAddr>().ok() == Some(ip),
+    }
+}
+
 /// The first global address of a netns (eth0 for pods and nodes).
 fn primary_address(record: &NetnsRecord) -> Option<IpAddr> {
     let state = &record.state;

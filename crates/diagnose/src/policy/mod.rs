@@ -317,6 +317,7 @@ fn pod_key(pod: &Pod) -> String {
 /// The pod (not hostNetwork) holding `ip`: the last Running one, as the API server's latest
 /// assignment; without one, the first finished pod that still carries it.
 fn pod_with_address(pods: &[Pod], ip: IpAddr) -> Option<&Pod> {
+    let canonical = ip.to_string();
     let holding = pods.iter().filter(|p| !is_host_network(p)).filter(|p| {
         p.status.as_ref().is_some_and(|status| {
             status
@@ -325,7 +326,7 @@ fn pod_with_address(pods: &[Pod], ip: IpAddr) -> Option<&Pod> {
                 .flatten()
                 .map(|a| a.ip.as_str())
                 .chain(status.pod_ip.as_deref())
-                .any(|a| a.parse::<IpAddr>().ok() == Some(ip))
+                .any(|a| crate::endpoint::text_is_address(a, ip, &canonical))
         })
     });
     let running = |p: &&Pod| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
