@@ -13,8 +13,8 @@ mod owner;
 mod policy;
 pub mod render;
 mod service;
-pub mod synthetic;
 mod svg;
+pub mod synthetic;
 mod walk;
 
 use model::diagnosis::{Diagnosis, Direction, Path, QuerySummary, Verdict};
@@ -70,8 +70,22 @@ pub fn diagnose(snapshot: &Snapshot, query: &Query) -> Result<Diagnosis, Diagnos
     let mut walker = walk::Walker::new(&index);
     let frontend = service::frontend(&index, &dst_spec, dst_ip, query);
     let packet = Packet::new(src_ip, dst_ip, query.protocol, query.sport, query.dport);
-    let forward = intent::walk_forward(&mut walker, &index, frontend.as_ref(), packet.clone(), src_ns);
-    intent::check(&mut walker, &index, query, frontend.as_ref(), &packet, src_ns, &forward);
+    let forward = intent::walk_forward(
+        &mut walker,
+        &index,
+        frontend.as_ref(),
+        packet.clone(),
+        src_ns,
+    );
+    intent::check(
+        &mut walker,
+        &index,
+        query,
+        frontend.as_ref(),
+        &packet,
+        src_ns,
+        &forward,
+    );
     let mut paths: Vec<Path> = Vec::new();
     for end in &forward {
         paths.push(end.path.clone());

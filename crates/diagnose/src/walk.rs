@@ -137,8 +137,14 @@ impl<'a> Walker<'a> {
                 Level::Error,
                 record,
                 None,
-                format!("the {} ruleset of {} cannot be read: {p}; its verdicts are unknown", p.source, describe(record)),
-                vec![Evidence::Text { text: p.to_string() }],
+                format!(
+                    "the {} ruleset of {} cannot be read: {p}; its verdicts are unknown",
+                    p.source,
+                    describe(record)
+                ),
+                vec![Evidence::Text {
+                    text: p.to_string(),
+                }],
                 None,
                 Some(recollect_hint(&p.source)),
             ));
@@ -1236,7 +1242,6 @@ fn place_of(record: &NetnsRecord) -> Place {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 /// How to get a readable copy of the dump a [`netstack::netfilter::RulesetProblem`] is about:
 /// the command that writes it, and the checker for it.
 fn recollect_hint(source: &str) -> &'static str {
@@ -1246,6 +1251,7 @@ fn recollect_hint(source: &str) -> &'static str {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn finding(
     code: FindingCode,
     level: Level,
