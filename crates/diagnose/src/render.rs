@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use model::diagnosis::{Diagnosis, Direction, Verdict};
-use model::{Evidence, Level};
+use model::{Evidence, Level, Place};
 
 /// Output formats of `netsleuth diagnose -o`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,15 +111,7 @@ pub fn text(d: &Diagnosis) -> String {
         out.push_str("findings:\n");
     }
     for f in &d.findings {
-        let place = [
-            f.place.node.as_deref(),
-            f.place.netns.as_deref(),
-            f.place.device.as_deref(),
-        ]
-        .into_iter()
-        .flatten()
-        .collect::<Vec<_>>()
-        .join(" / ");
+        let place = place_text(&f.place);
         let _ = writeln!(
             out,
             "  {:<7} {}  {}",
@@ -139,6 +131,19 @@ pub fn text(d: &Diagnosis) -> String {
         }
     }
     out
+}
+
+/// Where a finding is, as "node / netns / device" with the unknown parts left out.
+pub(crate) fn place_text(place: &Place) -> String {
+    [
+        place.node.as_deref(),
+        place.netns.as_deref(),
+        place.device.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(" / ")
 }
 
 pub fn evidence_text(e: &Evidence) -> String {

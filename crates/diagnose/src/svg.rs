@@ -14,7 +14,7 @@ use std::fmt::Write;
 use model::diagnosis::{Diagnosis, Direction, Hop, Verdict};
 use model::Level;
 
-use crate::render::evidence_text;
+use crate::render::{evidence_text, place_text};
 
 /// Width of one character of the monospace font at `FONT_SIZE` (close for DejaVu Sans Mono and
 /// the browsers' default monospace).
@@ -393,15 +393,7 @@ pub fn svg(d: &Diagnosis) -> String {
     }
     for f in &d.findings {
         let (fill, stroke) = colours(Some(f.level));
-        let place = [
-            f.place.node.as_deref(),
-            f.place.netns.as_deref(),
-            f.place.device.as_deref(),
-        ]
-        .into_iter()
-        .flatten()
-        .collect::<Vec<_>>()
-        .join(" / ");
+        let place = place_text(&f.place);
         let mut lines = wrap(&f.message, FINDING_CHARS);
         for e in &f.evidence {
             lines.extend(wrap(
