@@ -9,6 +9,7 @@ use collect::NetnsFilter;
 use diagnose::EndpointSpec;
 use model::{Inventory, NetnsLocation, Snapshot};
 
+use super::bench::ms;
 use super::{exit, ExitError};
 
 /// Read network namespaces into a snapshot file (needs root).
@@ -70,10 +71,6 @@ fn incomplete(err: collect::CollectError) -> anyhow::Error {
         code: exit::INCOMPLETE,
         message: err.to_string(),
     })
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 fn report_progress(location: &NetnsLocation, took: Duration) {
