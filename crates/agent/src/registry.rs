@@ -239,6 +239,17 @@ impl<'a> Samples<'a> {
         self.add(desc, &[], Value::Counter(value));
     }
 
+    /// One counter per desc, in order: a probe's parsed row against its metric table.
+    pub fn counters(
+        &mut self,
+        descs: &'static [MetricDesc],
+        values: impl IntoIterator<Item = u64>,
+    ) {
+        for (desc, value) in descs.iter().zip(values) {
+            self.counter(desc, value);
+        }
+    }
+
     /// A gauge with no labels besides the entity's.
     pub fn gauge(&mut self, desc: &'static MetricDesc, value: f64) {
         self.add(desc, &[], Value::Gauge(value));

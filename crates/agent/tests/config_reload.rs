@@ -56,11 +56,14 @@ fn kubeskoop_config_is_accepted_unchanged_with_warnings_for_unused_keys() {
     assert_eq!(config.additional_labels[1].name, "env");
 }
 
+/// The error text of a config that must be rejected, as `c.yaml`.
+fn parse_error(yaml: &str) -> String {
+    Config::parse("c.yaml", yaml).unwrap_err().to_string()
+}
+
 #[test]
 fn unknown_keys_are_errors_naming_the_key_and_where() {
-    let err = Config::parse("c.yaml", "metrics:\n  probes: []\n  probez: []\n")
-        .unwrap_err()
-        .to_string();
+    let err = parse_error("metrics:\n  probes: []\n  probez: []\n");
     assert!(
         err.contains("c.yaml")
             && err.contains("probez")
@@ -68,37 +71,24 @@ fn unknown_keys_are_errors_naming_the_key_and_where() {
             && err.contains("line 3"),
         "{err}"
     );
-    let err = Config::parse("c.yaml", "metrics:\n  probes:\n    - name: netdevv\n")
-        .unwrap_err()
-        .to_string();
+    let err = parse_error("metrics:\n  probes:\n    - name: netdevv\n");
     assert!(
         err.contains("metrics.probes[0].name") && err.contains("netdevv"),
         "{err}"
     );
-    let err = Config::parse(
-        "c.yaml",
-        "event:\n  sinks:\n    - name: loki\n      args: {adr: x}\n",
-    )
-    .unwrap_err()
-    .to_string();
+    let err = parse_error("event:\n  sinks:\n    - name: loki\n      args: {adr: x}\n");
     assert!(
         err.contains("event.sinks[0].args") && err.contains("`adr`"),
         "{err}"
     );
-    let err = Config::parse("c.yaml", "event:\n  sinks:\n    - name: file\n")
-        .unwrap_err()
-        .to_string();
+    let err = parse_error("event:\n  sinks:\n    - name: file\n");
     assert!(
         err.contains("event.sinks[0].args") && err.contains("path"),
         "{err}"
     );
-    let err = Config::parse("c.yaml", "metrics:\n  additionalLabels: [\"noequals\"]\n")
-        .unwrap_err()
-        .to_string();
+    let err = parse_error("metrics:\n  additionalLabels: [\"noequals\"]\n");
     assert!(err.contains("metrics.additionalLabels[0]"), "{err}");
-    let err = Config::parse("c.yaml", "event:\n  probes:\n    - name: netdev\n")
-        .unwrap_err()
-        .to_string();
+    let err = parse_error("event:\n  probes:\n    - name: netdev\n");
     assert!(
         err.contains("event.probes[0].name") && err.contains("no event side"),
         "{err}"

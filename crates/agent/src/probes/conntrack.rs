@@ -113,9 +113,7 @@ impl MetricProbe for Conntrack {
     fn collect(&self, out: &mut Samples<'_>) -> Result<(), ProbeError> {
         let text = out.netns_file("conntrack", STAT)?;
         let sums = parse_stat(&text).map_err(|m| ProbeError::parse("conntrack", STAT, m))?;
-        for (desc, v) in CONNTRACK.iter().zip(sums) {
-            out.counter(desc, v);
-        }
+        out.counters(&CONNTRACK, sums);
         let entries = read_number(out, COUNT)?;
         let max = read_number(out, MAX)?;
         out.gauge(&CONNTRACK[9], entries as f64);

@@ -55,9 +55,7 @@ impl MetricProbe for Io {
                 }
             }
         }
-        for (desc, v) in IO.iter().zip(sums) {
-            out.counter(desc, v);
-        }
+        out.counters(&IO, sums);
         Ok(())
     }
 }

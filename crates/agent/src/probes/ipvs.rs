@@ -59,9 +59,7 @@ impl MetricProbe for Ipvs {
             Err(e) => return Err(e),
         };
         let values = parse(&text).map_err(|m| ProbeError::parse("ipvs", FILE, m))?;
-        for (desc, v) in IPVS.iter().zip(values) {
-            out.counter(desc, v);
-        }
+        out.counters(&IPVS, values);
         Ok(())
     }
 }

@@ -69,9 +69,7 @@ impl MetricProbe for Netdev {
     fn collect(&self, out: &mut Samples<'_>) -> Result<(), ProbeError> {
         let text = out.netns_file("netdev", "/proc/thread-self/net/dev")?;
         let sums = parse(&text).map_err(|m| ProbeError::parse("netdev", "/proc/net/dev", m))?;
-        for (desc, value) in NETDEV.iter().zip(sums) {
-            out.counter(desc, value);
-        }
+        out.counters(&NETDEV, sums);
         Ok(())
     }
 }

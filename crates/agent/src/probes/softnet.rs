@@ -53,9 +53,7 @@ impl MetricProbe for Softnet {
         let text =
             std::fs::read_to_string(PATH).map_err(|e| ProbeError::read("softnet", PATH, e))?;
         let sums = parse(&text).map_err(|m| ProbeError::parse("softnet", PATH, m))?;
-        for (desc, v) in SOFTNET.iter().zip(sums) {
-            out.counter(desc, v);
-        }
+        out.counters(&SOFTNET, sums);
         Ok(())
     }
 }
