@@ -17,7 +17,7 @@ use std::net::IpAddr;
 use model::{Evidence, Finding, FindingCode, Level, NetnsRecord, Owner, Place};
 use netstack::packet::Packet;
 
-use super::{Flow, Isolation, PolicyDirection, PolicyIndex, PolicyRef};
+use super::{namespace_of, Flow, Isolation, PolicyDirection, PolicyIndex, PolicyRef};
 use crate::endpoint::Index;
 use crate::owner::is_policy_chain;
 use crate::PathEnd;
@@ -253,7 +253,7 @@ fn describe_flow(policies: &PolicyIndex<'_>, flow: &Flow) -> String {
             .map(|p| {
                 format!(
                     " ({}/{})",
-                    p.metadata.namespace.as_deref().unwrap_or("default"),
+                    namespace_of(&p.metadata),
                     p.metadata.name.as_deref().unwrap_or_default()
                 )
             })
@@ -286,7 +286,7 @@ fn allow_hint(
         PolicyDirection::Egress => (flow.dst, policies.pod_at(flow.src)),
     };
     let own_namespace = own_namespace
-        .and_then(|p| p.metadata.namespace.as_deref())
+        .map(|p| namespace_of(&p.metadata))
         .unwrap_or("default");
     let peer = match policies.pod_at(peer_ip) {
         Some(pod) => {
@@ -298,7 +298,7 @@ fn allow_hint(
                 .map(|(k, v)| format!("{k}: {v}"))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+            let namespace = namespace_of(&pod.metadata);
             let ns = if namespace == own_namespace {
                 String::new()
             } else {

@@ -302,7 +302,10 @@ pub struct PolicyIndex<'a> {
     namespace_labels: HashMap<&'a str, &'a BTreeMap<String, String>>,
 }
 
-fn namespace_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {
+/// A namespaced object's namespace, "default" when the manifest leaves it out.
+pub(crate) fn namespace_of(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> &str {
     meta.namespace.as_deref().unwrap_or("default")
 }
 

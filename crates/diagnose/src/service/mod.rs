@@ -30,6 +30,7 @@ use netstack::netfilter::Netfilter;
 use netstack::packet::Protocol;
 
 use crate::endpoint::{EndpointSpec, Index};
+use crate::policy::namespace_of;
 use crate::Query;
 
 /// How the destination addresses the Service.
@@ -100,7 +101,7 @@ pub fn frontend<'a>(
     let make = |service: &'a Service, port, access| {
         Some(Frontend {
             service,
-            namespace: service.metadata.namespace.as_deref().unwrap_or("default"),
+            namespace: namespace_of(&service.metadata),
             name: service.metadata.name.as_deref().unwrap_or_default(),
             port,
             access,
@@ -252,7 +253,7 @@ fn conditions(endpoint: &Endpoint) -> (bool, bool, bool) {
 }
 
 fn slice_of(slice: &EndpointSlice, namespace: &str, name: &str) -> bool {
-    slice.metadata.namespace.as_deref().unwrap_or("default") == namespace
+    namespace_of(&slice.metadata) == namespace
         && slice
             .metadata
             .labels
@@ -593,8 +594,7 @@ fn traffic_policy_check(
 fn pod_by_key<'a>(k8s: &'a model::snapshot::KubeObjects, key: &str) -> Option<&'a Pod> {
     let (namespace, name) = key.split_once('/')?;
     k8s.pods.iter().find(|p| {
-        p.metadata.namespace.as_deref().unwrap_or("default") == namespace
-            && p.metadata.name.as_deref() == Some(name)
+        namespace_of(&p.metadata) == namespace && p.metadata.name.as_deref() == Some(name)
     })
 }
 
@@ -623,7 +623,7 @@ fn selected_pods<'a>(
     };
     k8s.pods
         .iter()
-        .filter(|p| p.metadata.namespace.as_deref().unwrap_or("default") == frontend.namespace)
+        .filter(|p| namespace_of(&p.metadata) == frontend.namespace)
         .filter(|p| {
             let labels: BTreeMap<String, String> = p.metadata.labels.clone().unwrap_or_default();
             selector.iter().all(|(k, v)| labels.get(k) == Some(v))
@@ -634,7 +634,7 @@ fn selected_pods<'a>(
 fn pod_key(pod: &Pod) -> String {
     format!(
         "{}/{}",
-        pod.metadata.namespace.as_deref().unwrap_or("default"),
+        namespace_of(&pod.metadata),
         pod.metadata.name.as_deref().unwrap_or_default()
     )
 }
@@ -754,7 +754,7 @@ fn wrong_target_port_check(
         let key = pod_key(pod);
         let declared = declared_ports(pod, protocol);
         let netns = ctx.index.snapshot.pod_netns(
-            pod.metadata.namespace.as_deref().unwrap_or("default"),
+            namespace_of(&pod.metadata),
             pod.metadata.name.as_deref().unwrap_or_default(),
         );
         let sockets = netns.and_then(|r| r.state.sockets.as_ref());
