@@ -14,6 +14,20 @@ fn netsleuth(args: &[&str]) -> Output {
         .expect("run netsleuth")
 }
 
+/// `netsleuth COMMAND… -s default/pod-1-1 -d default/pod-2-1 -p 8080 EXTRA…`: the cross-node
+/// flow the lab tests probe and diagnose.
+fn pod_to_pod(command: &[&str], extra: &[&str]) -> Output {
+    let flow = [
+        "-s",
+        "default/pod-1-1",
+        "-d",
+        "default/pod-2-1",
+        "-p",
+        "8080",
+    ];
+    netsleuth(&[command, &flow, extra].concat())
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -180,30 +194,9 @@ fn diagnose_lab_reads_only_the_nodes_on_the_path_and_agrees_with_real_traffic() 
             "flannel-vxlan",
         ],
     );
-    let probe = netsleuth(&[
-        "lab",
-        "probe",
-        "--name",
-        &lab.0,
-        "-s",
-        "default/pod-1-1",
-        "-d",
-        "default/pod-2-1",
-        "-p",
-        "8080",
-    ]);
+    let probe = pod_to_pod(&["lab", "probe", "--name", &lab.0], &[]);
     assert!(probe.status.success(), "real traffic gets through");
-    let out = netsleuth(&[
-        "diagnose",
-        "--lab",
-        &lab.0,
-        "-s",
-        "default/pod-1-1",
-        "-d",
-        "default/pod-2-1",
-        "-p",
-        "8080",
-    ]);
+    let out = pod_to_pod(&["diagnose", "--lab", &lab.0], &[]);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains("DELIVERED"), "{stdout}");
@@ -228,34 +221,12 @@ fn diagnose_lab_reads_only_the_nodes_on_the_path_and_agrees_with_real_traffic() 
         "DROP",
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let probe = netsleuth(&[
-        "lab",
-        "probe",
-        "--name",
-        &lab.0,
-        "-s",
-        "default/pod-1-1",
-        "-d",
-        "default/pod-2-1",
-        "-p",
-        "8080",
-        "--timeout-ms",
-        "500",
-    ]);
+    let probe = pod_to_pod(
+        &["lab", "probe", "--name", &lab.0],
+        &["--timeout-ms", "500"],
+    );
     assert_eq!(probe.status.code(), Some(1), "real traffic is blocked");
-    let out = netsleuth(&[
-        "diagnose",
-        "--lab",
-        &lab.0,
-        "-s",
-        "default/pod-1-1",
-        "-d",
-        "default/pod-2-1",
-        "-p",
-        "8080",
-        "-o",
-        "json",
-    ]);
+    let out = pod_to_pod(&["diagnose", "--lab", &lab.0], &["-o", "json"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let findings = report["findings"].as_array().unwrap();
