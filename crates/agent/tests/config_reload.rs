@@ -222,26 +222,19 @@ async fn editing_the_config_file_reloads_it_and_a_configmap_style_symlink_swap_t
     };
 
     // The way kubelet updates: new dir, then atomically re-point ..data.
-    let v2 = dir.path().join("..v2");
-    std::fs::create_dir(&v2).unwrap();
-    std::fs::write(
-        v2.join("config.yaml"),
+    let kubelet_swap = |version: &str, yaml: &str| {
+        std::fs::create_dir(dir.path().join(version)).unwrap();
+        std::fs::write(dir.path().join(version).join("config.yaml"), yaml).unwrap();
+        std::os::unix::fs::symlink(version, dir.path().join("..data_tmp")).unwrap();
+        std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
+    };
+    kubelet_swap(
+        "..v2",
         "metrics:\n  probes: [{name: netdev}, {name: udp}]\n",
-    )
-    .unwrap();
-    std::os::unix::fs::symlink("..v2", dir.path().join("..data_tmp")).unwrap();
-    std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
+    );
     wait_for(&["netdev", "udp"]).await;
 
     // And a second time (KubeSkoop's watch died after the first swap).
-    let v3 = dir.path().join("..v3");
-    std::fs::create_dir(&v3).unwrap();
-    std::fs::write(
-        v3.join("config.yaml"),
-        "metrics:\n  probes: [{name: tcp}]\n",
-    )
-    .unwrap();
-    std::os::unix::fs::symlink("..v3", dir.path().join("..data_tmp")).unwrap();
-    std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
+    kubelet_swap("..v3", "metrics:\n  probes: [{name: tcp}]\n");
     wait_for(&["tcp"]).await;
 }
