@@ -25,7 +25,7 @@ use netstack::fib::{RouteDecision, RouteOutcome};
 use netstack::packet::Packet;
 use netstack::state::{LinkKind, NetnsState, RouteType};
 
-use crate::endpoint::describe;
+use crate::endpoint::{describe, internal_ip};
 use crate::walk::finding;
 
 const FLANNEL_BACKEND: &str = "flannel.alpha.coreos.com/backend-type";
@@ -347,12 +347,7 @@ impl<'a> Datapath<'a> {
             .iter()
             .map(|node| {
                 let name = node.metadata.name.clone().unwrap_or_default();
-                let internal_ip = node
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.addresses.as_ref())
-                    .and_then(|a| a.iter().find(|a| a.type_ == "InternalIP"))
-                    .and_then(|a| a.address.parse().ok());
+                let internal_ip = internal_ip(node);
                 let ip = annotation(node, FLANNEL_PUBLIC_IP)
                     .and_then(|v| v.parse().ok())
                     .or_else(|| {

@@ -134,10 +134,7 @@ impl<'a> Index<'a> {
                     .iter()
                     .find(|n| n.metadata.name.as_deref() == Some(name));
                 let ip = node
-                    .and_then(|n| n.status.as_ref())
-                    .and_then(|s| s.addresses.as_ref())
-                    .and_then(|a| a.iter().find(|a| a.type_ == "InternalIP"))
-                    .and_then(|a| a.address.parse().ok())
+                    .and_then(internal_ip)
                     .or_else(|| netns.and_then(primary_address));
                 match (node, netns, ip) {
                     (None, None, _) => Err(EndpointError::NotFound(format!("node {name}"))),
@@ -191,6 +188,15 @@ pub(crate) fn text_is_address(text: &str, ip: IpAddr, canonical: &str) -> bool {
         IpAddr::V4(_) => text == canonical,
         IpAddr::V6(_) => text.parse::<IpAddr>().ok() == Some(ip),
     }
+}
+
+/// A node's `status.addresses` InternalIP, the address the cluster reaches it at.
+pub(crate) fn internal_ip(node: &k8s_openapi::api::core::v1::Node) -> Option<IpAddr> {
+    node.status
+        .as_ref()
+        .and_then(|s| s.addresses.as_ref())
+        .and_then(|a| a.iter().find(|a| a.type_ == "InternalIP"))
+        .and_then(|a| a.address.parse().ok())
 }
 
 /// The first global address of a netns (eth0 for pods and nodes).
