@@ -320,9 +320,10 @@ fn own_pod<'s>(
     node: &str,
     ip: IpAddr,
 ) -> Option<(String, String, &'s NetnsRecord)> {
+    let canonical = ip.to_string();
     let (namespace, name) = index.snapshot.kubernetes.pods.iter().find_map(|p| {
         let status = p.status.as_ref()?;
-        (status.pod_ip.as_deref()? == ip.to_string()
+        (crate::endpoint::text_is_address(status.pod_ip.as_deref()?, ip, &canonical)
             && p.spec.as_ref()?.node_name.as_deref() == Some(node))
         .then(|| {
             (
