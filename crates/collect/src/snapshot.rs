@@ -7,7 +7,6 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use model::snapshot::{ClusterInfo, KubeObjects, NetnsOwner, SnapshotSource, SourceKind};
@@ -47,10 +46,12 @@ pub type Progress<'a> = &'a mut dyn FnMut(&NetnsLocation, Duration);
 /// A namespace read on its thread, before peers are resolved.
 struct NetnsRead {
     state: NetnsState,
-    /// Veths whose peer is elsewhere: link index → snapshot id of the peer's namespace, or the
-    /// kernel's namespace id when that namespace was not read.
-    foreign_peers: Vec<(u32, Result<String, i32>)>,
+    foreign_peers: ForeignPeers,
 }
+
+/// Veths of one namespace whose peer is elsewhere: link index → snapshot id of the peer's
+/// namespace, or the kernel's namespace id when that namespace was not read.
+type ForeignPeers = Vec<(u32, Result<String, i32>)>;
 
 /// Reads the selected namespaces of `inventory` into a snapshot carrying the inventory's source,
 /// cluster facts and Kubernetes objects.
@@ -65,17 +66,22 @@ pub fn collect_inventory(
         .filter(|l| filter.selects(l))
         .collect();
     let reads = read_all(&selected, progress)?;
+    let mut foreign_peers = Vec::with_capacity(reads.len());
     let mut records: Vec<NetnsRecord> = selected
         .iter()
-        .zip(reads.iter())
-        .map(|(location, read)| NetnsRecord {
-            id: location.id.clone(),
-            node: location.node.clone(),
-            owner: location.owner.clone(),
-            state: read.state.clone(),
+        .zip(reads)
+        .map(|(location, read)| {
+            // Moved, not cloned: a node's state holds megabytes of conntrack and rules.
+            foreign_peers.push(read.foreign_peers);
+            NetnsRecord {
+                id: location.id.clone(),
+                node: location.node.clone(),
+                owner: location.owner.clone(),
+                state: read.state,
+            }
         })
         .collect();
-    resolve_peers(&mut records, &reads);
+    resolve_peers(&mut records, &foreign_peers);
     Ok(Snapshot {
         source: SnapshotSource {
             collected_at: Some(rfc3339_now()),
@@ -155,13 +161,11 @@ fn read_all(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let candidates: Arc<Vec<(String, i32)>> = Arc::new(
-        selected
-            .iter()
-            .zip(&files)
-            .map(|(l, f)| (l.id.clone(), f.as_raw_fd()))
-            .collect(),
-    );
+    let candidates: Vec<(String, i32)> = selected
+        .iter()
+        .zip(&files)
+        .map(|(l, f)| (l.id.clone(), f.as_raw_fd()))
+        .collect();
     let (done, finished) = mpsc::channel();
     let mut results: Vec<Option<NetnsRead>> = selected.iter().map(|_| None).collect();
     let mut started_at = vec![Instant::now(); selected.len()];
@@ -252,7 +256,7 @@ fn read_here(path: &Path, others: &[(String, i32)]) -> Result<NetnsRead, Collect
 /// Points every veth whose peer is in another namespace at that namespace's snapshot id and
 /// names the peer. A peer in a namespace that was not read gets the id
 /// `outside-snapshot/nsid-N`, which no record has, so nothing mistakes it for a local device.
-fn resolve_peers(records: &mut [NetnsRecord], reads: &[NetnsRead]) {
+fn resolve_peers(records: &mut [NetnsRecord], foreign_peers: &[ForeignPeers]) {
     let names: BTreeMap<(String, u32), String> = records
         .iter()
         .flat_map(|r| {
@@ -262,8 +266,8 @@ fn resolve_peers(records: &mut [NetnsRecord], reads: &[NetnsRead]) {
                 .map(move |l| ((r.id.clone(), l.index), l.name.clone()))
         })
         .collect();
-    for (record, read) in records.iter_mut().zip(reads) {
-        for (link_index, peer_netns) in &read.foreign_peers {
+    for (record, foreign) in records.iter_mut().zip(foreign_peers) {
+        for (link_index, peer_netns) in foreign {
             let Some(peer) = record
                 .state
                 .links
