@@ -195,6 +195,12 @@ impl RawTuple {
     }
 }
 
+/// A task's `comm` as the kernel fills it (`bpf_get_current_comm`): NUL-padded, up to 16 bytes.
+pub(crate) fn comm_to_string(comm: &[u8]) -> String {
+    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..end]).into_owned()
+}
+
 /// Converts a `bpf_ktime_get_ns()` stamp (CLOCK_MONOTONIC) to wall-clock time.
 pub fn monotonic_ns_to_system_time(monotonic_ns: u64) -> SystemTime {
     let now_wall = SystemTime::now();

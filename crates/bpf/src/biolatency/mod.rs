@@ -7,10 +7,9 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use crate::error::Error;
-use crate::net::monotonic_ns_to_system_time;
+use crate::net::{comm_to_string, monotonic_ns_to_system_time};
 use crate::object::{impl_probe_common, Attachment, ObjectSpec, ProbeObject};
 use crate::options::Options;
-use crate::socketlatency::comm_to_string;
 use crate::stats::Log2Histogram;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use crate::error::Error;
-use crate::net::{monotonic_ns_to_system_time, L4Protocol, NetnsInode, RawTuple, Tuple};
+use crate::net::{
+    comm_to_string, monotonic_ns_to_system_time, L4Protocol, NetnsInode, RawTuple, Tuple,
+};
 use crate::object::{impl_probe_common, Attachment, ObjectSpec, ProbeObject};
 use crate::options::Options;
 use crate::stats::Log2Histogram;
@@ -37,11 +39,6 @@ struct RawSockEvent {
 
 // SAFETY: mirror of `struct ns_sock_event`: integers and bytes only, no implicit padding.
 unsafe impl aya::Pod for RawSockEvent {}
-
-pub(crate) fn comm_to_string(comm: &[u8]) -> String {
-    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
-    String::from_utf8_lossy(&comm[..end]).into_owned()
-}
 
 pub struct SocketLatency {
     object: ProbeObject,
