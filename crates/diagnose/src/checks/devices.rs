@@ -7,15 +7,16 @@ use std::net::IpAddr;
 
 use model::{Evidence, Finding, FindingCode, Level, NetnsOwner, NetnsRecord, Owner};
 use netstack::fib::neigh::{
-    answers_arp, resolve_neighbour, vxlan_forward, ArpAnswer, NeighbourResolution, NoArpAnswer,
-    VxlanForwarding,
+    ArpAnswer, NeighbourResolution, NoArpAnswer, VxlanForwarding, answers_arp, resolve_neighbour,
+    vxlan_forward,
 };
 use netstack::fib::{Fib, RouteDecision, RouteOutcome};
 use netstack::state::{Link, LinkKind, OperState, Scope};
 
 use super::sysctl_evidence;
 use crate::cni::Datapath;
-use crate::endpoint::{describe, Index};
+use crate::endpoint::{Index, describe};
+use crate::policy::namespace_of;
 use crate::walk::finding;
 
 fn cni_owner(dp: &Datapath<'_>) -> Option<Owner> {
@@ -63,8 +64,13 @@ pub fn vxlan_remote(
                     Level::Error,
                     record,
                     Some(dev),
-                    format!("the neighbour entry for {target} on {dev} in {} says {mac}, but {node}'s VTEP MAC is {want}: frames go to the wrong VTEP or nowhere", describe(record)),
-                    vec![Evidence::Text { text: format!("{target} dev {dev} lladdr {mac} {:?}", entry.state) }],
+                    format!(
+                        "the neighbour entry for {target} on {dev} in {} says {mac}, but {node}'s VTEP MAC is {want}: frames go to the wrong VTEP or nowhere",
+                        describe(record)
+                    ),
+                    vec![Evidence::Text {
+                        text: format!("{target} dev {dev} lladdr {mac} {:?}", entry.state),
+                    }],
                     cni_owner(dp),
                     Some(&neighbour_fix),
                 )));
@@ -81,7 +87,10 @@ pub fn vxlan_remote(
                 Level::Error,
                 record,
                 Some(dev),
-                format!("{dev} in {} has no usable neighbour entry for the next hop {target}; the CNI installs it permanently and nothing answers ARP over the overlay", describe(record)),
+                format!(
+                    "{dev} in {} has no usable neighbour entry for the next hop {target}; the CNI installs it permanently and nothing answers ARP over the overlay",
+                    describe(record)
+                ),
                 vec![Evidence::Text { text: seen }],
                 cni_owner(dp),
                 Some(&neighbour_fix),
@@ -104,13 +113,22 @@ pub fn vxlan_remote(
             Level::Error,
             record,
             Some(dev),
-            format!("{dev} in {} has no FDB entry for {mac} (the VTEP of {target}) and no default remote: the kernel drops the encapsulated frame", describe(record)),
-            vec![Evidence::Text { text: format!("bridge fdb show dev {dev}: nothing for {mac}") }],
+            format!(
+                "{dev} in {} has no FDB entry for {mac} (the VTEP of {target}) and no default remote: the kernel drops the encapsulated frame",
+                describe(record)
+            ),
+            vec![Evidence::Text {
+                text: format!("bridge fdb show dev {dev}: nothing for {mac}"),
+            }],
             cni_owner(dp),
             Some(&fdb_fix("append")),
         ))),
         VxlanForwarding::Remotes { vteps, entries, .. } => {
-            if let Some(want) = intent.as_ref().map(|i| i.node_ip).filter(|ip| !vteps.contains(ip)) {
+            if let Some(want) = intent
+                .as_ref()
+                .map(|i| i.node_ip)
+                .filter(|ip| !vteps.contains(ip))
+            {
                 let node = intent.as_ref().map(|i| i.node.as_str()).unwrap_or("?");
                 let got: Vec<String> = vteps.iter().map(IpAddr::to_string).collect();
                 return Err(Box::new(finding(
@@ -118,14 +136,37 @@ pub fn vxlan_remote(
                     Level::Error,
                     record,
                     Some(dev),
-                    format!("{dev} in {} sends frames for {mac} to VTEP {}, but {node}'s VTEP is {want}", describe(record), got.join(", ")),
-                    entries.iter().map(|e| Evidence::Text { text: format!("{} dev {} dst {}", e.mac, e.dev, e.dst.map(|d| d.to_string()).unwrap_or_default()) }).collect(),
+                    format!(
+                        "{dev} in {} sends frames for {mac} to VTEP {}, but {node}'s VTEP is {want}",
+                        describe(record),
+                        got.join(", ")
+                    ),
+                    entries
+                        .iter()
+                        .map(|e| Evidence::Text {
+                            text: format!(
+                                "{} dev {} dst {}",
+                                e.mac,
+                                e.dev,
+                                e.dst.map(|d| d.to_string()).unwrap_or_default()
+                            ),
+                        })
+                        .collect(),
                     cni_owner(dp),
-                    Some(&format!("bridge fdb del {mac} dev {dev} dst {} self; {}", got.join(","), fdb_fix("append"))),
+                    Some(&format!(
+                        "bridge fdb del {mac} dev {dev} dst {} self; {}",
+                        got.join(","),
+                        fdb_fix("append")
+                    )),
                 )));
             }
-            let Some(vtep) = vteps.first() else { return Ok(None) };
-            let vni = state.link(dev).and_then(|l| l.vxlan.as_ref()).map(|v| v.vni);
+            let Some(vtep) = vteps.first() else {
+                return Ok(None);
+            };
+            let vni = state
+                .link(dev)
+                .and_then(|l| l.vxlan.as_ref())
+                .map(|v| v.vni);
             let next = index.owner_of(*vtep).and_then(|remote| {
                 let ingress = remote
                     .state
@@ -176,10 +217,19 @@ pub fn bridge_port(
             Level::Error,
             record,
             Some(name),
-            format!("{name} (the host end of {}'s {next_dev}) is {now}, so {bridge} cannot deliver to it", describe(next)),
-            vec![Evidence::Link { name: name.clone(), detail: format!("master {}", port.master.as_deref().unwrap_or("none")) }],
+            format!(
+                "{name} (the host end of {}'s {next_dev}) is {now}, so {bridge} cannot deliver to it",
+                describe(next)
+            ),
+            vec![Evidence::Link {
+                name: name.clone(),
+                detail: format!("master {}", port.master.as_deref().unwrap_or("none")),
+            }],
             cni_owner(dp),
-            Some(&format!("ip link set {name} master {bridge} (inside {})", record.id)),
+            Some(&format!(
+                "ip link set {name} master {bridge} (inside {})",
+                record.id
+            )),
         ));
     }
     // Without carrier because the pod's own end is down: the walk reports that end.
@@ -233,10 +283,20 @@ pub fn pod_veth_master(
         Level::Error,
         next,
         Some(ingress),
-        format!("{ingress} (the host end of {}'s interface) is enslaved to {} instead of {bridge}: the pod's gateway and its replies are on {bridge}", describe(from), link.master.as_deref().unwrap_or("nothing")),
-        vec![Evidence::Link { name: ingress.into(), detail: format!("master {}", link.master.as_deref().unwrap_or("none")) }],
+        format!(
+            "{ingress} (the host end of {}'s interface) is enslaved to {} instead of {bridge}: the pod's gateway and its replies are on {bridge}",
+            describe(from),
+            link.master.as_deref().unwrap_or("nothing")
+        ),
+        vec![Evidence::Link {
+            name: ingress.into(),
+            detail: format!("master {}", link.master.as_deref().unwrap_or("none")),
+        }],
         cni_owner(dp),
-        Some(&format!("ip link set {ingress} master {bridge} (inside {})", next.id)),
+        Some(&format!(
+            "ip link set {ingress} master {bridge} (inside {})",
+            next.id
+        )),
     ))
 }
 
@@ -279,23 +339,55 @@ pub fn arp_answer(
     let sender = fib.select_source(dev, target, Scope::Link)?;
     let next_fib = Fib::new(&next.state);
     let (what, evidence, fix) = match answers_arp(&next_fib, next_dev, target, sender) {
-        ArpAnswer::NoAnswer { reason: NoArpAnswer::ArpIgnore { mode } } => (
+        ArpAnswer::NoAnswer {
+            reason: NoArpAnswer::ArpIgnore { mode },
+        } => (
             format!("arp_ignore ({mode:?}) forbids answering for {target}"),
-            next.state.arp_ignore(next_dev).map(|r| sysctl_evidence(&r)).unwrap_or_default(),
-            format!("sysctl -w net.ipv4.conf.all.arp_ignore=0 net.ipv4.conf.{next_dev}.arp_ignore=0 (inside {})", next.id),
+            next.state
+                .arp_ignore(next_dev)
+                .map(|r| sysctl_evidence(&r))
+                .unwrap_or_default(),
+            format!(
+                "sysctl -w net.ipv4.conf.all.arp_ignore=0 net.ipv4.conf.{next_dev}.arp_ignore=0 (inside {})",
+                next.id
+            ),
         ),
-        ArpAnswer::NoAnswer { reason: NoArpAnswer::ArpFilter { route_dev } } => (
-            format!("arp_filter is on and the route back to {sender} leaves by {} instead", route_dev.as_deref().unwrap_or("no device")),
-            next.state.arp_filter(next_dev).map(|r| sysctl_evidence(&r)).unwrap_or_default(),
-            format!("sysctl -w net.ipv4.conf.all.arp_filter=0 net.ipv4.conf.{next_dev}.arp_filter=0 (inside {})", next.id),
+        ArpAnswer::NoAnswer {
+            reason: NoArpAnswer::ArpFilter { route_dev },
+        } => (
+            format!(
+                "arp_filter is on and the route back to {sender} leaves by {} instead",
+                route_dev.as_deref().unwrap_or("no device")
+            ),
+            next.state
+                .arp_filter(next_dev)
+                .map(|r| sysctl_evidence(&r))
+                .unwrap_or_default(),
+            format!(
+                "sysctl -w net.ipv4.conf.all.arp_filter=0 net.ipv4.conf.{next_dev}.arp_filter=0 (inside {})",
+                next.id
+            ),
         ),
-        ArpAnswer::NoAnswer { reason: NoArpAnswer::NotLocalNotProxied }
-            if next.owner == NetnsOwner::Host && next.state.link(next_dev).is_some_and(|l| l.kind == LinkKind::Veth) =>
-        (
-            format!("{target} is not its address and proxy_arp is off on {next_dev}"),
-            next.state.proxy_arp(next_dev).map(|r| sysctl_evidence(&r)).unwrap_or_default(),
-            format!("sysctl -w net.ipv4.conf.{next_dev}.proxy_arp=1 (inside {}); the CNI sets it when it creates the veth", next.id),
-        ),
+        ArpAnswer::NoAnswer {
+            reason: NoArpAnswer::NotLocalNotProxied,
+        } if next.owner == NetnsOwner::Host
+            && next
+                .state
+                .link(next_dev)
+                .is_some_and(|l| l.kind == LinkKind::Veth) =>
+        {
+            (
+                format!("{target} is not its address and proxy_arp is off on {next_dev}"),
+                next.state
+                    .proxy_arp(next_dev)
+                    .map(|r| sysctl_evidence(&r))
+                    .unwrap_or_default(),
+                format!(
+                    "sysctl -w net.ipv4.conf.{next_dev}.proxy_arp=1 (inside {}); the CNI sets it when it creates the veth",
+                    next.id
+                ),
+            )
+        }
         _ => return None,
     };
     Some(finding(
@@ -327,7 +419,7 @@ fn own_pod<'s>(
             && p.spec.as_ref()?.node_name.as_deref() == Some(node))
         .then(|| {
             (
-                p.metadata.namespace.clone().unwrap_or_default(),
+                namespace_of(&p.metadata).to_string(),
                 p.metadata.name.clone().unwrap_or_default(),
             )
         })
@@ -359,10 +451,22 @@ fn interface_missing(
         Level::Error,
         record,
         device,
-        format!("pod {namespace}/{name} ({target}) has no interface with its address: its veth pair is gone, so {} has nowhere to deliver to it", describe(record)),
-        pod.state.links.iter().map(|l| Evidence::Link { name: l.name.clone(), detail: format!("in {}", pod.id) }).collect(),
+        format!(
+            "pod {namespace}/{name} ({target}) has no interface with its address: its veth pair is gone, so {} has nowhere to deliver to it",
+            describe(record)
+        ),
+        pod.state
+            .links
+            .iter()
+            .map(|l| Evidence::Link {
+                name: l.name.clone(),
+                detail: format!("in {}", pod.id),
+            })
+            .collect(),
         cni_owner(dp),
-        Some(&format!("Recreate the pod ({namespace}/{name}) so the CNI plumbs it again: kubectl delete pod -n {namespace} {name}")),
+        Some(&format!(
+            "Recreate the pod ({namespace}/{name}) so the CNI plumbs it again: kubectl delete pod -n {namespace} {name}"
+        )),
     )
 }
 
@@ -410,10 +514,19 @@ pub fn blackholed_own_pod(
         Level::Error,
         record,
         Some(dev),
-        format!("{dev} (the host end of pod {namespace}/{name}) in {} is down: the kernel removed its route to {dst}, and the block's blackhole swallows the packet", describe(record)),
-        vec![Evidence::Link { name: dev.clone(), detail: "admin down".into() }],
+        format!(
+            "{dev} (the host end of pod {namespace}/{name}) in {} is down: the kernel removed its route to {dst}, and the block's blackhole swallows the packet",
+            describe(record)
+        ),
+        vec![Evidence::Link {
+            name: dev.clone(),
+            detail: "admin down".into(),
+        }],
         cni_owner(dp),
-        Some(&format!("ip link set {dev} up (inside {}); calico-node re-adds the /32 route", record.id)),
+        Some(&format!(
+            "ip link set {dev} up (inside {}); calico-node re-adds the /32 route",
+            record.id
+        )),
     ))
 }
 
@@ -482,4 +595,53 @@ pub fn no_carrier(record: &NetnsRecord, link: &Link) -> Finding {
             link.name, link.name, record.id
         )),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::{ClusterSize, cluster};
+    use model::CniMode;
+
+    /// A pod manifest without `metadata.namespace` lives in "default", as the API server files
+    /// it: its netns (recorded under "default") is still its own.
+    #[test]
+    fn a_pod_without_a_namespace_is_found_in_default() {
+        let mut snapshot = cluster(
+            CniMode::CalicoBgp,
+            ClusterSize {
+                nodes: 2,
+                pods_per_node: 1,
+                services: 0,
+                endpoints_per_service: 0,
+                rules_on_nodes: 0,
+            },
+        );
+        let pod = snapshot
+            .kubernetes
+            .pods
+            .iter_mut()
+            .find(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some("node-2"))
+            .expect("a pod on node-2");
+        assert_eq!(pod.metadata.namespace.as_deref(), Some("default"));
+        pod.metadata.namespace = None;
+        let name = pod.metadata.name.clone().expect("named pod");
+        let ip: IpAddr = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.as_deref())
+            .and_then(|ip| ip.parse().ok())
+            .expect("pod address");
+        let index = Index::new(&snapshot);
+        let (namespace, found, record) = own_pod(&index, "node-2", ip).expect("the pod is found");
+        assert_eq!(
+            (namespace.as_str(), found.as_str()),
+            ("default", name.as_str())
+        );
+        assert!(
+            matches!(&record.owner, NetnsOwner::Pod { name: n, .. } if *n == name),
+            "{:?}",
+            record.owner
+        );
+    }
 }
