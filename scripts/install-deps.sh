@@ -23,6 +23,10 @@ declare -A NEED=(
   [ping]=iputils-ping
   [python3]=python3-minimal
   [rsvg-convert]=librsvg2-bin
+  # the agent's CRI client (k8s-cri compiles the CRI protos) and its test against a real runtime
+  [protoc]=protobuf-compiler
+  [containerd]=containerd
+  [runc]=runc
 )
 
 missing=()
