@@ -158,12 +158,18 @@ impl std::fmt::Display for RulesetProblem {
 /// shows some as opaque `xt` expressions) and its nft copy is skipped. Every other nft table —
 /// including a native `ip filter` with lowercase chains next to legacy iptables — is evaluated
 /// natively, its base chains ordered with the iptables tables by hook priority.
+///
+/// [`Netfilter::from_state`] decides once which nft tables are such copies; set the rulesets
+/// through it rather than changing the fields afterwards.
 #[derive(Debug, Clone, Default)]
 pub struct Netfilter {
     pub ipv4: Option<crate::iptables::Ruleset>,
     pub ipv6: Option<crate::iptables::Ruleset>,
     pub ipsets: crate::ipset::IpSets,
     pub nftables: Option<crate::nft::Ruleset>,
+    /// Per table of `nftables` (by index): whether it is iptables-nft's copy of a table the
+    /// iptables-save dump holds, and so skipped. Empty: no table is.
+    pub(crate) iptables_copies: Vec<bool>,
 }
 
 /// One table (iptables) or base chain (nft) registered at a hook.
@@ -238,7 +244,30 @@ impl Netfilter {
                 }),
             }
         }
+        nf.iptables_copies = nf.nftables.as_ref().map_or_else(Vec::new, |nft| {
+            nft.tables
+                .iter()
+                .map(|table| nf.is_iptables_copy(table))
+                .collect()
+        });
         (nf, problems)
+    }
+
+    /// Whether an nft table is iptables-nft's view of a table the iptables-save dump of its
+    /// family also holds (see [`Netfilter`]).
+    fn is_iptables_copy(&self, table: &crate::nft::Table) -> bool {
+        const BUILT_IN: [&str; 5] = ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"];
+        let iptables = match table.family {
+            crate::nft::Family::Ip => self.ipv4.as_ref(),
+            crate::nft::Family::Ip6 => self.ipv6.as_ref(),
+            _ => return false,
+        };
+        iptables.is_some_and(|rs| rs.tables.iter().any(|t| t.name.as_str() == table.name))
+            && table
+                .chains
+                .iter()
+                .filter(|c| c.base.is_some())
+                .all(|c| BUILT_IN.contains(&c.name.as_str()))
     }
 
     /// The ruleset for the packet's family, if one was read.
@@ -268,8 +297,7 @@ impl Netfilter {
         }
         if let Some(nft) = &self.nftables {
             for at in nft.base_chains(hook, packet.is_ipv6()) {
-                let table = &nft.tables[at.table];
-                if !is_iptables_copy(table, iptables) {
+                if !self.iptables_copies.get(at.table).copied().unwrap_or(false) {
                     stages.push((at.priority, Stage::Nft(nft, at)));
                 }
             }
@@ -333,24 +361,6 @@ pub(crate) fn run_stages(
             .map(|b| finish(b, NetfilterVerdict::Accept)),
     );
     done
-}
-
-/// Whether an nft table is iptables-nft's view of a table the iptables-save dump also holds
-/// (see [`Netfilter`]).
-fn is_iptables_copy(
-    table: &crate::nft::Table,
-    iptables: Option<&crate::iptables::Ruleset>,
-) -> bool {
-    const BUILT_IN: [&str; 5] = ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"];
-    matches!(
-        table.family,
-        crate::nft::Family::Ip | crate::nft::Family::Ip6
-    ) && iptables.is_some_and(|rs| rs.tables.iter().any(|t| t.name.as_str() == table.name))
-        && table
-            .chains
-            .iter()
-            .filter(|c| c.base.is_some())
-            .all(|c| BUILT_IN.contains(&c.name.as_str()))
 }
 
 fn finish(branch: crate::iptables::Branch, verdict: NetfilterVerdict) -> HookOutcome {
