@@ -172,6 +172,88 @@ pub struct Netfilter {
     pub(crate) iptables_copies: Vec<bool>,
 }
 
+/// Where a branch is in the chains of one table, with the kernel's rules for moving on, which
+/// iptables (`ipt_do_table()`) and nft (`nft_do_chain()`) share: `jump` pushes a return point,
+/// `goto` does not, and `return` — explicit, or the end of a chain that was jumped or gone to —
+/// pops one; with none left, the base chain's policy applies.
+#[derive(Debug, Clone)]
+pub(crate) struct Cursor {
+    /// Index of the chain in its table.
+    pub chain: usize,
+    /// Index of the rule in its chain.
+    pub rule: usize,
+    /// Return points: (chain, rule to resume at).
+    stack: Vec<(usize, usize)>,
+    steps: usize,
+}
+
+impl Cursor {
+    /// At the first rule of base chain `chain`.
+    pub fn at(chain: usize) -> Cursor {
+        Cursor {
+            chain,
+            rule: 0,
+            stack: Vec::new(),
+            steps: 0,
+        }
+    }
+
+    /// Counts one more step of this branch and returns how many it took, to stop rule loops.
+    pub fn step(&mut self) -> usize {
+        self.steps += 1;
+        self.steps
+    }
+
+    /// Return points pending (nested jumps).
+    pub fn depth(&self) -> usize {
+        self.stack.len()
+    }
+
+    /// On to the next rule of the chain.
+    pub fn advance(&mut self) {
+        self.rule += 1;
+    }
+
+    /// `jump chain`: its end comes back to the rule after this one.
+    pub fn jump(&mut self, chain: usize) {
+        self.stack.push((self.chain, self.rule + 1));
+        self.goto(chain);
+    }
+
+    /// `goto chain`: its end returns where this chain would have.
+    pub fn goto(&mut self, chain: usize) {
+        self.chain = chain;
+        self.rule = 0;
+    }
+
+    /// `return`: back to the latest return point; `false` when there is none, in the base chain
+    /// or below a goto from it, where the base chain's policy applies.
+    #[must_use]
+    pub fn back(&mut self) -> bool {
+        match self.stack.pop() {
+            Some((chain, rule)) => {
+                self.chain = chain;
+                self.rule = rule;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The rule under the cursor (`rules_of` gives a chain's rules by index), returning out of
+    /// chains that have ended; `None` when the base chain has ended and its policy applies.
+    pub fn current<'r, R>(&mut self, rules_of: impl Fn(usize) -> &'r [R]) -> Option<&'r R> {
+        loop {
+            if let Some(rule) = rules_of(self.chain).get(self.rule) {
+                return Some(rule);
+            }
+            if !self.back() {
+                return None;
+            }
+        }
+    }
+}
+
 /// One table (iptables) or base chain (nft) registered at a hook.
 pub(crate) enum Stage<'a> {
     Iptables(&'a crate::iptables::Ruleset, &'a crate::iptables::Table),

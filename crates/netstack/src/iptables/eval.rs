@@ -14,7 +14,8 @@ use std::net::IpAddr;
 use crate::fib::{Fib, ReversePath, RpFilterMode};
 use crate::ipset::IpSets;
 use crate::netfilter::{
-    run_stages, HookOutcome, NetfilterVerdict, RuleRef, RuleSource, Stage, TraceStep, Unsupported,
+    run_stages, Cursor, HookOutcome, NetfilterVerdict, RuleRef, RuleSource, Stage, TraceStep,
+    Unsupported,
 };
 use crate::packet::{CtDirection, CtState, Packet, Protocol};
 use crate::state::{NetnsState, Scope};
@@ -126,15 +127,6 @@ pub struct Branch {
     pub decided_by: Option<RuleRef>,
 }
 
-/// Where a branch is in a table.
-#[derive(Debug, Clone)]
-struct Cursor {
-    chain: usize,
-    rule: usize,
-    stack: Vec<(usize, usize)>,
-    steps: usize,
-}
-
 enum Step {
     /// The rule did not match, or matched with a non-terminating effect: next rule.
     Next,
@@ -182,20 +174,11 @@ impl Ruleset {
                 verdict: None,
             }];
         };
-        let mut work = vec![(
-            branch,
-            Cursor {
-                chain: base,
-                rule: 0,
-                stack: Vec::new(),
-                steps: 0,
-            },
-        )];
+        let mut work = vec![(branch, Cursor::at(base))];
         let mut out = Vec::new();
         while let Some((mut branch, mut cur)) = work.pop() {
             loop {
-                cur.steps += 1;
-                if cur.steps > MAX_STEPS {
+                if cur.step() > MAX_STEPS {
                     let chain = &table.chains[cur.chain];
                     branch.unsupported.push(Unsupported {
                         rule: self.policy_ref(table, chain),
@@ -208,22 +191,15 @@ impl Ruleset {
                     });
                     break;
                 }
-                let chain = &table.chains[cur.chain];
-                let Some(rule) = chain.rules().get(cur.rule) else {
-                    // End of chain: implicit RETURN, or the policy of the built-in chain.
-                    if let Some((c, r)) = cur.stack.pop() {
-                        cur.chain = c;
-                        cur.rule = r;
-                        continue;
-                    }
-                    let base_chain = &table.chains[base];
-                    out.push(self.apply_policy(table, base_chain, branch));
+                let Some(rule) = cur.current(|c| table.chains[c].rules()) else {
+                    out.push(self.apply_policy(table, &table.chains[base], branch));
                     break;
                 };
+                let chain = &table.chains[cur.chain];
                 let rref = || self.rule_ref(table, chain, cur.rule, rule);
                 let probability = match self.rule_matches(rule, &mut branch, ctx, &rref) {
                     None => {
-                        cur.rule += 1;
+                        cur.advance();
                         continue;
                     }
                     Some(p) => p,
@@ -232,13 +208,9 @@ impl Ruleset {
                     if work.len() + out.len() < MAX_BRANCHES {
                         let mut miss = branch.clone();
                         miss.probability *= 1.0 - probability;
-                        work.push((
-                            miss,
-                            Cursor {
-                                rule: cur.rule + 1,
-                                ..cur.clone()
-                            },
-                        ));
+                        let mut after = cur.clone();
+                        after.advance();
+                        work.push((miss, after));
                         branch.probability *= probability;
                     } else {
                         branch.unsupported.push(Unsupported {
@@ -249,24 +221,15 @@ impl Ruleset {
                     }
                 }
                 match self.apply_target(table, rule, &mut branch, hook, ctx, &rref) {
-                    Step::Next => cur.rule += 1,
-                    Step::Jump { chain, goto } => {
-                        if !goto {
-                            cur.stack.push((cur.chain, cur.rule + 1));
-                        }
-                        cur.chain = chain;
-                        cur.rule = 0;
-                    }
-                    Step::Return => match cur.stack.pop() {
-                        Some((c, r)) => {
-                            cur.chain = c;
-                            cur.rule = r;
-                        }
-                        None => {
+                    Step::Next => cur.advance(),
+                    Step::Jump { chain, goto: true } => cur.goto(chain),
+                    Step::Jump { chain, goto: false } => cur.jump(chain),
+                    Step::Return => {
+                        if !cur.back() {
                             out.push(self.apply_policy(table, &table.chains[base], branch));
                             break;
                         }
-                    },
+                    }
                     Step::Accept => {
                         branch.decided_by = Some(rref());
                         out.push(TableOutcome {

@@ -15,7 +15,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::iptables::{AddrType, Branch, EvalContext, TableOutcome, MAX_BRANCHES};
-use crate::netfilter::{NetfilterVerdict, RuleRef, RuleSource, TraceStep, Unsupported};
+use crate::netfilter::{Cursor, NetfilterVerdict, RuleRef, RuleSource, TraceStep, Unsupported};
 use crate::packet::{CtDirection, CtState, Packet, Protocol};
 
 use super::types::{
@@ -66,15 +66,6 @@ enum Flow {
     Final(NetfilterVerdict),
 }
 
-/// Where a branch is in the chains of a table.
-#[derive(Debug, Clone)]
-struct Cursor {
-    chain: usize,
-    rule: usize,
-    stack: Vec<(usize, usize)>,
-    steps: usize,
-}
-
 impl Ruleset {
     /// Base chains registered at `hook` that see packets of this IP version, in the order the
     /// kernel runs them: by priority, ties in table then declaration order.
@@ -109,21 +100,11 @@ impl Ruleset {
         max_branches: usize,
     ) -> Vec<TableOutcome> {
         let table = &self.tables[at.table];
-        let mut work = vec![(
-            branch,
-            Cursor {
-                chain: at.chain,
-                rule: 0,
-                stack: Vec::new(),
-                steps: 0,
-            },
-        )];
+        let mut work = vec![(branch, Cursor::at(at.chain))];
         let mut out = Vec::new();
         let mut ends = Vec::new();
         while let Some((mut branch, mut cur)) = work.pop() {
-            cur.steps += 1;
-            let chain = &table.chains[cur.chain];
-            if cur.steps > MAX_STEPS || cur.stack.len() > JUMP_STACK {
+            if cur.step() > MAX_STEPS || cur.depth() > JUMP_STACK {
                 branch.unsupported.push(Unsupported {
                     rule: policy_ref(table, &table.chains[at.chain]),
                     feature: format!(
@@ -137,18 +118,11 @@ impl Ruleset {
                 });
                 continue;
             }
-            let Some(rule) = chain.rules.get(cur.rule) else {
-                // End of a chain: implicit return, or the base chain's policy.
-                match cur.stack.pop() {
-                    Some((c, r)) => {
-                        cur.chain = c;
-                        cur.rule = r;
-                        work.push((branch, cur));
-                    }
-                    None => out.push(apply_policy(table, &table.chains[at.chain], branch)),
-                }
+            let Some(rule) = cur.current(|c| &table.chains[c].rules) else {
+                out.push(apply_policy(table, &table.chains[at.chain], branch));
                 continue;
             };
+            let chain = &table.chains[cur.chain];
             let rref = RuleCtx {
                 table,
                 chain,
@@ -161,26 +135,15 @@ impl Ruleset {
             for (mut branch, flow) in ends.drain(..) {
                 let mut cur = cur.clone();
                 match flow {
-                    Flow::Next => cur.rule += 1,
-                    Flow::Jump(target) => {
-                        cur.stack.push((cur.chain, cur.rule + 1));
-                        cur.chain = target;
-                        cur.rule = 0;
-                    }
-                    Flow::Goto(target) => {
-                        cur.chain = target;
-                        cur.rule = 0;
-                    }
-                    Flow::Return => match cur.stack.pop() {
-                        Some((c, r)) => {
-                            cur.chain = c;
-                            cur.rule = r;
-                        }
-                        None => {
+                    Flow::Next => cur.advance(),
+                    Flow::Jump(target) => cur.jump(target),
+                    Flow::Goto(target) => cur.goto(target),
+                    Flow::Return => {
+                        if !cur.back() {
                             out.push(apply_policy(table, &table.chains[at.chain], branch));
                             continue;
                         }
-                    },
+                    }
                     Flow::Accept => {
                         branch.decided_by = Some(rref.rule_ref());
                         out.push(TableOutcome {
