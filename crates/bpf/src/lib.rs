@@ -33,10 +33,10 @@ pub mod tcpretrans;
 pub use btf::{BtfError, EnumNames, KernelBtf};
 pub use error::Error;
 pub use kallsyms::KernelSymbols;
-pub use net::{monotonic_ns_to_system_time, L3Protocol, L4Protocol, NetnsInode, TcpState, Tuple};
-pub use object::{enable_runtime_stats, MapFill, ProgramRuntime, RuntimeStatsGuard};
+pub use net::{L3Protocol, L4Protocol, NetnsInode, TcpState, Tuple, monotonic_ns_to_system_time};
+pub use object::{MapFill, ProgramRuntime, RuntimeStatsGuard, enable_runtime_stats};
 pub use options::Options;
-pub use stats::{Log2Histogram, ProbeStats};
+pub use stats::{Log2Histogram, ProbeStats, SlowCounts};
 
 #[cfg(test)]
 mod tests {

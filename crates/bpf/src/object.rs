@@ -1,7 +1,7 @@
 //! Loading one probe's eBPF object and reading it back: the privilege and BTF checks that give
 //! clear errors, aya loading with the shared globals and map sizes, tp_btf attachment, and the
-//! readers every probe shares (per-CPU hashes, histograms, probe stats, the event ring buffer,
-//! map fill). Probe-specific decoding stays in each probe's module.
+//! readers every probe shares (per-CPU hashes, histograms, threshold counters, probe stats, the
+//! event ring buffer, map fill). Probe-specific decoding stays in each probe's module.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -13,7 +13,7 @@ use aya::{Btf, Ebpf, EbpfLoader, Endianness, Pod};
 
 use crate::error::Error;
 use crate::options::Options;
-use crate::stats::{Log2Histogram, ProbeStats};
+use crate::stats::{Log2Histogram, ProbeStats, SlowCounts};
 
 /// A program of the object and the tracepoint it attaches to.
 pub(crate) struct Attachment {
@@ -28,8 +28,17 @@ pub(crate) struct ObjectSpec<'a> {
     pub attachments: &'static [Attachment],
     /// `const volatile __u64` globals of the .bpf.c, beyond the shared event-sampler ones.
     pub globals: &'a [(&'static str, u64)],
-    /// Aggregation maps sized by `Options::max_entries`.
-    pub sized_maps: &'static [&'static str],
+    /// The probe's aggregation maps: each is sized by `Options::max_entries` and reported by
+    /// `map_fills`. One list, so no map is sized but unreported or reported but left unsized.
+    pub maps: &'static [&'static str],
+}
+
+/// The `slow_threshold_ns` global of latency.bpf.h, for a latency probe's `ObjectSpec::globals`.
+pub(crate) fn slow_threshold_global(options: &Options) -> (&'static str, u64) {
+    (
+        "slow_threshold_ns",
+        u64::try_from(options.slow_threshold.as_nanos()).unwrap_or(u64::MAX),
+    )
 }
 
 /// Run statistics of one program of a probe. Counted by the kernel only while
@@ -63,18 +72,22 @@ pub struct MapFill {
 
 pub(crate) struct ProbeObject {
     probe: &'static str,
+    attachments: &'static [Attachment],
+    maps: &'static [&'static str],
     ebpf: Ebpf,
     events: RingBuf<MapData>,
 }
 
-/// Mirror of `struct ns_hist_key` / `struct ns_hist_value` (common.bpf.h).
+/// Mirror of `struct ns_hist_key` (common.bpf.h, `index` = log2 slot) and of
+/// `struct ns_threshold_key` (latency.bpf.h, `index` = threshold): the same layout.
 #[repr(C)]
-#[derive(Clone, Copy)]
-struct HistKey {
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct ScopedKey {
     scope: u32,
     kind: u16,
-    slot: u16,
+    index: u16,
 }
+/// Mirror of `struct ns_hist_value` (common.bpf.h).
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct HistValue {
@@ -82,7 +95,7 @@ struct HistValue {
     sum_ns: u64,
 }
 // SAFETY: integer-only #[repr(C)] structs without implicit padding.
-unsafe impl Pod for HistKey {}
+unsafe impl Pod for ScopedKey {}
 // SAFETY: as above.
 unsafe impl Pod for HistValue {}
 
@@ -106,7 +119,7 @@ impl ProbeObject {
         for (name, value) in spec.globals {
             loader.override_global(name, value, true);
         }
-        for map in spec.sized_maps {
+        for map in spec.maps {
             loader.map_max_entries(map, options.max_entries);
         }
         let mut ebpf = loader.load(spec.bytes).map_err(|source| Error::Object {
@@ -128,6 +141,8 @@ impl ProbeObject {
         })?;
         Ok(Self {
             probe,
+            attachments: spec.attachments,
+            maps: spec.maps,
             ebpf,
             events,
         })
@@ -172,19 +187,40 @@ impl ProbeObject {
         Ok(sums)
     }
 
-    /// A histogram map (`DEFINE_HISTOGRAM_MAP`), keyed by (scope, kind), summed over CPUs.
-    pub(crate) fn histograms(
+    /// A histogram map (`DEFINE_HISTOGRAM_MAP`), summed over CPUs, keyed by what `key` makes
+    /// of the kernel's (scope, kind); entries it has no key for are skipped.
+    pub(crate) fn histograms<K: Eq + std::hash::Hash>(
         &self,
         name: &'static str,
-    ) -> Result<HashMap<(u32, u16), Log2Histogram>, Error> {
-        let mut histograms: HashMap<(u32, u16), Log2Histogram> = HashMap::new();
-        for (key, values) in self.per_cpu_entries::<HistKey, HistValue>(name)? {
-            let histogram = histograms.entry((key.scope, key.kind)).or_default();
+        key: impl Fn(u32, u16) -> Option<K>,
+    ) -> Result<HashMap<K, Log2Histogram>, Error> {
+        let mut histograms: HashMap<K, Log2Histogram> = HashMap::new();
+        for (raw, values) in self.per_cpu_entries::<ScopedKey, HistValue>(name)? {
+            let Some(key) = key(raw.scope, raw.kind) else {
+                continue;
+            };
+            let histogram = histograms.entry(key).or_default();
             for value in values.iter() {
-                histogram.add(key.slot, value.count, value.sum_ns);
+                histogram.add(raw.index, value.count, value.sum_ns);
             }
         }
         Ok(histograms)
+    }
+
+    /// A threshold map (`DEFINE_THRESHOLD_MAP`), summed over CPUs, keyed like
+    /// [`Self::histograms`].
+    pub(crate) fn slow_counts<K: Eq + std::hash::Hash>(
+        &self,
+        name: &'static str,
+        key: impl Fn(u32, u16) -> Option<K>,
+    ) -> Result<HashMap<K, SlowCounts>, Error> {
+        let mut counts: HashMap<K, SlowCounts> = HashMap::new();
+        for (raw, count) in self.counters::<ScopedKey>(name)? {
+            if let Some(key) = key(raw.scope, raw.kind) {
+                counts.entry(key).or_default().add(raw.index, count);
+            }
+        }
+        Ok(counts)
     }
 
     pub(crate) fn stats(&self) -> Result<ProbeStats, Error> {
@@ -218,11 +254,8 @@ impl ProbeObject {
         self.events.as_fd()
     }
 
-    pub(crate) fn program_runtimes(
-        &self,
-        attachments: &'static [Attachment],
-    ) -> Result<Vec<ProgramRuntime>, Error> {
-        attachments
+    pub(crate) fn program_runtimes(&self) -> Result<Vec<ProgramRuntime>, Error> {
+        self.attachments
             .iter()
             .map(|attachment| {
                 let program =
@@ -247,8 +280,13 @@ impl ProbeObject {
             .collect()
     }
 
+    /// Entries against capacity of every map in `ObjectSpec::maps`.
+    pub(crate) fn map_fills(&self) -> Result<Vec<MapFill>, Error> {
+        self.maps.iter().map(|map| self.map_fill(map)).collect()
+    }
+
     /// Entries in a hash map against its capacity, walking keys with BPF_MAP_GET_NEXT_KEY.
-    pub(crate) fn map_fill(&self, name: &'static str) -> Result<MapFill, Error> {
+    fn map_fill(&self, name: &'static str) -> Result<MapFill, Error> {
         let data = match self.map(name)? {
             Map::HashMap(data)
             | Map::LruHashMap(data)
@@ -258,7 +296,7 @@ impl ProbeObject {
                 return Err(Error::MapMissing {
                     probe: self.probe,
                     map: name,
-                })
+                });
             }
         };
         let info = data.info().map_err(self.map_error(name))?;
@@ -403,14 +441,14 @@ fn attach(
                 program,
                 source: io_error,
                 log: verifier_log.to_string(),
-            })
+            });
         }
         Err(ProgramError::Btf(aya::BtfError::UnknownBtfTypeName { .. })) => {
             return Err(Error::TracepointMissing {
                 probe,
                 tracepoint,
                 btf_path: btf_path.to_owned(),
-            })
+            });
         }
         Err(source) => return Err(attach_error(source)),
     }
@@ -421,11 +459,11 @@ fn attach(
 /// The accessors every probe exposes the same way: sampler stats, the ring buffer's fd for
 /// readiness polling, and the fill of its bounded maps.
 macro_rules! impl_probe_common {
-    ($probe:ty, $attachments:expr, [$($map:literal),* $(,)?]) => {
+    ($probe:ty) => {
         impl $probe {
             /// Run counts and time of each of the probe's programs.
             pub fn program_runtimes(&self) -> Result<Vec<$crate::ProgramRuntime>, $crate::Error> {
-                self.object.program_runtimes($attachments)
+                self.object.program_runtimes()
             }
 
             /// Event sampling and map-full accounting since load.
@@ -440,7 +478,7 @@ macro_rules! impl_probe_common {
 
             /// Entries against capacity of the probe's bounded maps.
             pub fn map_fills(&self) -> Result<Vec<$crate::MapFill>, $crate::Error> {
-                [$($map),*].into_iter().map(|map| self.object.map_fill(map)).collect()
+                self.object.map_fills()
             }
         }
     };

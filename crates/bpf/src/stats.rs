@@ -28,6 +28,30 @@ impl ProbeStats {
     }
 }
 
+/// Samples strictly slower than each of the fixed thresholds KubeSkoop's counters use, counted
+/// exactly in the kernel (`latency.bpf.h`); cumulative, so a 200 ms sample is in all three.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SlowCounts {
+    /// More than 1 ms.
+    pub over_1ms: u64,
+    /// More than `Options::slow_threshold`.
+    pub over_slow_threshold: u64,
+    /// More than 100 ms.
+    pub over_100ms: u64,
+}
+
+impl SlowCounts {
+    /// Adds `count` to the threshold numbered as `enum ns_latency_threshold` in latency.bpf.h.
+    pub(crate) fn add(&mut self, threshold: u16, count: u64) {
+        match threshold {
+            0 => self.over_1ms += count,
+            1 => self.over_slow_threshold += count,
+            2 => self.over_100ms += count,
+            _ => {}
+        }
+    }
+}
+
 pub(crate) const HISTOGRAM_SLOTS: usize = 64;
 
 /// Latency histogram with power-of-two buckets: bucket `i` counts samples `v` (nanoseconds)

@@ -1,7 +1,8 @@
 //! Latency probes on the real kernel: a slow reader (socketlatency, kernellatency), a
 //! rate-limited qdisc (netiftxlat), loopback traffic (netsoftirq) and direct block reads
-//! (biolatency) must land in the right histogram buckets, and slow samples must come out as
-//! events with the right namespace and 5-tuple.
+//! (biolatency) must land in the right histogram buckets and exact threshold counters (over
+//! 1 ms / the slow threshold / 100 ms; fast samples in none of them), and slow samples must come
+//! out as events with the right namespace and 5-tuple.
 
 mod support;
 
@@ -14,8 +15,8 @@ use bpf::kernellatency::{KernelLatency, RxStage};
 use bpf::netiftxlat::{NetifTxLatency, TxStage};
 use bpf::netsoftirq::{NetSoftirq, SoftirqPhase, SoftirqVector};
 use bpf::socketlatency::SocketLatency;
-use bpf::{L4Protocol, Options};
-use support::{options, veth_pair, Netns};
+use bpf::{L4Protocol, Options, SlowCounts};
+use support::{Netns, options, veth_pair};
 
 fn with_threshold(threshold: Duration) -> Options {
     Options {
@@ -61,7 +62,13 @@ fn slow_tcp_and_udp_readers_show_socket_queue_latency() {
             .send_to(b"queued", receiver.local_addr().unwrap())
             .unwrap();
         std::thread::sleep(Duration::from_millis(150));
-        receiver.recv(&mut [0u8; 16]).unwrap()
+        let waited = receiver.recv(&mut [0u8; 16]).unwrap();
+        // Then one read of data that was waited for: not slow.
+        sender
+            .send_to(b"fast", receiver.local_addr().unwrap())
+            .unwrap();
+        receiver.recv(&mut [0u8; 16]).unwrap();
+        waited
     });
     assert_eq!(udp_waited, 6);
 
@@ -72,11 +79,27 @@ fn slow_tcp_and_udp_readers_show_socket_queue_latency() {
         "{tcp:?}"
     );
     let udp = &histograms[&(ns.inode(), L4Protocol::Udp)];
-    assert_eq!(udp.count(), 1, "{udp:?}");
+    assert_eq!(udp.count(), 2, "{udp:?}");
     assert_eq!(
         udp.count_at_least(Duration::from_millis(128)),
         1,
         "150 ms lands in the 128–256 ms bucket"
+    );
+    let slow = probe.slow_counts().unwrap();
+    let tcp_slow = slow[&(ns.inode(), L4Protocol::Tcp)];
+    assert!(tcp_slow.over_100ms >= 1, "{tcp_slow:?}");
+    assert!(
+        tcp_slow.over_1ms >= tcp_slow.over_100ms,
+        "cumulative: {tcp_slow:?}"
+    );
+    assert_eq!(
+        slow[&(ns.inode(), L4Protocol::Udp)],
+        SlowCounts {
+            over_1ms: 1,
+            over_slow_threshold: 1,
+            over_100ms: 1
+        },
+        "the 150 ms read counts over every threshold, the fast read over none"
     );
 
     let events: Vec<_> = probe
@@ -131,6 +154,18 @@ fn receive_path_latency_is_attributed_to_the_receiving_netns() {
         to_user.count_at_least(Duration::from_millis(128)) >= 1,
         "{to_user:?}"
     );
+    let slow = probe.slow_counts().unwrap();
+    let to_tcp_slow = slow
+        .get(&(client_ns.inode(), RxStage::ToTcp))
+        .copied()
+        .unwrap_or_default();
+    assert_eq!(to_tcp_slow.over_100ms, 0, "{to_tcp_slow:?}");
+    let to_user_slow = slow[&(client_ns.inode(), RxStage::ToUserCopy)];
+    assert!(to_user_slow.over_100ms >= 1, "{to_user_slow:?}");
+    assert!(
+        to_user_slow.over_slow_threshold >= 1,
+        "200 ms is over the 100 ms slow threshold: {to_user_slow:?}"
+    );
 
     let events = probe.drain_events();
     let event = events
@@ -173,6 +208,21 @@ fn rate_limited_qdisc_shows_queueing_latency_on_its_netns() {
         "{qdisc:?}"
     );
     assert!(histograms[&(a.inode(), TxStage::Driver)].count() >= 30);
+    let slow = probe.slow_counts().unwrap();
+    let qdisc_slow = slow[&(a.inode(), TxStage::Qdisc)];
+    assert!(qdisc_slow.over_100ms >= 10, "{qdisc_slow:?}");
+    assert!(
+        qdisc_slow.over_slow_threshold >= qdisc_slow.over_100ms,
+        "over 50 ms includes over 100 ms: {qdisc_slow:?}"
+    );
+    let driver_slow = slow
+        .get(&(a.inode(), TxStage::Driver))
+        .copied()
+        .unwrap_or_default();
+    assert_eq!(
+        driver_slow.over_100ms, 0,
+        "veth transmits at once: {driver_slow:?}"
+    );
 
     let events: Vec<_> = probe
         .drain_events()
@@ -219,11 +269,17 @@ fn net_rx_softirq_wait_and_run_times_are_recorded() {
         histograms[&(SoftirqVector::NetRx, SoftirqPhase::Run)].count() >= 1,
         "{histograms:?}"
     );
+    // A zero threshold makes every softirq slow; none of them runs for 100 ms.
+    let run = probe.slow_counts().unwrap()[&(SoftirqVector::NetRx, SoftirqPhase::Run)];
+    assert!(run.over_slow_threshold >= 1, "{run:?}");
+    assert_eq!(run.over_100ms, 0, "{run:?}");
     let events = probe.drain_events();
     let cpus = std::thread::available_parallelism().unwrap().get() as u32;
-    assert!(events
-        .iter()
-        .any(|e| e.vector == SoftirqVector::NetRx && e.phase == SoftirqPhase::Run));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.vector == SoftirqVector::NetRx && e.phase == SoftirqPhase::Run)
+    );
     assert!(
         events.iter().all(|e| e.cpu < cpus),
         "cpu is filled in (KubeSkoop's was always 0)"
@@ -270,6 +326,11 @@ fn direct_file_reads_are_timed_on_the_disk_below() {
     let reads = &histograms[&(device, BlockOp::Read)];
     assert!(reads.count() >= 64, "{reads:?}");
     assert!(histograms[&(device, BlockOp::Write)].count() >= 64);
+    let slow = probe.slow_counts().unwrap();
+    assert!(
+        slow[&(device, BlockOp::Read)].over_slow_threshold >= 64,
+        "a zero threshold makes every request slow: {slow:?}"
+    );
     let events = probe.drain_events();
     // dd may also read file-system metadata of other sizes; its 64 direct 4 KiB reads must
     // all be there.

@@ -1,23 +1,39 @@
 //! `biolatency` adapter: block request latency histograms per device and operation for the
-//! node, and `BIOLAT_10MS` events for requests slower than `slowThresholdMs` (default 10 ms).
+//! node, `slow` / `slow100ms` counters (requests slower than `slowThresholdMs` / 100 ms; ours,
+//! KubeSkoop's biolatency had events only), and `BIOLAT_10MS` events for requests slower than
+//! `slowThresholdMs` (default 10 ms).
 
 use bpf::biolatency::{BioLatency, BlockOp};
 
 use super::ebpf::{
-    forward_loader, histogram, histogram_value, kernel_event, EventSource, MetricSource,
+    EventSource, MetricSource, forward_loader, histogram, histogram_value, kernel_event,
 };
 use crate::events::{EventBatch, EventType};
 use crate::probe::MetricDesc;
-use crate::registry::Samples;
+use crate::registry::{Samples, Value};
 
 forward_loader!(BioLatency, "biolatency");
 
-static METRICS: [MetricDesc; 1] = [histogram(
-    "biolatency",
-    "latency_seconds",
-    "Block request latency from issue to completion",
-    &["device", "op"],
-)];
+static METRICS: [MetricDesc; 3] = [
+    histogram(
+        "biolatency",
+        "latency_seconds",
+        "Block request latency from issue to completion",
+        &["device", "op"],
+    ),
+    MetricDesc::counter(
+        "biolatency",
+        "slow",
+        "Block requests slower than slowThresholdMs from issue to completion",
+    )
+    .with_labels(&["device", "op"]),
+    MetricDesc::counter(
+        "biolatency",
+        "slow100ms",
+        "Block requests slower than 100 ms from issue to completion",
+    )
+    .with_labels(&["device", "op"]),
+];
 
 fn op(op: BlockOp) -> &'static str {
     match op {
@@ -31,13 +47,18 @@ impl MetricSource for BioLatency {
     const METRICS: &'static [MetricDesc] = &METRICS;
 
     fn collect(&self, out: &mut Samples<'_>) -> Result<(), bpf::Error> {
-        for ((device, block_op), hist) in self.histograms()? {
+        let slow = self.slow_counts()?;
+        for (key @ (device, block_op), hist) in self.histograms()? {
             let device = format!("{}:{}", device.major, device.minor);
+            let labels = [device.as_str(), op(block_op)];
+            out.add(&METRICS[0], &labels, histogram_value(&hist));
+            let over = slow.get(&key).copied().unwrap_or_default();
             out.add(
-                &METRICS[0],
-                &[&device, op(block_op)],
-                histogram_value(&hist),
+                &METRICS[1],
+                &labels,
+                Value::Counter(over.over_slow_threshold),
             );
+            out.add(&METRICS[2], &labels, Value::Counter(over.over_100ms));
         }
         Ok(())
     }

@@ -3,7 +3,7 @@
 
 use bpf::flow::{Direction, Flow};
 
-use super::ebpf::{forward_loader, MetricSource};
+use super::ebpf::{MetricSource, forward_loader};
 use crate::probe::MetricDesc;
 use crate::registry::{Samples, Value};
 

@@ -4,7 +4,7 @@
 
 use bpf::tcpreset::{ResetKind, TcpReset};
 
-use super::ebpf::{forward_loader, kernel_event, EventSource, MetricSource};
+use super::ebpf::{EventSource, MetricSource, forward_loader, kernel_event};
 use crate::events::{EventBatch, EventType};
 use crate::probe::MetricDesc;
 use crate::registry::{Samples, Value};

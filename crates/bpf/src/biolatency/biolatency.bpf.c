@@ -1,7 +1,7 @@
 /* biolatency: block request latency from issue to the driver until completion
  * (block:block_rq_issue -> block:block_rq_complete) per device and operation, as log2
  * histograms, with sampled events for slow requests naming the issuing task. */
-#include "common.bpf.h"
+#include "latency.bpf.h"
 
 #define REQ_OP_MASK 0xff
 #define REQ_OP_READ 0
@@ -12,8 +12,6 @@ enum ns_bio_op {
 	BIO_WRITE = 1,
 	BIO_OTHER = 2,
 };
-
-const volatile __u64 slow_threshold_ns = 10000000;
 
 struct ns_bio_start {
 	__u64 issued_ns;
@@ -30,6 +28,7 @@ struct {
 } bio_in_flight SEC(".maps");
 
 DEFINE_HISTOGRAM_MAP(bio_latency, 16384);
+DEFINE_THRESHOLD_MAP(bio_slow, 16384);
 
 struct ns_bio_event {
 	__u64 timestamp_ns;
@@ -71,8 +70,7 @@ int BPF_PROG(on_block_rq_complete, struct request *rq, blk_status_t error, unsig
 	__u32 op = rq->cmd_flags & REQ_OP_MASK;
 	__u16 kind = op == REQ_OP_READ ? BIO_READ : op == REQ_OP_WRITE ? BIO_WRITE : BIO_OTHER;
 	/* Scope = major:minor packed like the kernel's dev_t (12:20 bits). */
-	hist_record(&bio_latency, (major << 20) | minor, kind, latency);
-	if (latency >= slow_threshold_ns && event_sampled()) {
+	if (latency_record(&bio_latency, &bio_slow, (major << 20) | minor, kind, latency) && event_sampled()) {
 		struct ns_bio_event event = {
 			.timestamp_ns = now,
 			.latency_ns = latency,

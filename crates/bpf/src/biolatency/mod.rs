@@ -8,9 +8,11 @@ use std::time::{Duration, SystemTime};
 
 use crate::error::Error;
 use crate::net::{comm_to_string, monotonic_ns_to_system_time};
-use crate::object::{impl_probe_common, Attachment, ObjectSpec, ProbeObject};
+use crate::object::{
+    Attachment, ObjectSpec, ProbeObject, impl_probe_common, slow_threshold_global,
+};
 use crate::options::Options;
-use crate::stats::Log2Histogram;
+use crate::stats::{Log2Histogram, SlowCounts};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BlockDevice {
@@ -82,7 +84,7 @@ const ATTACHMENTS: &[Attachment] = &[
     },
 ];
 
-impl_probe_common!(BioLatency, ATTACHMENTS, ["bio_in_flight", "bio_latency"]);
+impl_probe_common!(BioLatency);
 
 impl BioLatency {
     pub fn load(options: &Options) -> Result<Self, Error> {
@@ -91,11 +93,8 @@ impl BioLatency {
                 probe: "biolatency",
                 bytes: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/biolatency.bpf.o")),
                 attachments: ATTACHMENTS,
-                globals: &[(
-                    "slow_threshold_ns",
-                    options.slow_threshold.as_nanos() as u64,
-                )],
-                sized_maps: &["bio_in_flight", "bio_latency"],
+                globals: &[slow_threshold_global(options)],
+                maps: &["bio_in_flight", "bio_latency", "bio_slow"],
             },
             options,
         )?;
@@ -104,23 +103,13 @@ impl BioLatency {
 
     /// Latency histograms since load, per device and operation.
     pub fn histograms(&self) -> Result<HashMap<(BlockDevice, BlockOp), Log2Histogram>, Error> {
-        Ok(self
-            .object
-            .histograms("bio_latency")?
-            .into_iter()
-            .map(|((dev, op), h)| {
-                (
-                    (
-                        BlockDevice {
-                            major: dev >> 20,
-                            minor: dev & 0xfffff,
-                        },
-                        BlockOp::from_raw(u32::from(op)),
-                    ),
-                    h,
-                )
-            })
-            .collect())
+        self.object.histograms("bio_latency", key)
+    }
+
+    /// Requests over 1 ms, over `Options::slow_threshold` and over 100 ms since load, keyed
+    /// like [`Self::histograms`].
+    pub fn slow_counts(&self) -> Result<HashMap<(BlockDevice, BlockOp), SlowCounts>, Error> {
+        self.object.slow_counts("bio_slow", key)
     }
 
     pub fn drain_events(&mut self) -> Vec<SlowIoEvent> {
@@ -142,4 +131,15 @@ impl BioLatency {
         });
         events
     }
+}
+
+/// The kernel's scope is major:minor packed like a dev_t (12:20 bits).
+fn key(dev: u32, op: u16) -> Option<(BlockDevice, BlockOp)> {
+    Some((
+        BlockDevice {
+            major: dev >> 20,
+            minor: dev & 0xfffff,
+        },
+        BlockOp::from_raw(u32::from(op)),
+    ))
 }

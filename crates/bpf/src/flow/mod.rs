@@ -9,7 +9,7 @@ use std::os::unix::fs::MetadataExt;
 
 use crate::error::Error;
 use crate::net::{NetnsInode, RawTuple, Tuple};
-use crate::object::{impl_probe_common, Attachment, ObjectSpec, ProbeObject};
+use crate::object::{Attachment, ObjectSpec, ProbeObject, impl_probe_common};
 use crate::options::Options;
 
 const PROBE: &str = "flow";
@@ -68,7 +68,7 @@ const ATTACHMENTS: &[Attachment] = &[
     },
 ];
 
-impl_probe_common!(Flow, ATTACHMENTS, ["flows"]);
+impl_probe_common!(Flow);
 
 impl Flow {
     pub fn load(options: &Options) -> Result<Self, Error> {
@@ -83,7 +83,7 @@ impl Flow {
                 bytes: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flow.bpf.o")),
                 attachments: ATTACHMENTS,
                 globals: &[("skip_netns", skip_netns)],
-                sized_maps: &["flows"],
+                maps: &["flows"],
             },
             options,
         )?;

@@ -5,14 +5,12 @@
  * socket enqueue, so UDP is only covered by (b), which includes the time queued in the socket.
  * In-flight skbs sit in a bounded LRU keyed by address; the skb's data head is kept too, so a
  * recycled address (an skb freed on a path we do not see) is not mistaken for the old one. */
-#include "common.bpf.h"
+#include "latency.bpf.h"
 
 enum ns_rx_stage {
 	RX_TO_TCP = 0,
 	RX_TO_USER_COPY = 1,
 };
-
-const volatile __u64 slow_threshold_ns = 10000000;
 
 struct ns_rx_start {
 	__u64 received_ns;
@@ -29,6 +27,7 @@ struct {
 } rx_in_flight SEC(".maps");
 
 DEFINE_HISTOGRAM_MAP(rx_latency, 16384);
+DEFINE_THRESHOLD_MAP(rx_slow, 16384);
 
 struct ns_rx_event {
 	__u64 timestamp_ns;
@@ -66,8 +65,7 @@ static __always_inline void record(const struct sk_buff *skb, __u32 stage, bool 
 	__u32 netns = start->netns;
 	if (done)
 		bpf_map_delete_elem(&rx_in_flight, &key);
-	hist_record(&rx_latency, netns, stage, latency);
-	if (latency < slow_threshold_ns || !event_sampled())
+	if (!latency_record(&rx_latency, &rx_slow, netns, stage, latency) || !event_sampled())
 		return;
 	struct ns_rx_event event = {
 		.timestamp_ns = now,

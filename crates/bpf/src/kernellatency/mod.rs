@@ -8,10 +8,12 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use crate::error::Error;
-use crate::net::{monotonic_ns_to_system_time, NetnsInode, RawTuple, Tuple};
-use crate::object::{impl_probe_common, Attachment, ObjectSpec, ProbeObject};
+use crate::net::{NetnsInode, RawTuple, Tuple, monotonic_ns_to_system_time};
+use crate::object::{
+    Attachment, ObjectSpec, ProbeObject, impl_probe_common, slow_threshold_global,
+};
 use crate::options::Options;
-use crate::stats::Log2Histogram;
+use crate::stats::{Log2Histogram, SlowCounts};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RxStage {
@@ -72,7 +74,7 @@ const ATTACHMENTS: &[Attachment] = &[
     },
 ];
 
-impl_probe_common!(KernelLatency, ATTACHMENTS, ["rx_in_flight", "rx_latency"]);
+impl_probe_common!(KernelLatency);
 
 impl KernelLatency {
     pub fn load(options: &Options) -> Result<Self, Error> {
@@ -84,11 +86,8 @@ impl KernelLatency {
                     "/kernellatency.bpf.o"
                 )),
                 attachments: ATTACHMENTS,
-                globals: &[(
-                    "slow_threshold_ns",
-                    options.slow_threshold.as_nanos() as u64,
-                )],
-                sized_maps: &["rx_in_flight", "rx_latency"],
+                globals: &[slow_threshold_global(options)],
+                maps: &["rx_in_flight", "rx_latency", "rx_slow"],
             },
             options,
         )?;
@@ -97,14 +96,13 @@ impl KernelLatency {
 
     /// Latency histograms since load, per receiving netns and stage.
     pub fn histograms(&self) -> Result<HashMap<(NetnsInode, RxStage), Log2Histogram>, Error> {
-        Ok(self
-            .object
-            .histograms("rx_latency")?
-            .into_iter()
-            .filter_map(|((netns, stage), h)| {
-                Some(((NetnsInode(netns), RxStage::from_raw(u32::from(stage))?), h))
-            })
-            .collect())
+        self.object.histograms("rx_latency", key)
+    }
+
+    /// Samples over 1 ms, over `Options::slow_threshold` and over 100 ms since load, keyed
+    /// like [`Self::histograms`].
+    pub fn slow_counts(&self) -> Result<HashMap<(NetnsInode, RxStage), SlowCounts>, Error> {
+        self.object.slow_counts("rx_slow", key)
     }
 
     pub fn drain_events(&mut self) -> Vec<RxLatencyEvent> {
@@ -122,4 +120,8 @@ impl KernelLatency {
         });
         events
     }
+}
+
+fn key(netns: u32, stage: u16) -> Option<(NetnsInode, RxStage)> {
+    Some((NetnsInode(netns), RxStage::from_raw(u32::from(stage))?))
 }

@@ -7,10 +7,12 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use crate::error::Error;
-use crate::net::{monotonic_ns_to_system_time, NetnsInode, RawTuple, Tuple};
-use crate::object::{impl_probe_common, Attachment, ObjectSpec, ProbeObject};
+use crate::net::{NetnsInode, RawTuple, Tuple, monotonic_ns_to_system_time};
+use crate::object::{
+    Attachment, ObjectSpec, ProbeObject, impl_probe_common, slow_threshold_global,
+};
 use crate::options::Options;
-use crate::stats::Log2Histogram;
+use crate::stats::{Log2Histogram, SlowCounts};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TxStage {
@@ -75,7 +77,7 @@ const ATTACHMENTS: &[Attachment] = &[
     },
 ];
 
-impl_probe_common!(NetifTxLatency, ATTACHMENTS, ["tx_in_flight", "tx_latency"]);
+impl_probe_common!(NetifTxLatency);
 
 impl NetifTxLatency {
     pub fn load(options: &Options) -> Result<Self, Error> {
@@ -84,11 +86,8 @@ impl NetifTxLatency {
                 probe: "netiftxlat",
                 bytes: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netiftxlat.bpf.o")),
                 attachments: ATTACHMENTS,
-                globals: &[(
-                    "slow_threshold_ns",
-                    options.slow_threshold.as_nanos() as u64,
-                )],
-                sized_maps: &["tx_in_flight", "tx_latency"],
+                globals: &[slow_threshold_global(options)],
+                maps: &["tx_in_flight", "tx_latency", "tx_slow"],
             },
             options,
         )?;
@@ -97,14 +96,13 @@ impl NetifTxLatency {
 
     /// Latency histograms since load, per device netns and stage.
     pub fn histograms(&self) -> Result<HashMap<(NetnsInode, TxStage), Log2Histogram>, Error> {
-        Ok(self
-            .object
-            .histograms("tx_latency")?
-            .into_iter()
-            .filter_map(|((netns, stage), h)| {
-                Some(((NetnsInode(netns), TxStage::from_raw(u32::from(stage))?), h))
-            })
-            .collect())
+        self.object.histograms("tx_latency", key)
+    }
+
+    /// Samples over 1 ms, over `Options::slow_threshold` and over 100 ms since load, keyed
+    /// like [`Self::histograms`].
+    pub fn slow_counts(&self) -> Result<HashMap<(NetnsInode, TxStage), SlowCounts>, Error> {
+        self.object.slow_counts("tx_slow", key)
     }
 
     pub fn drain_events(&mut self) -> Vec<TxLatencyEvent> {
@@ -123,4 +121,8 @@ impl NetifTxLatency {
         });
         events
     }
+}
+
+fn key(netns: u32, stage: u16) -> Option<(NetnsInode, TxStage)> {
+    Some((NetnsInode(netns), TxStage::from_raw(u32::from(stage))?))
 }

@@ -4,14 +4,12 @@
  * In-flight skbs sit in a bounded LRU keyed by address. net_dev_queue overwrites the entry
  * and net_dev_xmit deletes it, so a recycled skb address cannot inherit an old timestamp
  * (KubeSkoop's map was never cleaned and produced false 100 ms events). */
-#include "common.bpf.h"
+#include "latency.bpf.h"
 
 enum ns_tx_stage {
 	STAGE_QDISC = 0,
 	STAGE_DRIVER = 1,
 };
-
-const volatile __u64 slow_threshold_ns = 10000000;
 
 struct ns_tx_times {
 	__u64 queued_ns;
@@ -26,6 +24,7 @@ struct {
 } tx_in_flight SEC(".maps");
 
 DEFINE_HISTOGRAM_MAP(tx_latency, 16384);
+DEFINE_THRESHOLD_MAP(tx_slow, 16384);
 
 struct ns_tx_event {
 	__u64 timestamp_ns;
@@ -41,8 +40,7 @@ static __always_inline void record(const struct sk_buff *skb, const struct net_d
 				   __u64 latency, __u64 now)
 {
 	__u32 netns = netns_of_dev(dev);
-	hist_record(&tx_latency, netns, stage, latency);
-	if (latency < slow_threshold_ns || !event_sampled())
+	if (!latency_record(&tx_latency, &tx_slow, netns, stage, latency) || !event_sampled())
 		return;
 	struct ns_tx_event event = {
 		.timestamp_ns = now,

@@ -8,9 +8,11 @@ use std::time::{Duration, SystemTime};
 
 use crate::error::Error;
 use crate::net::monotonic_ns_to_system_time;
-use crate::object::{impl_probe_common, Attachment, ObjectSpec, ProbeObject};
+use crate::object::{
+    Attachment, ObjectSpec, ProbeObject, impl_probe_common, slow_threshold_global,
+};
 use crate::options::Options;
-use crate::stats::Log2Histogram;
+use crate::stats::{Log2Histogram, SlowCounts};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SoftirqVector {
@@ -64,6 +66,10 @@ fn phase(raw: u16) -> Option<SoftirqPhase> {
     }
 }
 
+fn key(vec: u32, ph: u16) -> Option<(SoftirqVector, SoftirqPhase)> {
+    Some((vector(vec)?, phase(ph)?))
+}
+
 pub struct NetSoftirq {
     object: ProbeObject,
 }
@@ -83,7 +89,7 @@ const ATTACHMENTS: &[Attachment] = &[
     },
 ];
 
-impl_probe_common!(NetSoftirq, ATTACHMENTS, ["softirq_latency"]);
+impl_probe_common!(NetSoftirq);
 
 impl NetSoftirq {
     pub fn load(options: &Options) -> Result<Self, Error> {
@@ -92,11 +98,8 @@ impl NetSoftirq {
                 probe: "netsoftirq",
                 bytes: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netsoftirq.bpf.o")),
                 attachments: ATTACHMENTS,
-                globals: &[(
-                    "slow_threshold_ns",
-                    options.slow_threshold.as_nanos() as u64,
-                )],
-                sized_maps: &[],
+                globals: &[slow_threshold_global(options)],
+                maps: &["softirq_latency", "softirq_slow"],
             },
             options,
         )?;
@@ -107,12 +110,13 @@ impl NetSoftirq {
     pub fn histograms(
         &self,
     ) -> Result<HashMap<(SoftirqVector, SoftirqPhase), Log2Histogram>, Error> {
-        Ok(self
-            .object
-            .histograms("softirq_latency")?
-            .into_iter()
-            .filter_map(|((vec, ph), histogram)| Some(((vector(vec)?, phase(ph)?), histogram)))
-            .collect())
+        self.object.histograms("softirq_latency", key)
+    }
+
+    /// Softirqs over 1 ms, over `Options::slow_threshold` and over 100 ms since load, keyed
+    /// like [`Self::histograms`].
+    pub fn slow_counts(&self) -> Result<HashMap<(SoftirqVector, SoftirqPhase), SlowCounts>, Error> {
+        self.object.slow_counts("softirq_slow", key)
     }
 
     pub fn drain_events(&mut self) -> Vec<SoftirqEvent> {

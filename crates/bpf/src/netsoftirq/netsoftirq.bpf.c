@@ -2,7 +2,7 @@
  * (irq:softirq_raise -> irq:softirq_entry) and how long they run (softirq_entry ->
  * softirq_exit), as per-vector log2 histograms, with sampled events above a threshold.
  * A softirq is raised and run on the same CPU, so per-CPU timestamps need no keys or locks. */
-#include "common.bpf.h"
+#include "latency.bpf.h"
 
 #define NET_TX_SOFTIRQ 2
 #define NET_RX_SOFTIRQ 3
@@ -11,8 +11,6 @@ enum ns_softirq_phase {
 	PHASE_WAIT = 0,
 	PHASE_RUN = 1,
 };
-
-const volatile __u64 slow_threshold_ns = 10000000;
 
 struct ns_softirq_vector_times {
 	__u64 raised_ns;
@@ -31,8 +29,9 @@ struct {
 	__type(value, struct ns_softirq_times);
 } softirq_times SEC(".maps");
 
-/* 2 vectors x 2 phases x 64 slots. */
+/* 2 vectors x 2 phases x 64 slots (x 3 thresholds). */
 DEFINE_HISTOGRAM_MAP(softirq_latency, 256);
+DEFINE_THRESHOLD_MAP(softirq_slow, 256);
 
 struct ns_softirq_event {
 	__u64 timestamp_ns;
@@ -57,8 +56,7 @@ static __always_inline struct ns_softirq_vector_times *times_for(unsigned int ve
 
 static __always_inline void record(unsigned int vec, __u16 phase, __u64 latency, __u64 now)
 {
-	hist_record(&softirq_latency, vec, phase, latency);
-	if (latency < slow_threshold_ns || !event_sampled())
+	if (!latency_record(&softirq_latency, &softirq_slow, vec, phase, latency) || !event_sampled())
 		return;
 	struct ns_softirq_event event = {
 		.timestamp_ns = now,

@@ -9,13 +9,13 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::SystemTime;
 
-use crate::btf::{probe_enum_names, EnumNames};
+use crate::btf::{EnumNames, probe_enum_names};
 use crate::error::Error;
 use crate::kallsyms::KernelSymbols;
 use crate::net::{
-    monotonic_ns_to_system_time, L3Protocol, L4Protocol, NetnsInode, RawTuple, Tuple,
+    L3Protocol, L4Protocol, NetnsInode, RawTuple, Tuple, monotonic_ns_to_system_time,
 };
-use crate::object::{impl_probe_common, Attachment, ObjectSpec, ProbeObject};
+use crate::object::{Attachment, ObjectSpec, ProbeObject, impl_probe_common};
 use crate::options::Options;
 
 const PROBE: &str = "packetloss";
@@ -95,7 +95,7 @@ const ATTACHMENTS: &[Attachment] = &[Attachment {
     tracepoint: "kfree_skb",
 }];
 
-impl_probe_common!(PacketLoss, ATTACHMENTS, ["drop_counts"]);
+impl_probe_common!(PacketLoss);
 
 impl PacketLoss {
     pub fn load(options: &Options) -> Result<Self, Error> {
@@ -111,7 +111,7 @@ impl PacketLoss {
                 bytes: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/packetloss.bpf.o")),
                 attachments: ATTACHMENTS,
                 globals: &[("capture_stack", u64::from(options.capture_stack))],
-                sized_maps: &["drop_counts"],
+                maps: &["drop_counts"],
             },
             options,
         )?;

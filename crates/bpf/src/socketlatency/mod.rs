@@ -8,11 +8,13 @@ use std::time::{Duration, SystemTime};
 
 use crate::error::Error;
 use crate::net::{
-    comm_to_string, monotonic_ns_to_system_time, L4Protocol, NetnsInode, RawTuple, Tuple,
+    L4Protocol, NetnsInode, RawTuple, Tuple, comm_to_string, monotonic_ns_to_system_time,
 };
-use crate::object::{impl_probe_common, Attachment, ObjectSpec, ProbeObject};
+use crate::object::{
+    Attachment, ObjectSpec, ProbeObject, impl_probe_common, slow_threshold_global,
+};
 use crate::options::Options;
-use crate::stats::Log2Histogram;
+use crate::stats::{Log2Histogram, SlowCounts};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SlowReadEvent {
@@ -59,7 +61,7 @@ const ATTACHMENTS: &[Attachment] = &[
     },
 ];
 
-impl_probe_common!(SocketLatency, ATTACHMENTS, ["unread_since", "read_latency"]);
+impl_probe_common!(SocketLatency);
 
 impl SocketLatency {
     pub fn load(options: &Options) -> Result<Self, Error> {
@@ -71,11 +73,8 @@ impl SocketLatency {
                     "/socketlatency.bpf.o"
                 )),
                 attachments: ATTACHMENTS,
-                globals: &[(
-                    "slow_threshold_ns",
-                    options.slow_threshold.as_nanos() as u64,
-                )],
-                sized_maps: &["unread_since", "read_latency"],
+                globals: &[slow_threshold_global(options)],
+                maps: &["unread_since", "read_latency", "read_slow"],
             },
             options,
         )?;
@@ -84,14 +83,13 @@ impl SocketLatency {
 
     /// Read-latency histograms since load, per netns and transport protocol.
     pub fn histograms(&self) -> Result<HashMap<(NetnsInode, L4Protocol), Log2Histogram>, Error> {
-        Ok(self
-            .object
-            .histograms("read_latency")?
-            .into_iter()
-            .map(|((netns, protocol), h)| {
-                ((NetnsInode(netns), L4Protocol::from(protocol as u8)), h)
-            })
-            .collect())
+        self.object.histograms("read_latency", key)
+    }
+
+    /// Reads over 1 ms, over `Options::slow_threshold` and over 100 ms since load, keyed like
+    /// [`Self::histograms`].
+    pub fn slow_counts(&self) -> Result<HashMap<(NetnsInode, L4Protocol), SlowCounts>, Error> {
+        self.object.slow_counts("read_slow", key)
     }
 
     pub fn drain_events(&mut self) -> Vec<SlowReadEvent> {
@@ -108,4 +106,10 @@ impl SocketLatency {
         });
         events
     }
+}
+
+/// The kernel keys by `sk_protocol`, an IP protocol number.
+fn key(netns: u32, protocol: u16) -> Option<(NetnsInode, L4Protocol)> {
+    let protocol = u8::try_from(protocol).ok()?;
+    Some((NetnsInode(netns), L4Protocol::from(protocol)))
 }

@@ -4,12 +4,10 @@
  * with sampled events for slow readers naming the socket's tuple and the reading task.
  * Entries are keyed by socket address in a bounded LRU and dropped when a TCP socket closes
  * (sock:inet_sock_set_state), so a reused address does not inherit a stale timestamp. */
-#include "common.bpf.h"
+#include "latency.bpf.h"
 
 #define MSG_PEEK 2
 #define TCP_CLOSE 7
-
-const volatile __u64 slow_threshold_ns = 10000000;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -19,6 +17,7 @@ struct {
 } unread_since SEC(".maps");
 
 DEFINE_HISTOGRAM_MAP(read_latency, 16384);
+DEFINE_THRESHOLD_MAP(read_slow, 16384);
 
 struct ns_sock_event {
 	__u64 timestamp_ns;
@@ -52,8 +51,7 @@ int BPF_PROG(on_sock_recv_length, struct sock *sk, int ret, int flags)
 	__u64 latency = now - *since;
 	bpf_map_delete_elem(&unread_since, &key);
 	__u32 netns = netns_of_sock(sk);
-	hist_record(&read_latency, netns, sk->sk_protocol, latency);
-	if (latency < slow_threshold_ns || !event_sampled())
+	if (!latency_record(&read_latency, &read_slow, netns, sk->sk_protocol, latency) || !event_sampled())
 		return 0;
 	struct ns_sock_event event = {
 		.timestamp_ns = now,

@@ -6,10 +6,10 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-use crate::btf::{probe_enum_names, EnumNames};
+use crate::btf::{EnumNames, probe_enum_names};
 use crate::error::Error;
-use crate::net::{monotonic_ns_to_system_time, NetnsInode, RawTuple, TcpState, Tuple};
-use crate::object::{impl_probe_common, Attachment, ObjectSpec, ProbeObject};
+use crate::net::{NetnsInode, RawTuple, TcpState, Tuple, monotonic_ns_to_system_time};
+use crate::object::{Attachment, ObjectSpec, ProbeObject, impl_probe_common};
 use crate::options::Options;
 
 const PROBE: &str = "tcpreset";
@@ -96,7 +96,7 @@ const ATTACHMENTS: &[Attachment] = &[
     },
 ];
 
-impl_probe_common!(TcpReset, ATTACHMENTS, ["reset_counts"]);
+impl_probe_common!(TcpReset);
 
 impl TcpReset {
     pub fn load(options: &Options) -> Result<Self, Error> {
@@ -108,7 +108,7 @@ impl TcpReset {
                 bytes: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcpreset.bpf.o")),
                 attachments: ATTACHMENTS,
                 globals: &[],
-                sized_maps: &["reset_counts"],
+                maps: &["reset_counts"],
             },
             options,
         )?;

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::time::SystemTime;
 
 use crate::error::Error;
-use crate::net::{monotonic_ns_to_system_time, NetnsInode, RawTuple, TcpState, Tuple};
-use crate::object::{impl_probe_common, Attachment, ObjectSpec, ProbeObject};
+use crate::net::{NetnsInode, RawTuple, TcpState, Tuple, monotonic_ns_to_system_time};
+use crate::object::{Attachment, ObjectSpec, ProbeObject, impl_probe_common};
 use crate::options::Options;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -54,7 +54,7 @@ const ATTACHMENTS: &[Attachment] = &[Attachment {
     tracepoint: "tcp_retransmit_skb",
 }];
 
-impl_probe_common!(TcpRetrans, ATTACHMENTS, ["retrans_counts"]);
+impl_probe_common!(TcpRetrans);
 
 impl TcpRetrans {
     pub fn load(options: &Options) -> Result<Self, Error> {
@@ -64,7 +64,7 @@ impl TcpRetrans {
                 bytes: aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcpretrans.bpf.o")),
                 attachments: ATTACHMENTS,
                 globals: &[],
-                sized_maps: &["retrans_counts"],
+                maps: &["retrans_counts"],
             },
             options,
         )?;
