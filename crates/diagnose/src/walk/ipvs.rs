@@ -12,7 +12,7 @@ use model::{Evidence, FindingCode, Level, Owner};
 use netstack::ipvs::{ForwardMethod, IpvsTable};
 use netstack::packet::Packet;
 
-use super::{finding, Ended, Flight, Visit, Walker};
+use super::{Ended, Flight, Visit, Walker, finding};
 use crate::endpoint::describe;
 
 impl Walker<'_> {
@@ -26,6 +26,17 @@ impl Walker<'_> {
     ) -> Option<Vec<Visit>> {
         let record = self.sims.get(id)?.record;
         let text = record.state.ipvs.as_deref()?;
+        // IPVS stops the packet here: the hop ends at finding `idx`.
+        let stopped = |walker: &mut Self, idx: usize| {
+            Some(vec![Visit::End(Ended::hop_stopped(
+                flight.clone(),
+                id,
+                before.clone(),
+                steps.to_vec(),
+                idx,
+                walker,
+            ))])
+        };
         let table = match IpvsTable::parse(text) {
             Ok(table) => table,
             Err(e) => {
@@ -41,14 +52,7 @@ impl Walker<'_> {
                     None,
                     Some("Collect /proc/net/ip_vs again."),
                 ));
-                return Some(vec![Visit::End(Ended::hop_stopped(
-                    flight.clone(),
-                    id,
-                    before.clone(),
-                    steps.to_vec(),
-                    idx,
-                    self,
-                ))]);
+                return stopped(self, idx);
             }
         };
         let service = table.service_for(&flight.packet)?;
@@ -72,14 +76,7 @@ impl Walker<'_> {
                 Some(Owner::KubeProxy),
                 Some("Check the Service's endpoints (kubectl get endpointslices) and kube-proxy's logs on this node."),
             ));
-            return Some(vec![Visit::End(Ended::hop_stopped(
-                flight.clone(),
-                id,
-                before.clone(),
-                steps.to_vec(),
-                idx,
-                self,
-            ))]);
+            return stopped(self, idx);
         }
         let mut visits = Vec::new();
         for branch in schedule.branches {
