@@ -10,12 +10,14 @@
 //!
 //! Pure: nothing here changes the snapshot or walks packets; the walker asks.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::rc::Rc;
 
 use ipnet::IpNet;
+use k8s_openapi::api::core::v1::Node;
 use model::diagnosis::DatapathSummary;
 use model::{
     CniMode, Evidence, Finding, FindingCode, KubeProxyMode, Level, NetnsOwner, NetnsRecord, Owner,
@@ -25,7 +27,7 @@ use netstack::fib::{RouteDecision, RouteOutcome};
 use netstack::packet::Packet;
 use netstack::state::{LinkKind, NetnsState, RouteType};
 
-use crate::endpoint::{describe, internal_ip};
+use crate::endpoint::{Index, describe, internal_ip};
 use crate::walk::finding;
 
 const FLANNEL_BACKEND: &str = "flannel.alpha.coreos.com/backend-type";
@@ -63,7 +65,7 @@ pub fn kube_proxy_name(mode: KubeProxyMode) -> &'static str {
     }
 }
 
-fn annotation<'s>(node: &'s k8s_openapi::api::core::v1::Node, key: &str) -> Option<&'s str> {
+fn annotation<'s>(node: &'s Node, key: &str) -> Option<&'s str> {
     node.metadata
         .annotations
         .as_ref()
@@ -102,13 +104,13 @@ pub fn detect_cni(snapshot: &Snapshot) -> Detected<CniMode> {
                 return detected(
                     CniMode::FlannelHostGw,
                     format!("node {name} annotation {FLANNEL_BACKEND}=host-gw"),
-                )
+                );
             }
             Some("vxlan") => {
                 return detected(
                     CniMode::FlannelVxlan,
                     format!("node {name} annotation {FLANNEL_BACKEND}=vxlan"),
-                )
+                );
             }
             _ => {}
         }
@@ -127,7 +129,12 @@ pub fn detect_cni(snapshot: &Snapshot) -> Detected<CniMode> {
                     && devs.iter().any(|d| d != CALICO_VXLAN_DEV)
             });
             return if crosses {
-                detected(CniMode::CalicoCrosssubnet, format!("node {name} annotation {CALICO_VXLAN_ADDR}, and pod routes both via {CALICO_VXLAN_DEV} and direct"))
+                detected(
+                    CniMode::CalicoCrosssubnet,
+                    format!(
+                        "node {name} annotation {CALICO_VXLAN_ADDR}, and pod routes both via {CALICO_VXLAN_DEV} and direct"
+                    ),
+                )
             } else {
                 detected(
                     CniMode::CalicoVxlan,
@@ -319,96 +326,86 @@ pub struct VtepIntent {
     pub mac: Option<String>,
 }
 
-/// The detected datapath and the intent derived from it.
+/// The detected datapath and the intent derived from it. A node's intent is derived the first
+/// time the walk asks about that node (a diagnosis meets a handful of a thousand nodes).
 pub struct Datapath<'a> {
-    snapshot: &'a Snapshot,
+    index: &'a Index<'a>,
     pub cni: Detected<CniMode>,
     pub kube_proxy: Detected<KubeProxyMode>,
-    cluster: Vec<IpNet>,
-    nodes: Vec<NodeIntent>,
-    /// Node name → index in `nodes`, and → its host netns (checks run at every hop of
-    /// clusters with a thousand nodes).
-    node_index: HashMap<String, usize>,
-    hosts: HashMap<&'a str, &'a NetnsRecord>,
-    /// Pod IP (non-hostNetwork) → node name, for the addresses asked about so far (scanning
-    /// the pods once per address beats indexing every pod of a large cluster per diagnosis).
-    pod_node: RefCell<HashMap<IpAddr, Option<&'a str>>>,
+    /// The cluster's pod network, read on first use.
+    cluster: OnceCell<Vec<IpNet>>,
+    /// What the CNI tells about the nodes asked about so far, by name.
+    nodes: RefCell<HashMap<String, Option<Rc<NodeIntent>>>>,
+}
+
+fn pod_cidrs_of(node: &Node) -> Vec<IpNet> {
+    node.spec
+        .as_ref()
+        .and_then(|s| {
+            s.pod_cidrs
+                .clone()
+                .or_else(|| s.pod_cidr.clone().map(|c| vec![c]))
+        })
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|c| c.parse().ok())
+        .collect()
+}
+
+/// The overlay address peers route to: flannel's podCIDR network address, calico's tunnel
+/// address annotation.
+fn vtep_ip_of(cni: CniMode, node: &Node, pod_cidrs: &[IpNet]) -> Option<IpAddr> {
+    match cni {
+        CniMode::FlannelVxlan => pod_cidrs.first().map(IpNet::network),
+        CniMode::CalicoVxlan | CniMode::CalicoCrosssubnet => {
+            annotation(node, CALICO_VXLAN_ADDR).and_then(|v| v.parse().ok())
+        }
+        _ => None,
+    }
 }
 
 impl<'a> Datapath<'a> {
-    pub fn new(snapshot: &'a Snapshot) -> Datapath<'a> {
-        let cni = detect_cni(snapshot);
-        let hosts: HashMap<&str, &NetnsRecord> =
-            host_netns(snapshot).map(|r| (r.node.as_str(), r)).collect();
-        let vxlan_dev = vxlan_device(cni.value);
-        let nodes: Vec<NodeIntent> = snapshot
-            .kubernetes
-            .nodes
-            .iter()
-            .map(|node| {
-                let name = node.metadata.name.clone().unwrap_or_default();
-                let internal_ip = internal_ip(node);
-                let ip = annotation(node, FLANNEL_PUBLIC_IP)
-                    .and_then(|v| v.parse().ok())
-                    .or_else(|| {
-                        annotation(node, CALICO_ADDRESS)
-                            .and_then(|v| v.split('/').next()?.parse().ok())
-                    })
-                    .or(internal_ip);
-                let pod_cidrs: Vec<IpNet> = node
-                    .spec
-                    .as_ref()
-                    .and_then(|s| {
-                        s.pod_cidrs
-                            .clone()
-                            .or_else(|| s.pod_cidr.clone().map(|c| vec![c]))
-                    })
-                    .unwrap_or_default()
-                    .iter()
-                    .filter_map(|c| c.parse().ok())
-                    .collect();
-                let vtep_ip = match cni.value {
-                    CniMode::FlannelVxlan => pod_cidrs.first().map(|c| c.network()),
-                    CniMode::CalicoVxlan | CniMode::CalicoCrosssubnet => {
-                        annotation(node, CALICO_VXLAN_ADDR).and_then(|v| v.parse().ok())
-                    }
-                    _ => None,
-                };
-                // The VTEP MAC: the node's own device in the snapshot is the truth; flannel also
-                // publishes it in backend-data.
-                let device_mac = vxlan_dev
-                    .and_then(|dev| hosts.get(name.as_str())?.state.link(dev)?.mac.clone());
-                let annotated_mac = annotation(node, FLANNEL_BACKEND_DATA)
-                    .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
-                    .and_then(|v| v.get("VtepMAC")?.as_str().map(str::to_string));
-                NodeIntent {
-                    name,
-                    ip,
-                    pod_cidrs,
-                    vtep_ip,
-                    vtep_mac: device_mac.or(annotated_mac),
-                }
-            })
-            .collect();
-        let node_index = nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.name.clone(), i))
-            .collect();
+    pub fn new(index: &'a Index<'a>) -> Datapath<'a> {
+        let snapshot = index.snapshot;
         Datapath {
-            snapshot,
-            cni,
+            index,
+            cni: detect_cni(snapshot),
             kube_proxy: detect_kube_proxy(snapshot),
-            cluster: cluster_cidrs(snapshot),
-            nodes,
-            node_index,
-            hosts,
-            pod_node: RefCell::default(),
+            cluster: OnceCell::new(),
+            nodes: RefCell::default(),
         }
     }
 
-    fn host_netns_of(&self, node: &str) -> Option<&'a NetnsRecord> {
-        self.hosts.get(node).copied()
+    /// What the CNI tells about `node`.
+    fn intent_of(&self, node: &Node) -> NodeIntent {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let ip = annotation(node, FLANNEL_PUBLIC_IP)
+            .and_then(|v| v.parse().ok())
+            .or_else(|| {
+                annotation(node, CALICO_ADDRESS).and_then(|v| v.split('/').next()?.parse().ok())
+            })
+            .or(internal_ip(node));
+        let pod_cidrs = pod_cidrs_of(node);
+        let vtep_ip = vtep_ip_of(self.cni.value, node, &pod_cidrs);
+        // The VTEP MAC: the node's own device in the snapshot is the truth; flannel also
+        // publishes it in backend-data.
+        let device_mac = vxlan_device(self.cni.value)
+            .and_then(|dev| self.index.host_netns(&name)?.state.link(dev)?.mac.clone());
+        let annotated_mac = annotation(node, FLANNEL_BACKEND_DATA)
+            .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+            .and_then(|v| v.get("VtepMAC")?.as_str().map(str::to_string));
+        NodeIntent {
+            name,
+            ip,
+            pod_cidrs,
+            vtep_ip,
+            vtep_mac: device_mac.or(annotated_mac),
+        }
+    }
+
+    fn cluster(&self) -> &[IpNet] {
+        self.cluster
+            .get_or_init(|| cluster_cidrs(self.index.snapshot))
     }
 
     pub fn summary(&self) -> DatapathSummary {
@@ -420,45 +417,52 @@ impl<'a> Datapath<'a> {
         }
     }
 
-    fn node(&self, name: &str) -> Option<&NodeIntent> {
-        self.node_index.get(name).map(|&i| &self.nodes[i])
+    fn node(&self, name: &str) -> Option<Rc<NodeIntent>> {
+        if let Some(found) = self.nodes.borrow().get(name) {
+            return found.clone();
+        }
+        let found = self
+            .index
+            .snapshot
+            .kubernetes
+            .nodes
+            .iter()
+            .find(|n| n.metadata.name.as_deref() == Some(name))
+            .map(|n| Rc::new(self.intent_of(n)));
+        self.nodes
+            .borrow_mut()
+            .insert(name.to_string(), found.clone());
+        found
+    }
+
+    /// The first node (in snapshot order) for which `is_it` holds.
+    fn find_node(&self, is_it: impl Fn(&Node) -> bool) -> Option<Rc<NodeIntent>> {
+        let node = self
+            .index
+            .snapshot
+            .kubernetes
+            .nodes
+            .iter()
+            .find(|n| is_it(n))?;
+        self.node(node.metadata.name.as_deref().unwrap_or_default())
     }
 
     /// The node whose pod holds `ip`: the pod's nodeName, else the podCIDR containing it.
-    fn node_of_pod_ip(&self, ip: IpAddr) -> Option<&NodeIntent> {
+    fn node_of_pod_ip(&self, ip: IpAddr) -> Option<Rc<NodeIntent>> {
         match self.pod_node_name(ip) {
             Some(name) => self.node(name),
-            None => self
-                .nodes
-                .iter()
-                .find(|n| n.pod_cidrs.iter().any(|c| c.contains(&ip))),
+            None => self.find_node(|n| pod_cidrs_of(n).iter().any(|c| c.contains(&ip))),
         }
     }
 
     /// Whether `ip` is in the pod network.
     pub fn is_pod_ip(&self, ip: IpAddr) -> bool {
-        self.pod_node_name(ip).is_some() || self.cluster.iter().any(|c| c.contains(&ip))
+        self.pod_node_name(ip).is_some() || self.cluster().iter().any(|c| c.contains(&ip))
     }
 
-    /// The nodeName of the (non-hostNetwork) pod with `ip` as its podIP; the last such pod when
-    /// a stale one still lists it.
+    /// The nodeName of the (non-hostNetwork) pod holding `ip`.
     fn pod_node_name(&self, ip: IpAddr) -> Option<&'a str> {
-        if let Some(found) = self.pod_node.borrow().get(&ip) {
-            return *found;
-        }
-        let snapshot: &'a Snapshot = self.snapshot;
-        let canonical = ip.to_string();
-        let found = snapshot.kubernetes.pods.iter().rev().find_map(|p| {
-            let spec = p.spec.as_ref()?;
-            if spec.host_network.unwrap_or(false) {
-                return None;
-            }
-            let pod_ip = p.status.as_ref()?.pod_ip.as_deref()?;
-            crate::endpoint::text_is_address(pod_ip, ip, &canonical)
-                .then_some(spec.node_name.as_deref()?)
-        });
-        self.pod_node.borrow_mut().insert(ip, found);
-        found
+        self.index.pod_at(ip)?.spec.as_ref()?.node_name.as_deref()
     }
 
     /// The bridge pod veths must be enslaved to, for bridge-based plugins.
@@ -473,7 +477,8 @@ impl<'a> Datapath<'a> {
     /// The device holding `node`'s underlay address (eth0 on most nodes).
     fn underlay_dev(&self, node: &NodeIntent) -> String {
         let ip = node.ip;
-        self.host_netns_of(&node.name)
+        self.index
+            .host_netns(&node.name)
             .and_then(|r| r.state.addresses.iter().find(|a| Some(a.address) == ip))
             .map(|a| a.dev.clone())
             .unwrap_or_else(|| "eth0".to_string())
@@ -484,7 +489,7 @@ impl<'a> Datapath<'a> {
         let Some(remote_ip) = remote.ip else {
             return false;
         };
-        self.host_netns_of(&local.name).is_some_and(|r| {
+        self.index.host_netns(&local.name).is_some_and(|r| {
             r.state.addresses.iter().any(|a| {
                 Some(a.address) == local.ip
                     && IpNet::new(a.address, a.prefix_len).is_ok_and(|n| n.contains(&remote_ip))
@@ -494,8 +499,8 @@ impl<'a> Datapath<'a> {
 
     /// The route `node`'s CNI should have for pod address `dst`.
     pub fn expected_route(&self, node: &str, dst: IpAddr) -> Option<ExpectedRoute> {
-        let local = self.node(node)?;
-        let remote = self.node_of_pod_ip(dst)?;
+        let local = &*self.node(node)?;
+        let remote = &*self.node_of_pod_ip(dst)?;
         let remote_cidr = remote.pod_cidrs.iter().find(|c| c.contains(&dst)).copied();
         let cni = self.cni.value;
         if remote.name == local.name {
@@ -548,12 +553,11 @@ impl<'a> Datapath<'a> {
 
     /// Calico's host-side veth of the pod holding `ip` on `node`.
     fn pod_host_veth(&self, node: &str, ip: IpAddr) -> Option<String> {
-        let pod_ns = self.snapshot.netns.iter().find(|r| {
-            matches!(r.owner, NetnsOwner::Pod { .. })
-                && r.node == node
-                && r.state.addresses.iter().any(|a| a.address == ip)
-        })?;
-        let host = self.host_netns_of(node)?;
+        let pod_ns = self
+            .index
+            .owner_of(ip)
+            .filter(|r| matches!(r.owner, NetnsOwner::Pod { .. }) && r.node == node)?;
+        let host = self.index.host_netns(node)?;
         host.state
             .links
             .iter()
@@ -566,7 +570,8 @@ impl<'a> Datapath<'a> {
 
     /// The remote VTEP a vxlan device on `node` must send `gateway`'s traffic to.
     pub fn vtep_for_gateway(&self, gateway: IpAddr) -> Option<VtepIntent> {
-        let remote = self.nodes.iter().find(|n| n.vtep_ip == Some(gateway))?;
+        let cni = self.cni.value;
+        let remote = self.find_node(|n| vtep_ip_of(cni, n, &pod_cidrs_of(n)) == Some(gateway))?;
         Some(VtepIntent {
             node: remote.name.clone(),
             node_ip: remote.ip?,
@@ -593,10 +598,11 @@ impl<'a> Datapath<'a> {
         let hop = nexthops.first()?;
         let expected = self.expected_route(&record.node, packet.dst)?;
         let route = decision.route.as_ref()?;
-        let broader = if self.cluster.is_empty() {
+        let cluster = self.cluster();
+        let broader = if cluster.is_empty() {
             route.dst.prefix_len() == 0
         } else {
-            self.cluster.iter().any(|c| {
+            cluster.iter().any(|c| {
                 route.dst.prefix_len() <= c.prefix_len() && route.dst.contains(&c.network())
             })
         };
@@ -613,7 +619,14 @@ impl<'a> Datapath<'a> {
         }
         let cni = self.cni.value;
         let (code, message) = if broader {
-            (FindingCode::RouteMissing, format!("{} has no {cni} route for {}: it falls through to `{route}`, which does not lead to the pod", describe(record), packet.dst))
+            (
+                FindingCode::RouteMissing,
+                format!(
+                    "{} has no {cni} route for {}: it falls through to `{route}`, which does not lead to the pod",
+                    describe(record),
+                    packet.dst
+                ),
+            )
         } else {
             (
                 FindingCode::RouteWrong,
@@ -631,10 +644,17 @@ impl<'a> Datapath<'a> {
             hop.dev.as_deref(),
             message,
             vec![
-                Evidence::Route { table: route.table, text: route.to_string() },
-                Evidence::Text { text: format!("expected ({cni}): {expected}") },
+                Evidence::Route {
+                    table: route.table,
+                    text: route.to_string(),
+                },
+                Evidence::Text {
+                    text: format!("expected ({cni}): {expected}"),
+                },
             ],
-            Some(Owner::Cni { name: cni.to_string() }),
+            Some(Owner::Cni {
+                name: cni.to_string(),
+            }),
             Some(&format!(
                 "ip route replace {expected} (inside {}); then find out why the {} agent on {} did not program it",
                 record.id,
@@ -652,9 +672,7 @@ impl<'a> Datapath<'a> {
         let expected = self.expected_route(&record.node, dst)?;
         Some(format!(
             "Add the route {} programs: ip route replace {expected} (inside {}), and check its agent on {}.",
-            self.cni.value,
-            record.id,
-            record.node
+            self.cni.value, record.id, record.node
         ))
     }
 }
@@ -678,7 +696,7 @@ fn cni_agent(cni: CniMode) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::synthetic::{cluster, ClusterSize};
+    use crate::synthetic::{ClusterSize, cluster};
 
     fn snapshot(cni: CniMode) -> Snapshot {
         let mut s = cluster(
@@ -838,7 +856,8 @@ mod tests {
         ];
         for (cni, dst, want) in cases {
             let s = snapshot(cni);
-            let dp = Datapath::new(&s);
+            let index = Index::new(&s);
+            let dp = Datapath::new(&index);
             let got = dp
                 .expected_route("node-1", dst.parse().expect("valid"))
                 .unwrap_or_else(|| panic!("{cni}: no intent for {dst}"));
@@ -852,7 +871,8 @@ mod tests {
         for node in &mut s.kubernetes.nodes {
             node.metadata.annotations = None;
         }
-        let dp = Datapath::new(&s);
+        let index = Index::new(&s);
+        let dp = Datapath::new(&index);
         assert_eq!(dp.cni.value, CniMode::Generic);
         assert_eq!(
             dp.expected_route("node-1", "10.244.1.2".parse().expect("valid")),

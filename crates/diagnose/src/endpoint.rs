@@ -5,8 +5,11 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use k8s_openapi::api::core::v1::Pod;
 use model::{NetnsOwner, NetnsRecord, Snapshot};
 use thiserror::Error;
+
+use crate::policy::namespace_of;
 
 /// An endpoint as written on the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,49 +53,104 @@ impl std::str::FromStr for EndpointSpec {
     }
 }
 
-/// Lookups over a snapshot for one diagnosis. A diagnosis asks about a few dozen netns and
+/// Lookups over a snapshot for one diagnosis, shared by every part of it (walk, CNI intent,
+/// Service and NetworkPolicy checks). A diagnosis asks about a few dozen netns, nodes, pods and
 /// addresses of a snapshot that may hold tens of thousands, so nothing is indexed up front: each
 /// question is answered by a scan the first time and remembered (one scan per distinct question,
 /// instead of hashing the whole snapshot on every diagnosis).
 pub struct Index<'a> {
     pub snapshot: &'a Snapshot,
-    netns: RefCell<HashMap<String, Option<&'a NetnsRecord>>>,
+    netns: Memo<String, &'a NetnsRecord>,
     /// Which netns holds an address (loopback addresses excluded: every netns has them).
-    owner_of_ip: RefCell<HashMap<IpAddr, Option<&'a NetnsRecord>>>,
+    owner_of_ip: Memo<IpAddr, &'a NetnsRecord>,
+    /// A node's host netns, by node name.
+    host_of_node: Memo<String, &'a NetnsRecord>,
+    /// A pod's netns, by (namespace, name).
+    netns_of_pod: Memo<(String, String), &'a NetnsRecord>,
+    /// Pod objects by (namespace, name).
+    pod_by_name: Memo<(String, String), &'a Pod>,
+    /// The non-hostNetwork pod holding an address.
+    pod_by_ip: Memo<IpAddr, &'a Pod>,
+}
+
+/// Answers found so far (`None`: looked for, not there).
+type Memo<K, V> = RefCell<HashMap<K, Option<V>>>;
+
+/// The remembered answer to `key`, or `scan`'s, remembered.
+fn remembered<K, V, Q>(memo: &Memo<K, V>, key: &Q, scan: impl FnOnce() -> Option<V>) -> Option<V>
+where
+    K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
+    Q: ToOwned<Owned = K> + std::hash::Hash + Eq + ?Sized,
+    V: Copy,
+{
+    if let Some(found) = memo.borrow().get(key) {
+        return *found;
+    }
+    let found = scan();
+    memo.borrow_mut().insert(key.to_owned(), found);
+    found
 }
 
 impl<'a> Index<'a> {
     pub fn new(snapshot: &'a Snapshot) -> Index<'a> {
         Index {
             snapshot,
-            netns: RefCell::default(),
-            owner_of_ip: RefCell::default(),
+            netns: Memo::default(),
+            owner_of_ip: Memo::default(),
+            host_of_node: Memo::default(),
+            netns_of_pod: Memo::default(),
+            pod_by_name: Memo::default(),
+            pod_by_ip: Memo::default(),
         }
     }
 
     pub fn netns(&self, id: &str) -> Option<&'a NetnsRecord> {
-        if let Some(found) = self.netns.borrow().get(id) {
-            return *found;
-        }
-        let found = self.snapshot.netns(id);
-        self.netns.borrow_mut().insert(id.to_string(), found);
-        found
+        remembered(&self.netns, id, || self.snapshot.netns(id))
+    }
+
+    /// A node's host netns.
+    pub fn host_netns(&self, node: &str) -> Option<&'a NetnsRecord> {
+        remembered(&self.host_of_node, node, || self.snapshot.host_netns(node))
+    }
+
+    /// A pod's netns.
+    pub fn pod_netns(&self, namespace: &str, name: &str) -> Option<&'a NetnsRecord> {
+        let key = (namespace.to_string(), name.to_string());
+        remembered(&self.netns_of_pod, &key, || {
+            self.snapshot.pod_netns(namespace, name)
+        })
+    }
+
+    /// A pod object by namespace and name (a manifest without a namespace is in "default").
+    pub fn pod(&self, namespace: &str, name: &str) -> Option<&'a Pod> {
+        let key = (namespace.to_string(), name.to_string());
+        remembered(&self.pod_by_name, &key, || {
+            self.snapshot.kubernetes.pods.iter().find(|p| {
+                namespace_of(&p.metadata) == namespace && p.metadata.name.as_deref() == Some(name)
+            })
+        })
+    }
+
+    /// The pod (not hostNetwork) holding `ip` in `status.podIPs` / `status.podIP`: the last
+    /// Running one, as the API server's latest assignment; without one, the first finished pod
+    /// that still carries it.
+    pub fn pod_at(&self, ip: IpAddr) -> Option<&'a Pod> {
+        remembered(&self.pod_by_ip, &ip, || {
+            pod_with_address(&self.snapshot.kubernetes.pods, ip)
+        })
     }
 
     /// The netns that holds `ip` on one of its devices (the first one, in snapshot order).
     pub fn owner_of(&self, ip: IpAddr) -> Option<&'a NetnsRecord> {
-        if let Some(found) = self.owner_of_ip.borrow().get(&ip) {
-            return *found;
-        }
-        let found = self.snapshot.netns.iter().find(|record| {
-            record
-                .state
-                .addresses
-                .iter()
-                .any(|a| a.address == ip && !a.address.is_loopback() && a.dev != "lo")
-        });
-        self.owner_of_ip.borrow_mut().insert(ip, found);
-        found
+        remembered(&self.owner_of_ip, &ip, || {
+            self.snapshot.netns.iter().find(|record| {
+                record
+                    .state
+                    .addresses
+                    .iter()
+                    .any(|a| a.address == ip && !a.address.is_loopback() && a.dev != "lo")
+            })
+        })
     }
 
     /// Resolve an endpoint to (address, netns). The netns is `None` for addresses outside the
@@ -106,11 +164,8 @@ impl<'a> Index<'a> {
         match spec {
             EndpointSpec::Ip(ip) => Ok((*ip, self.owner_of(*ip))),
             EndpointSpec::Pod { namespace, name } => {
-                let pod = k8s.pods.iter().find(|p| {
-                    p.metadata.namespace.as_deref() == Some(namespace)
-                        && p.metadata.name.as_deref() == Some(name)
-                });
-                let netns = self.snapshot.pod_netns(namespace, name);
+                let pod = self.pod(namespace, name);
+                let netns = self.pod_netns(namespace, name);
                 let ip = pod
                     .and_then(|p| p.status.as_ref())
                     .and_then(|s| s.pod_ip.as_deref())
@@ -128,7 +183,7 @@ impl<'a> Index<'a> {
                 }
             }
             EndpointSpec::Node(name) => {
-                let netns = self.snapshot.host_netns(name);
+                let netns = self.host_netns(name);
                 let node = k8s
                     .nodes
                     .iter()
@@ -178,6 +233,33 @@ impl<'a> Index<'a> {
             }
         }
     }
+}
+
+fn pod_with_address(pods: &[Pod], ip: IpAddr) -> Option<&Pod> {
+    let canonical = ip.to_string();
+    let holding = pods.iter().filter(|p| !is_host_network(p)).filter(|p| {
+        p.status.as_ref().is_some_and(|status| {
+            status
+                .pod_ips
+                .iter()
+                .flatten()
+                .map(|a| a.ip.as_str())
+                .chain(status.pod_ip.as_deref())
+                .any(|a| text_is_address(a, ip, &canonical))
+        })
+    });
+    let running = |p: &&Pod| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+    holding
+        .clone()
+        .rfind(running)
+        .or_else(|| holding.clone().next())
+}
+
+fn is_host_network(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false)
 }
 
 /// Whether an address as the API server wrote it (`status.podIP`) is `ip`, cheaply: lookups

@@ -62,7 +62,7 @@ pub fn check<'a>(
             packet: &e.packet,
         })
         .collect();
-    let pods = PolicyIndex::new(&index.snapshot.kubernetes);
+    let pods = PolicyIndex::new(index);
     let mut findings = std::mem::take(&mut walker.findings);
     if let Some(frontend) = frontend {
         let ctx = service::Context {
@@ -75,7 +75,7 @@ pub fn check<'a>(
             ends: &ends,
         };
         let host = service::translating_node(frontend, &src_ns.node)
-            .and_then(|node| index.snapshot.host_netns(&node));
+            .and_then(|node| index.host_netns(&node));
         let netfilter = host.and_then(|h| walker.netfilter(&h.id));
         service::check(&ctx, frontend, netfilter, &mut findings);
     }

@@ -26,7 +26,7 @@ use netstack::packet::{Packet, Protocol};
 use netstack::state::{LinkKind, OperState, StatePart};
 
 use crate::cni::Datapath;
-use crate::endpoint::{describe, Index};
+use crate::endpoint::{Index, describe};
 use crate::owner::{hand_added_hint, owner_of_rule};
 
 mod ipvs;
@@ -95,7 +95,7 @@ impl<'a> Walker<'a> {
             sims: HashMap::new(),
             findings: Vec::new(),
             incomplete: false,
-            datapath: Datapath::new(index.snapshot),
+            datapath: Datapath::new(index),
             direction: Direction::Forward,
             full_size: None,
             forward_size: None,
@@ -149,34 +149,27 @@ impl<'a> Walker<'a> {
                 Some(recollect_hint(&p.source)),
             ));
         }
-        for part in [
-            StatePart::Routes,
-            StatePart::Iptables,
-            StatePart::Links,
-            StatePart::Addresses,
-        ] {
+        // iptables is judged per packet family: see `report_missing_iptables`.
+        for part in [StatePart::Routes, StatePart::Links, StatePart::Addresses] {
             if let Some(reason) = record.state.missing_reason(part) {
-                new.push(finding(
-                    FindingCode::StateIncomplete,
-                    Level::Error,
-                    record,
-                    None,
-                    format!(
-                        "{} of {} were not collected ({reason}); the walk cannot be trusted there",
-                        part,
-                        describe(record)
-                    ),
-                    vec![Evidence::Text {
-                        text: reason.to_string(),
-                    }],
-                    None,
-                    Some("Re-run the collection with the needed privileges (root, CAP_NET_ADMIN)."),
-                ));
+                new.push(not_collected(record, part, reason));
             }
         }
         if !new.is_empty() {
             self.incomplete = true;
             self.findings.extend(new);
+        }
+    }
+
+    /// The iptables rules of the packet's family in netns `id`, if they were not collected.
+    /// `ip6tables-save` can fail alone: then only IPv6 walks are incomplete.
+    fn report_missing_iptables(&mut self, id: &str, ipv6: bool) {
+        let Some(record) = self.sims.get(id).map(|sim| sim.record) else {
+            return;
+        };
+        if let Some(reason) = record.state.iptables_missing_reason(ipv6) {
+            self.push(not_collected(record, StatePart::Iptables, reason));
+            self.incomplete = true;
         }
     }
 
@@ -263,6 +256,7 @@ impl<'a> Walker<'a> {
             self.incomplete = true;
             return vec![Visit::End(Ended::stopped(flight, idx))];
         }
+        self.report_missing_iptables(&id, flight.packet.is_ipv6());
         let arriving = flight.packet.iif.is_some();
         let before = flight.packet.clone();
         let mut steps = Vec::new();
@@ -623,7 +617,7 @@ impl<'a> Walker<'a> {
         let target = gateway.unwrap_or(flight.packet.dst);
         let tunnelled = match self.egress_checks(record, link, target, flight.packet.protocol) {
             Err(idx) => {
-                return Visit::End(Ended::hop_stopped(flight, &id, before, steps, idx, self))
+                return Visit::End(Ended::hop_stopped(flight, &id, before, steps, idx, self));
             }
             Ok(next) => next,
         };
@@ -832,11 +826,20 @@ impl<'a> Walker<'a> {
                     })
                     .unwrap_or_default();
                 let hint = match (&owner, code) {
-                    (Some(Owner::NetworkPolicy { namespace, name }), _) => format!("NetworkPolicy {namespace}/{name} isolates this pod and no policy allows this traffic: add an allow rule for it (or fix the selectors)."),
-                    (_, FindingCode::ConntrackInvalid) => crate::checks::conntrack::INVALID_HINT.to_string(),
-                    (_, FindingCode::NetfilterPolicyDrop) => format!("Add an ACCEPT rule for this traffic to the {} chain, or change its policy.", rule.as_ref().map(|r| r.chain.as_str()).unwrap_or("")),
+                    (Some(Owner::NetworkPolicy { namespace, name }), _) => format!(
+                        "NetworkPolicy {namespace}/{name} isolates this pod and no policy allows this traffic: add an allow rule for it (or fix the selectors)."
+                    ),
+                    (_, FindingCode::ConntrackInvalid) => {
+                        crate::checks::conntrack::INVALID_HINT.to_string()
+                    }
+                    (_, FindingCode::NetfilterPolicyDrop) => format!(
+                        "Add an ACCEPT rule for this traffic to the {} chain, or change its policy.",
+                        rule.as_ref().map(|r| r.chain.as_str()).unwrap_or("")
+                    ),
                     (Some(Owner::Unknown), _) | (None, _) => hand_added_hint(rule.as_ref()),
-                    (Some(o), _) => format!("The rule belongs to {o}: fix it there, not by editing the rule by hand."),
+                    (Some(o), _) => format!(
+                        "The rule belongs to {o}: fix it there, not by editing the rule by hand."
+                    ),
                 };
                 let idx = self.push(finding(
                     code,
@@ -891,10 +894,26 @@ impl<'a> Walker<'a> {
             });
         }
         let (code, what, hint) = match &decision.outcome {
-            RouteOutcome::Blackhole { .. } => (FindingCode::RouteBlackhole, "is silently discarded by a blackhole route", "Remove the blackhole route (ip route del blackhole …) or add a more specific route."),
-            RouteOutcome::Unreachable { .. } => (FindingCode::RouteUnreachable, "hits an unreachable route", "Remove the unreachable route or add a more specific one."),
-            RouteOutcome::Prohibit { .. } => (FindingCode::RouteProhibit, "hits a prohibit route", "Remove the prohibit route or add a more specific one."),
-            _ => (FindingCode::RouteMissing, "has no route", "Add a route to the destination (for pod networks the CNI adds it: check its agent on this node)."),
+            RouteOutcome::Blackhole { .. } => (
+                FindingCode::RouteBlackhole,
+                "is silently discarded by a blackhole route",
+                "Remove the blackhole route (ip route del blackhole …) or add a more specific route.",
+            ),
+            RouteOutcome::Unreachable { .. } => (
+                FindingCode::RouteUnreachable,
+                "hits an unreachable route",
+                "Remove the unreachable route or add a more specific one.",
+            ),
+            RouteOutcome::Prohibit { .. } => (
+                FindingCode::RouteProhibit,
+                "hits a prohibit route",
+                "Remove the prohibit route or add a more specific one.",
+            ),
+            _ => (
+                FindingCode::RouteMissing,
+                "has no route",
+                "Add a route to the destination (for pod networks the CNI adds it: check its agent on this node).",
+            ),
         };
         let intended = (code == FindingCode::RouteMissing)
             .then(|| self.datapath.missing_route_hint(record, packet.dst))
@@ -1246,9 +1265,32 @@ fn place_of(record: &NetnsRecord) -> Place {
 /// the command that writes it, and the checker for it.
 fn recollect_hint(source: &str) -> &'static str {
     match source {
-        "nftables" => "Collect the dump again (`nft -j list ruleset`) and check it with `netsleuth netfilter parse`, which names the JSON path that is wrong.",
-        _ => "Collect the dump again (iptables-save / ipset save) and check it with `netsleuth netfilter parse`.",
+        "nftables" => {
+            "Collect the dump again (`nft -j list ruleset`) and check it with `netsleuth netfilter parse`, which names the JSON path that is wrong."
+        }
+        _ => {
+            "Collect the dump again (iptables-save / ipset save) and check it with `netsleuth netfilter parse`."
+        }
     }
+}
+
+/// A part of `record`'s state the collector could not read, where the walk needed it.
+fn not_collected(record: &NetnsRecord, part: StatePart, reason: &str) -> Finding {
+    finding(
+        FindingCode::StateIncomplete,
+        Level::Error,
+        record,
+        None,
+        format!(
+            "{part} of {} were not collected ({reason}); the walk cannot be trusted there",
+            describe(record)
+        ),
+        vec![Evidence::Text {
+            text: reason.to_string(),
+        }],
+        None,
+        Some("Re-run the collection with the needed privileges (root, CAP_NET_ADMIN)."),
+    )
 }
 
 #[allow(clippy::too_many_arguments)]

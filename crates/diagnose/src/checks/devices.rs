@@ -412,20 +412,13 @@ fn own_pod<'s>(
     node: &str,
     ip: IpAddr,
 ) -> Option<(String, String, &'s NetnsRecord)> {
-    let canonical = ip.to_string();
-    let (namespace, name) = index.snapshot.kubernetes.pods.iter().find_map(|p| {
-        let status = p.status.as_ref()?;
-        (crate::endpoint::text_is_address(status.pod_ip.as_deref()?, ip, &canonical)
-            && p.spec.as_ref()?.node_name.as_deref() == Some(node))
-        .then(|| {
-            (
-                namespace_of(&p.metadata).to_string(),
-                p.metadata.name.clone().unwrap_or_default(),
-            )
-        })
-    })?;
-    let pod = index.snapshot.pod_netns(&namespace, &name)?;
-    Some((namespace, name, pod))
+    let pod = index
+        .pod_at(ip)
+        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))?;
+    let namespace = namespace_of(&pod.metadata);
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let netns = index.pod_netns(namespace, name)?;
+    Some((namespace.to_string(), name.to_string(), netns))
 }
 
 /// The pod of this node holding `ip`, when its netns was collected but no longer has the

@@ -17,10 +17,10 @@ use std::net::IpAddr;
 use model::{Evidence, Finding, FindingCode, Level, NetnsRecord, Owner, Place};
 use netstack::packet::Packet;
 
-use super::{namespace_of, Flow, Isolation, PolicyDirection, PolicyIndex, PolicyRef};
+use super::{Flow, Isolation, PolicyDirection, PolicyIndex, PolicyRef, namespace_of};
+use crate::PathEnd;
 use crate::endpoint::Index;
 use crate::owner::is_policy_chain;
-use crate::PathEnd;
 
 /// Compare the policies with each forward path; `original` is the packet as the client sent it.
 pub fn compare(
@@ -85,9 +85,12 @@ pub fn compare(
                 describe_flow(policies, flow)
             );
             let (message, hint) = if end.path.delivered {
-                let host = index.snapshot.host_netns(&record.node);
+                let host = index.host_netns(&record.node);
                 let why = match host.filter(|h| has_enforcement_rules(h)) {
-                    Some(_) => format!("node {} has NetworkPolicy enforcement rules, but none stops this packet: they are stale or incomplete", record.node),
+                    Some(_) => format!(
+                        "node {} has NetworkPolicy enforcement rules, but none stops this packet: they are stale or incomplete",
+                        record.node
+                    ),
                     None => format!(
                         "node {} has no NetworkPolicy enforcement rules{}",
                         record.node,
@@ -95,7 +98,10 @@ pub fn compare(
                             .snapshot
                             .cluster
                             .cni
-                            .map(|c| format!(": the CNI ({}) does not enforce NetworkPolicy", c.as_str()))
+                            .map(|c| format!(
+                                ": the CNI ({}) does not enforce NetworkPolicy",
+                                c.as_str()
+                            ))
                             .unwrap_or_default()
                     ),
                 };
@@ -103,15 +109,27 @@ pub fn compare(
                     format!("{what}, yet the datapath delivers it: {why}"),
                     format!(
                         "If it must be blocked, run a NetworkPolicy enforcer on the nodes (calico/canal, cilium or kube-router; flannel enforces none) or restart the one there; if it must be allowed, {}",
-                        allow_hint(policies, *direction, flow, denials.first().map(|d| &d.policy))
+                        allow_hint(
+                            policies,
+                            *direction,
+                            flow,
+                            denials.first().map(|d| &d.policy)
+                        )
                     ),
                 )
             } else {
                 (
-                    format!("{what}: even once the finding that stops the path is fixed, this traffic stays denied where NetworkPolicy is enforced"),
+                    format!(
+                        "{what}: even once the finding that stops the path is fixed, this traffic stays denied where NetworkPolicy is enforced"
+                    ),
                     format!(
                         "If it must be allowed, {}",
-                        allow_hint(policies, *direction, flow, denials.first().map(|d| &d.policy))
+                        allow_hint(
+                            policies,
+                            *direction,
+                            flow,
+                            denials.first().map(|d| &d.policy)
+                        )
                     ),
                 )
             };
@@ -302,7 +320,9 @@ fn allow_hint(
             let ns = if namespace == own_namespace {
                 String::new()
             } else {
-                format!("namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {namespace}}}}}, ")
+                format!(
+                    "namespaceSelector: {{matchLabels: {{kubernetes.io/metadata.name: {namespace}}}}}, "
+                )
             };
             format!("{{{ns}podSelector: {{matchLabels: {{{labels}}}}}}}")
         }
@@ -334,7 +354,7 @@ fn allow_hint(
 
 fn pod_netns<'a>(index: &Index<'a>, pod: &str) -> Option<&'a NetnsRecord> {
     let (namespace, name) = pod.split_once('/')?;
-    index.snapshot.pod_netns(namespace, name)
+    index.pod_netns(namespace, name)
 }
 
 /// Whether the node's ruleset holds NetworkPolicy enforcement chains (kube-router, calico).

@@ -20,7 +20,6 @@
 //! endpoint, never to a ClusterIP). Pure: reads the snapshot's Kubernetes objects only, never the
 //! datapath; comparing the two with the walk is `check`'s business.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::IpAddr;
@@ -30,8 +29,9 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use model::snapshot::KubeObjects;
 use netstack::packet::Protocol;
+
+use crate::endpoint::Index;
 
 /// Which side of the pod a policy governs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -291,14 +291,11 @@ impl Isolation {
     }
 }
 
-/// Lookups over the snapshot's objects for one diagnosis. Pods are looked up by the few
-/// addresses a diagnosis asks about, each scanned for once and remembered, not indexed up front
-/// (a snapshot may hold tens of thousands).
+/// Lookups over the snapshot's objects for one diagnosis: pods come from the diagnosis'
+/// [`Index`], policies are sorted once.
 pub struct PolicyIndex<'a> {
-    pods: &'a [Pod],
+    index: &'a Index<'a>,
     policies: Vec<&'a NetworkPolicy>,
-    /// Non-hostNetwork pods by an address in `status.podIPs` / `status.podIP`, as asked so far.
-    pods_by_ip: RefCell<HashMap<IpAddr, Option<&'a Pod>>>,
     namespace_labels: HashMap<&'a str, &'a BTreeMap<String, String>>,
 }
 
@@ -317,38 +314,9 @@ fn pod_key(pod: &Pod) -> String {
     )
 }
 
-/// The pod (not hostNetwork) holding `ip`: the last Running one, as the API server's latest
-/// assignment; without one, the first finished pod that still carries it.
-fn pod_with_address(pods: &[Pod], ip: IpAddr) -> Option<&Pod> {
-    let canonical = ip.to_string();
-    let holding = pods.iter().filter(|p| !is_host_network(p)).filter(|p| {
-        p.status.as_ref().is_some_and(|status| {
-            status
-                .pod_ips
-                .iter()
-                .flatten()
-                .map(|a| a.ip.as_str())
-                .chain(status.pod_ip.as_deref())
-                .any(|a| crate::endpoint::text_is_address(a, ip, &canonical))
-        })
-    });
-    let running = |p: &&Pod| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
-    holding
-        .clone()
-        .filter(running)
-        .last()
-        .or_else(|| holding.clone().next())
-}
-
-fn is_host_network(pod: &Pod) -> bool {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.host_network)
-        .unwrap_or(false)
-}
-
 impl<'a> PolicyIndex<'a> {
-    pub fn new(k8s: &'a KubeObjects) -> PolicyIndex<'a> {
+    pub fn new(index: &'a Index<'a>) -> PolicyIndex<'a> {
+        let k8s = &index.snapshot.kubernetes;
         let mut policies: Vec<&NetworkPolicy> = k8s.network_policies.iter().collect();
         policies.sort_by_key(|p| (namespace_of(&p.metadata), p.metadata.name.as_deref()));
         let namespace_labels = k8s
@@ -357,9 +325,8 @@ impl<'a> PolicyIndex<'a> {
             .filter_map(|n| Some((n.metadata.name.as_deref()?, n.metadata.labels.as_ref()?)))
             .collect();
         PolicyIndex {
-            pods: &k8s.pods,
+            index,
             policies,
-            pods_by_ip: RefCell::default(),
             namespace_labels,
         }
     }
@@ -371,12 +338,7 @@ impl<'a> PolicyIndex<'a> {
 
     /// The pod (not hostNetwork) that owns `ip`.
     pub fn pod_at(&self, ip: IpAddr) -> Option<&'a Pod> {
-        if let Some(found) = self.pods_by_ip.borrow().get(&ip) {
-            return *found;
-        }
-        let found = pod_with_address(self.pods, ip);
-        self.pods_by_ip.borrow_mut().insert(ip, found);
-        found
+        self.index.pod_at(ip)
     }
 
     /// A namespace's labels. The API server always sets `kubernetes.io/metadata.name`, so it is
@@ -543,7 +505,7 @@ impl<'a> PolicyIndex<'a> {
                 return Err(PeerMiss::OtherNamespace {
                     pod: pod_key(pod),
                     policy_namespace: policy_namespace.to_string(),
-                })
+                });
             }
             None => {}
         }
@@ -730,7 +692,7 @@ pub fn selector_matches(
                 return Err(format!(
                     "matchExpressions {} {} needs values",
                     e.key, e.operator
-                ))
+                ));
             }
             "In" => labels.get(&e.key).is_some_and(|v| values.contains(v)),
             "NotIn" => labels.get(&e.key).is_none_or(|v| !values.contains(v)),
@@ -740,7 +702,7 @@ pub fn selector_matches(
                 return Err(format!(
                     "matchExpressions operator {other:?} on {} is not In, NotIn, Exists or DoesNotExist",
                     e.key
-                ))
+                ));
             }
         };
         by_expressions &= holds;

@@ -4,11 +4,13 @@
 //! ports resolved on the destination pod, endPort, ipBlock `except`, hostNetwork pods.
 
 use super::*;
-use serde_json::{json, Value};
+use model::Snapshot;
+use model::snapshot::{SnapshotSource, SourceKind};
+use serde_json::{Value, json};
 
 /// Two namespaces (default: team=a; other: team=b; "bare" has no Namespace object), pods with
 /// declared ports, and a hostNetwork pod on a node address.
-fn cluster(policies: Vec<Value>) -> KubeObjects {
+fn cluster(policies: Vec<Value>) -> Snapshot {
     let pod = |ns: &str, name: &str, ip: &str, labels: Value, ports: Value, host: bool| {
         json!({
             "metadata": {"namespace": ns, "name": name, "labels": labels},
@@ -33,7 +35,13 @@ fn cluster(policies: Vec<Value>) -> KubeObjects {
         ],
         "network_policies": policies
     });
-    serde_json::from_value(objects).expect("test objects deserialize")
+    let mut snapshot = Snapshot::new(SnapshotSource {
+        kind: SourceKind::Synthetic,
+        name: "policy semantics".into(),
+        collected_at: None,
+    });
+    snapshot.kubernetes = serde_json::from_value(objects).expect("test objects deserialize");
+    snapshot
 }
 
 fn policy(name: &str, spec: Value) -> Value {
@@ -108,10 +116,19 @@ fn cases() -> Vec<Case> {
         json!([{"from": [{"ipBlock": {"cidr": "10.0.0.0/16", "except": ["10.0.0.0/24"]}}]}]),
     );
     vec![
-        case("no policy: not isolated", vec![], Ingress, CLIENT_TO_WEB, Expect::NotIsolated),
+        case(
+            "no policy: not isolated",
+            vec![],
+            Ingress,
+            CLIENT_TO_WEB,
+            Expect::NotIsolated,
+        ),
         case(
             "empty podSelector and ingress: [] isolates every pod and allows nothing",
-            vec![policy("deny-all", json!({"podSelector": {}, "ingress": []}))],
+            vec![policy(
+                "deny-all",
+                json!({"podSelector": {}, "ingress": []}),
+            )],
             Ingress,
             CLIENT_TO_WEB,
             Expect::Denied(&["default/deny-all has no ingress rules: it allows nothing"]),
@@ -125,56 +142,79 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "ingress: [{}] allows everything",
-            vec![policy("allow-all", json!({"podSelector": {}, "ingress": [{}]}))],
+            vec![policy(
+                "allow-all",
+                json!({"podSelector": {}, "ingress": [{}]}),
+            )],
             Ingress,
             CLIENT_TO_WEB,
             Expect::Allowed(&["default/allow-all[0]"]),
         ),
         case(
             "policy in another namespace does not select the pod",
-            vec![json!({"metadata": {"namespace": "other", "name": "deny"}, "spec": {"podSelector": {}}})],
+            vec![
+                json!({"metadata": {"namespace": "other", "name": "deny"}, "spec": {"podSelector": {}}}),
+            ],
             Ingress,
             CLIENT_TO_WEB,
             Expect::NotIsolated,
         ),
         case(
             "only egress rules and no policyTypes: Ingress is still governed (deny)",
-            vec![policy("egress-only", json!({"podSelector": {}, "egress": [{}]}))],
+            vec![policy(
+                "egress-only",
+                json!({"podSelector": {}, "egress": [{}]}),
+            )],
             Ingress,
             CLIENT_TO_WEB,
             Expect::Denied(&["has no ingress rules"]),
         ),
         case(
             "egress: [] without policyTypes does not isolate egress",
-            vec![policy("empty-egress", json!({"podSelector": {}, "egress": []}))],
+            vec![policy(
+                "empty-egress",
+                json!({"podSelector": {}, "egress": []}),
+            )],
             Egress,
             ("10.0.0.1", "10.0.0.2", 5432),
             Expect::NotIsolated,
         ),
         case(
             "policyTypes [Egress] with no egress rules denies egress",
-            vec![policy("deny-egress", json!({"podSelector": {}, "policyTypes": ["Egress"]}))],
+            vec![policy(
+                "deny-egress",
+                json!({"podSelector": {}, "policyTypes": ["Egress"]}),
+            )],
             Egress,
             ("10.0.0.1", "10.0.0.2", 5432),
             Expect::Denied(&["default/deny-egress has no egress rules"]),
         ),
         case(
             "policyTypes [Egress] does not govern ingress",
-            vec![policy("deny-egress", json!({"podSelector": {}, "policyTypes": ["Egress"]}))],
+            vec![policy(
+                "deny-egress",
+                json!({"podSelector": {}, "policyTypes": ["Egress"]}),
+            )],
             Ingress,
             CLIENT_TO_WEB,
             Expect::NotIsolated,
         ),
         case(
             "podSelector peer: same namespace allowed",
-            vec![web_policy("from-clients", json!([{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}]}]))],
+            vec![web_policy(
+                "from-clients",
+                json!([{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}]}]),
+            )],
             Ingress,
             CLIENT_TO_WEB,
             Expect::Allowed(&["default/from-clients[0]"]),
         ),
         case(
             "podSelector peer alone: a matching pod in another namespace is denied",
-            vec![web_policy("from-clients", json!([{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}]}]))],
+            vec![web_policy(
+                "from-clients",
+                json!([{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}]}]),
+            )],
             Ingress,
             OTHER_CLIENT_TO_WEB,
             Expect::Denied(&["selects only namespace default, and other/client is elsewhere"]),
@@ -212,14 +252,20 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "namespaceSelector {} selects every namespace",
-            vec![web_policy("any-ns", json!([{"from": [{"namespaceSelector": {}}]}]))],
+            vec![web_policy(
+                "any-ns",
+                json!([{"from": [{"namespaceSelector": {}}]}]),
+            )],
             Ingress,
             OTHER_CLIENT_TO_WEB,
             Expect::Allowed(&["default/any-ns[0]"]),
         ),
         case(
             "namespace without an object still has kubernetes.io/metadata.name",
-            vec![web_policy("from-bare", json!([{"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "bare"}}}]}]))],
+            vec![web_policy(
+                "from-bare",
+                json!([{"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "bare"}}}]}]),
+            )],
             Ingress,
             ("10.0.2.1", "10.0.0.1", 8080),
             Expect::Allowed(&["default/from-bare[0]"]),
@@ -247,14 +293,20 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "ipBlock matches a non-pod address (a node)",
-            vec![web_policy("from-nodes", json!([{"from": [{"ipBlock": {"cidr": "192.168.0.0/16"}}]}]))],
+            vec![web_policy(
+                "from-nodes",
+                json!([{"from": [{"ipBlock": {"cidr": "192.168.0.0/16"}}]}]),
+            )],
             Ingress,
             ("192.168.0.9", "10.0.0.1", 8080),
             Expect::Allowed(&["default/from-nodes[0]"]),
         ),
         case(
             "a selector peer never matches a non-pod (hostNetwork pod's node address)",
-            vec![web_policy("from-all-pods", json!([{"from": [{"namespaceSelector": {}}]}]))],
+            vec![web_policy(
+                "from-all-pods",
+                json!([{"from": [{"namespaceSelector": {}}]}]),
+            )],
             Ingress,
             ("192.168.0.2", "10.0.0.1", 8080),
             Expect::Denied(&["192.168.0.2 is not a pod"]),
@@ -275,28 +327,43 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "numeric port denied, peer matched: the port is the reason",
-            vec![web_policy("port", json!([{"from": [{"podSelector": {}}], "ports": [{"port": 9090}]}]))],
+            vec![web_policy(
+                "port",
+                json!([{"from": [{"podSelector": {}}], "ports": [{"port": 9090}]}]),
+            )],
             Ingress,
             CLIENT_TO_WEB,
-            Expect::Denied(&["a peer matches but no port does", "allows port 9090/TCP only"]),
+            Expect::Denied(&[
+                "a peer matches but no port does",
+                "allows port 9090/TCP only",
+            ]),
         ),
         case(
             "endPort range covers the port",
-            vec![web_policy("range", json!([{"ports": [{"port": 8000, "endPort": 8100}]}]))],
+            vec![web_policy(
+                "range",
+                json!([{"ports": [{"port": 8000, "endPort": 8100}]}]),
+            )],
             Ingress,
             CLIENT_TO_WEB,
             Expect::Allowed(&["default/range[0]"]),
         ),
         case(
             "endPort range misses the port",
-            vec![web_policy("range", json!([{"ports": [{"port": 9000, "endPort": 9100}]}]))],
+            vec![web_policy(
+                "range",
+                json!([{"ports": [{"port": 9000, "endPort": 9100}]}]),
+            )],
             Ingress,
             CLIENT_TO_WEB,
             Expect::Denied(&["allows port 9000-9100/TCP only"]),
         ),
         case(
             "protocol: a UDP port entry does not allow TCP",
-            vec![web_policy("udp", json!([{"ports": [{"port": 8080, "protocol": "UDP"}]}]))],
+            vec![web_policy(
+                "udp",
+                json!([{"ports": [{"port": 8080, "protocol": "UDP"}]}]),
+            )],
             Ingress,
             CLIENT_TO_WEB,
             Expect::Denied(&["allows UDP only"]),
@@ -310,31 +377,45 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "named port the destination pod does not declare (ingress)",
-            vec![web_policy("named", json!([{"ports": [{"port": "metrics"}]}]))],
+            vec![web_policy(
+                "named",
+                json!([{"ports": [{"port": "metrics"}]}]),
+            )],
             Ingress,
             CLIENT_TO_WEB,
-            Expect::Denied(&["named port metrics/TCP is not declared by pod default/web (it declares http=8080/TCP)"]),
+            Expect::Denied(&[
+                "named port metrics/TCP is not declared by pod default/web (it declares http=8080/TCP)",
+            ]),
         ),
         case(
             "named port on egress resolves against the destination (peer) pod",
-            vec![policy("to-db", json!({"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Egress"],
-                "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "db"}}}], "ports": [{"port": "postgres"}]}]}))],
+            vec![policy(
+                "to-db",
+                json!({"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Egress"],
+                "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "db"}}}], "ports": [{"port": "postgres"}]}]}),
+            )],
             Egress,
             ("10.0.0.1", "10.0.0.2", 5432),
             Expect::Allowed(&["default/to-db[0]"]),
         ),
         case(
             "named port on egress resolving to another number",
-            vec![policy("to-db", json!({"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Egress"],
-                "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "db"}}}], "ports": [{"port": "postgres"}]}]}))],
+            vec![policy(
+                "to-db",
+                json!({"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Egress"],
+                "egress": [{"to": [{"podSelector": {"matchLabels": {"app": "db"}}}], "ports": [{"port": "postgres"}]}]}),
+            )],
             Egress,
             ("10.0.0.1", "10.0.0.2", 5433),
             Expect::Denied(&["named port postgres is 5432 on the destination pod"]),
         ),
         case(
             "named port on egress to a non-pod address cannot match",
-            vec![policy("to-db", json!({"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Egress"],
-                "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"port": "postgres"}]}]}))],
+            vec![policy(
+                "to-db",
+                json!({"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Egress"],
+                "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"port": "postgres"}]}]}),
+            )],
             Egress,
             ("10.0.0.1", "172.16.0.1", 5432),
             Expect::Denied(&["can only match a pod"]),
@@ -343,7 +424,10 @@ fn cases() -> Vec<Case> {
             "allow-union: a deny-all and an allow policy select the pod; the allow wins",
             vec![
                 policy("deny-all", json!({"podSelector": {}, "ingress": []})),
-                web_policy("allow-clients", json!([{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}]}])),
+                web_policy(
+                    "allow-clients",
+                    json!([{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}]}]),
+                ),
             ],
             Ingress,
             CLIENT_TO_WEB,
@@ -353,41 +437,59 @@ fn cases() -> Vec<Case> {
             "every isolating policy explains itself when none allows",
             vec![
                 policy("deny-all", json!({"podSelector": {}, "ingress": []})),
-                web_policy("allow-db", json!([{"from": [{"podSelector": {"matchLabels": {"app": "db"}}}]}])),
+                web_policy(
+                    "allow-db",
+                    json!([{"from": [{"podSelector": {"matchLabels": {"app": "db"}}}]}]),
+                ),
             ],
             Ingress,
             CLIENT_TO_WEB,
-            Expect::Denied(&["default/allow-db ingress: rule [0]: no peer matches (podSelector {app=db} does not match pod default/client)", "default/deny-all has no ingress rules"]),
+            Expect::Denied(&[
+                "default/allow-db ingress: rule [0]: no peer matches (podSelector {app=db} does not match pod default/client)",
+                "default/deny-all has no ingress rules",
+            ]),
         ),
         case(
             "matchExpressions: In, NotIn, Exists, DoesNotExist all hold",
-            vec![policy("exprs", json!({"podSelector": {"matchExpressions": [
+            vec![policy(
+                "exprs",
+                json!({"podSelector": {"matchExpressions": [
                 {"key": "app", "operator": "In", "values": ["web", "api"]},
                 {"key": "app", "operator": "NotIn", "values": ["db"]},
                 {"key": "app", "operator": "Exists"},
-                {"key": "debug", "operator": "DoesNotExist"}]}, "ingress": []}))],
+                {"key": "debug", "operator": "DoesNotExist"}]}, "ingress": []}),
+            )],
             Ingress,
             CLIENT_TO_WEB,
             Expect::Denied(&["default/exprs has no ingress rules"]),
         ),
         case(
             "matchExpressions that fail do not select the pod",
-            vec![policy("exprs", json!({"podSelector": {"matchExpressions": [
-                {"key": "tier", "operator": "Exists"}]}, "ingress": []}))],
+            vec![policy(
+                "exprs",
+                json!({"podSelector": {"matchExpressions": [
+                {"key": "tier", "operator": "Exists"}]}, "ingress": []}),
+            )],
             Ingress,
             CLIENT_TO_WEB,
             Expect::NotIsolated,
         ),
         case(
             "an invalid operator in a peer is reported, not matched",
-            vec![web_policy("bad", json!([{"from": [{"podSelector": {"matchExpressions": [{"key": "app", "operator": "Matches", "values": ["c.*"]}]}}]}]))],
+            vec![web_policy(
+                "bad",
+                json!([{"from": [{"podSelector": {"matchExpressions": [{"key": "app", "operator": "Matches", "values": ["c.*"]}]}}]}]),
+            )],
             Ingress,
             CLIENT_TO_WEB,
             Expect::Denied(&["invalid: matchExpressions operator \"Matches\" on app"]),
         ),
         case(
             "an invalid ipBlock cidr is reported, not matched",
-            vec![web_policy("bad", json!([{"from": [{"ipBlock": {"cidr": "10.0.0.300/8"}}]}]))],
+            vec![web_policy(
+                "bad",
+                json!([{"from": [{"ipBlock": {"cidr": "10.0.0.300/8"}}]}]),
+            )],
             Ingress,
             CLIENT_TO_WEB,
             Expect::Denied(&["ipBlock \"10.0.0.300/8\" is not a CIDR"]),
@@ -399,8 +501,9 @@ fn cases() -> Vec<Case> {
 fn network_policy_semantics() {
     let mut failures = Vec::new();
     for case in cases() {
-        let k8s = cluster(case.policies.clone());
-        let index = PolicyIndex::new(&k8s);
+        let snapshot = cluster(case.policies.clone());
+        let pods = Index::new(&snapshot);
+        let index = PolicyIndex::new(&pods);
         let flow = Flow {
             src: case.src.parse().expect("test address"),
             dst: case.dst.parse().expect("test address"),
@@ -437,11 +540,12 @@ fn network_policy_semantics() {
 
 #[test]
 fn icmp_matches_only_rules_without_ports() {
-    let k8s = cluster(vec![web_policy(
+    let snapshot = cluster(vec![web_policy(
         "mixed",
         json!([{"ports": [{"port": 8080}]}, {"from": [{"podSelector": {"matchLabels": {"app": "client"}}}]}]),
     )]);
-    let index = PolicyIndex::new(&k8s);
+    let pods = Index::new(&snapshot);
+    let index = PolicyIndex::new(&pods);
     let ping = |src: &str| Flow {
         src: src.parse().expect("test address"),
         dst: "10.0.0.1".parse().expect("test address"),

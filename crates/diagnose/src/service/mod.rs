@@ -29,9 +29,9 @@ use model::{Evidence, Finding, FindingCode, Level, NetnsOwner, Owner, Place};
 use netstack::netfilter::Netfilter;
 use netstack::packet::Protocol;
 
+use crate::Query;
 use crate::endpoint::{EndpointSpec, Index};
 use crate::policy::namespace_of;
-use crate::Query;
 
 /// How the destination addresses the Service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -452,7 +452,10 @@ pub fn check(
         let (level, message, hint) = if terminating_serving > 0 {
             (
                 Level::Warning,
-                format!("Service {label} has no ready endpoint; kube-proxy falls back to {terminating_serving} terminating endpoint(s) that still serve, which are shutting down: {}", not_ready.join(", ")),
+                format!(
+                    "Service {label} has no ready endpoint; kube-proxy falls back to {terminating_serving} terminating endpoint(s) that still serve, which are shutting down: {}",
+                    not_ready.join(", ")
+                ),
                 "New pods must become Ready before the old ones finish terminating: check the rollout (kubectl rollout status) and the readiness probe.",
             )
         } else if all.is_empty() {
@@ -460,14 +463,22 @@ pub fn check(
                 Level::Error,
                 format!(
                     "Service {label} has no endpoints{}",
-                    if has_selector { ": no ready pod matches its selector" } else { " and no selector" }
+                    if has_selector {
+                        ": no ready pod matches its selector"
+                    } else {
+                        " and no selector"
+                    }
                 ),
                 "Check the selector against the pods' labels and why the pods are not Ready (kubectl describe pod).",
             )
         } else {
             (
                 Level::Error,
-                format!("Service {label} has {} endpoints, none ready: {}", all.len(), not_ready.join(", ")),
+                format!(
+                    "Service {label} has {} endpoints, none ready: {}",
+                    all.len(),
+                    not_ready.join(", ")
+                ),
                 "Check why the pods are not Ready (kubectl describe pod: readiness probe, crash loop).",
             )
         };
@@ -489,7 +500,7 @@ pub fn check(
         let unready: Vec<String> = all
             .iter()
             .filter_map(|b| b.pod.clone())
-            .filter(|p| pod_by_key(k8s, p).is_some_and(pod_is_unready))
+            .filter(|p| pod_by_key(ctx.index, p).is_some_and(pod_is_unready))
             .collect();
         if !unready.is_empty() {
             report(
@@ -510,7 +521,7 @@ pub fn check(
     traffic_policy_check(ctx, frontend, &label, &used, &mut report);
     wrong_target_port_check(ctx, frontend, port, &label, &used, &mut report);
     let host = proxy::translating_node(frontend, ctx.src_node)
-        .and_then(|node| ctx.index.snapshot.host_netns(&node));
+        .and_then(|node| ctx.index.host_netns(&node));
     if let Some(host) = host {
         proxy::check(
             ctx, frontend, port, &label, &used, host, netfilter, findings,
@@ -557,7 +568,6 @@ fn traffic_policy_check(
         .collect();
     let place = ctx
         .index
-        .snapshot
         .host_netns(&node)
         .map(|r| Place {
             node: Some(node.clone()),
@@ -573,29 +583,37 @@ fn traffic_policy_check(
             code: FindingCode::ServiceNoLocalEndpoint,
             level: Level::Error,
             place,
-            message: format!("Service {label} has {field}=Local and no ready endpoint on {node}, which receives this traffic, so kube-proxy drops it; its endpoints are {}", elsewhere.join(", ")),
+            message: format!(
+                "Service {label} has {field}=Local and no ready endpoint on {node}, which receives this traffic, so kube-proxy drops it; its endpoints are {}",
+                elsewhere.join(", ")
+            ),
             evidence: vec![Evidence::Object {
                 kind: "Service".into(),
                 namespace: Some(frontend.namespace.into()),
                 name: frontend.name.into(),
                 detail: Some(format!("{field}: Local")),
             }],
-            owner: Some(Owner::Service { namespace: frontend.namespace.into(), name: frontend.name.into() }),
+            owner: Some(Owner::Service {
+                namespace: frontend.namespace.into(),
+                name: frontend.name.into(),
+            }),
             hint: Some(if field == "externalTrafficPolicy" {
-                format!("Send the traffic to a node that runs an endpoint (the load balancer's health check on healthCheckNodePort does this), run an endpoint on {node} (a DaemonSet), or set externalTrafficPolicy: Cluster (the client address is then masqueraded).")
+                format!(
+                    "Send the traffic to a node that runs an endpoint (the load balancer's health check on healthCheckNodePort does this), run an endpoint on {node} (a DaemonSet), or set externalTrafficPolicy: Cluster (the client address is then masqueraded)."
+                )
             } else {
-                format!("Run an endpoint on {node} (a DaemonSet), or set internalTrafficPolicy: Cluster.")
+                format!(
+                    "Run an endpoint on {node} (a DaemonSet), or set internalTrafficPolicy: Cluster."
+                )
             }),
         },
         Symptom::KubeProxyComment("has no local endpoints"),
     );
 }
 
-fn pod_by_key<'a>(k8s: &'a model::snapshot::KubeObjects, key: &str) -> Option<&'a Pod> {
+fn pod_by_key<'a>(index: &Index<'a>, key: &str) -> Option<&'a Pod> {
     let (namespace, name) = key.split_once('/')?;
-    k8s.pods.iter().find(|p| {
-        namespace_of(&p.metadata) == namespace && p.metadata.name.as_deref() == Some(name)
-    })
+    index.pod(namespace, name)
 }
 
 /// The pod reports `Ready=False` (a pod without conditions is not judged).
@@ -698,14 +716,26 @@ fn named_port_check(
         all_lack,
         Finding {
             code: FindingCode::ServiceNamedPortMissing,
-            level: if all_lack { Level::Error } else { Level::Warning },
+            level: if all_lack {
+                Level::Error
+            } else {
+                Level::Warning
+            },
             place: Place::default(),
             message: format!(
                 "Service {label} targets the named port {name}/{protocol}, which {} of the {} selected pods declare{}, so the EndpointSlice controller leaves them out{}: {}",
-                if all_lack { "none".to_string() } else { format!("{}", lacking.len()) },
+                if all_lack {
+                    "none".to_string()
+                } else {
+                    format!("{}", lacking.len())
+                },
                 pods.len(),
                 if all_lack { "s" } else { " not" },
-                if all_lack { " and the Service has no endpoints" } else { "" },
+                if all_lack {
+                    " and the Service has no endpoints"
+                } else {
+                    ""
+                },
                 listed.join("; ")
             ),
             evidence: vec![Evidence::Object {
@@ -714,8 +744,13 @@ fn named_port_check(
                 name: frontend.name.into(),
                 detail: Some(format!("port {} targetPort: {name}", port.port)),
             }],
-            owner: Some(Owner::Service { namespace: frontend.namespace.into(), name: frontend.name.into() }),
-            hint: Some(format!("Name the container port {name} in the pod template (ports: [{{name: {name}, containerPort: N}}]), or set the Service's targetPort to the port the pods use.")),
+            owner: Some(Owner::Service {
+                namespace: frontend.namespace.into(),
+                name: frontend.name.into(),
+            }),
+            hint: Some(format!(
+                "Name the container port {name} in the pod template (ports: [{{name: {name}, containerPort: N}}]), or set the Service's targetPort to the port the pods use."
+            )),
         },
     ))
 }
@@ -729,7 +764,6 @@ fn wrong_target_port_check(
     used: &[&Backend<'_>],
     report: &mut dyn FnMut(Finding, Symptom<'_>),
 ) {
-    let k8s = &ctx.index.snapshot.kubernetes;
     let protocol = port_protocol(port);
     let proto_number = match protocol {
         "UDP" => 17,
@@ -748,12 +782,12 @@ fn wrong_target_port_check(
         let pod = backend
             .pod
             .as_deref()
-            .and_then(|key| pod_by_key(k8s, key))
+            .and_then(|key| pod_by_key(ctx.index, key))
             .or_else(|| ctx.pods.pod_at(backend.address));
         let Some(pod) = pod else { continue };
         let key = pod_key(pod);
         let declared = declared_ports(pod, protocol);
-        let netns = ctx.index.snapshot.pod_netns(
+        let netns = ctx.index.pod_netns(
             namespace_of(&pod.metadata),
             pod.metadata.name.as_deref().unwrap_or_default(),
         );
@@ -790,7 +824,7 @@ fn wrong_target_port_check(
         // The Service is at fault, not the pod: the finding sits where kube-proxy translates to
         // the wrong port (the pod's netns when that node is unknown).
         let translating = proxy::translating_node(frontend, ctx.src_node)
-            .and_then(|node| ctx.index.snapshot.host_netns(&node));
+            .and_then(|node| ctx.index.host_netns(&node));
         let place = translating
             .or(netns)
             .map(|r| Place {

@@ -24,7 +24,7 @@ use netstack::iptables::{MatchKind, Ruleset, TableName, Target};
 use netstack::ipvs::{IpvsProtocol, IpvsTable};
 use netstack::netfilter::{Netfilter, RuleRef, RuleSource};
 
-use super::{port_protocol, Access, Backend, Context, Frontend};
+use super::{Access, Backend, Context, Frontend, port_protocol};
 
 /// `ip:port` of an endpoint.
 type Address = (IpAddr, u16);
@@ -304,10 +304,15 @@ pub(super) fn compare(
         code,
         level: Level::Error,
         place,
-        message: format!("{what} on {node} for Service {label} disagree with its EndpointSlices: {}", parts.join("; ")),
+        message: format!(
+            "{what} on {node} for Service {label} disagree with its EndpointSlices: {}",
+            parts.join("; ")
+        ),
         evidence,
         owner: Some(Owner::KubeProxy),
-        hint: Some(format!("kube-proxy on {node} has not synced the current EndpointSlices: check its logs (kubectl -n kube-system logs on that node's kube-proxy pod) and restart it.")),
+        hint: Some(format!(
+            "kube-proxy on {node} has not synced the current EndpointSlices: check its logs (kubectl -n kube-system logs on that node's kube-proxy pod) and restart it."
+        )),
     })
 }
 
