@@ -164,7 +164,7 @@ fn run_case(case: usize, row: Row, cni: CniMode) -> Outcome {
                 src: SOURCE_POD.into(),
                 dst: DESTINATION_POD.into(),
                 port: 8080,
-                protocol: lab::Protocol::Tcp,
+                protocol: netstack::packet::Protocol::Tcp,
                 payload: 0,
             },
             None,

@@ -8,8 +8,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use lab::{Lab, LabSpec, ProbeRequest, Protocol, EXTERNAL_TARGET, SUPPORTED_CNI};
+use lab::{Lab, LabSpec, ProbeRequest, EXTERNAL_TARGET, SUPPORTED_CNI};
 use model::CniMode;
+use netstack::packet::Protocol;
 
 /// Long enough for a first ARP round trip on a loaded two-CPU machine.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(2000);

@@ -10,11 +10,12 @@
 use model::finding::Place;
 use model::snapshot::CniMode;
 use model::FindingCode;
+use netstack::packet::Protocol;
 
 use crate::lab::{Lab, LabSpec};
 use crate::objects::parse_objects;
 use crate::plan::{NodePlan, PodPlan};
-use crate::probe::{ProbeRequest, Protocol};
+use crate::probe::ProbeRequest;
 use crate::{datapath, sys, LabError};
 
 pub const SOURCE_POD: &str = "default/pod-1-1";

@@ -31,7 +31,7 @@ pub use lab::{
     SUPPORTED_CNI,
 };
 pub use objects::{parse_objects, read_objects, LabObject};
-pub use probe::{ProbeOutcome, ProbeRequest, Protocol};
+pub use probe::{ProbeOutcome, ProbeRequest};
 pub use serve::{ListenPort, Transport};
 pub use status::LabStatus;
 

@@ -8,43 +8,9 @@ use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
+use netstack::packet::Protocol;
+
 use crate::LabError;
-
-/// Probe protocol.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    #[default]
-    Tcp,
-    Udp,
-    Icmp,
-}
-
-impl std::str::FromStr for Protocol {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Protocol, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "tcp" => Ok(Protocol::Tcp),
-            "udp" => Ok(Protocol::Udp),
-            "icmp" => Ok(Protocol::Icmp),
-            other => Err(format!(
-                "unknown protocol {other:?}; expected tcp, udp or icmp"
-            )),
-        }
-    }
-}
-
-impl std::fmt::Display for Protocol {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-            Protocol::Icmp => "icmp",
-        })
-    }
-}
 
 /// What to send: endpoints as the CLI accepts them (IP, `ns/pod`, `node/NAME`,
 /// `service/ns/name`).
@@ -134,6 +100,9 @@ pub fn send_probe(
                 Err(e) => (false, describe(&e)),
             })
         }),
+        Protocol::Sctp => Err(LabError::Invalid(
+            "the lab sends tcp, udp or icmp probes, not sctp".into(),
+        )),
         Protocol::Icmp => {
             let wait = timeout.as_secs_f64().max(0.2).to_string();
             let output = std::process::Command::new("ip")

@@ -4,8 +4,9 @@
 use std::time::{Duration, Instant};
 
 use lab::faults::{scenario_spec, Fault};
-use lab::{Lab, LabSpec, ProbeRequest, Protocol};
+use lab::{Lab, LabSpec, ProbeRequest};
 use model::snapshot::CniMode;
+use netstack::packet::Protocol;
 
 /// Long enough for a first ARP round trip on a loaded two-CPU machine.
 const TIMEOUT: Duration = Duration::from_millis(2000);

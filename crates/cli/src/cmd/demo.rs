@@ -71,11 +71,7 @@ pub fn query_for(probe: &ProbeRequest) -> Query {
     Query {
         src: probe.src.clone(),
         dst: probe.dst.clone(),
-        protocol: match probe.protocol {
-            lab::Protocol::Tcp => Protocol::Tcp,
-            lab::Protocol::Udp => Protocol::Udp,
-            lab::Protocol::Icmp => Protocol::Icmp,
-        },
+        protocol: probe.protocol,
         dport: probe.port,
         sport: 40000,
     }
@@ -139,7 +135,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         src: SOURCE_POD.into(),
         dst: DESTINATION_POD.into(),
         port: 8080,
-        protocol: lab::Protocol::Tcp,
+        protocol: Protocol::Tcp,
         payload: 0,
     };
 

@@ -5,8 +5,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use lab::{Lab, LabSpec, ListenPort, ProbeRequest, Protocol};
+use lab::{Lab, LabSpec, ListenPort, ProbeRequest};
 use model::snapshot::CniMode;
+use netstack::packet::Protocol;
 
 use super::{exit, ExitError};
 
@@ -174,7 +175,7 @@ pub fn run(command: LabCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(u8::MAX)))
         }
         LabCommand::Probe(args) => {
-            if args.protocol != Protocol::Icmp && args.port == 0 {
+            if args.protocol.has_ports() && args.port == 0 {
                 return Err(ExitError::bad_input(
                     "--port is required for tcp and udp probes",
                 ));
@@ -188,10 +189,10 @@ pub fn run(command: LabCommand) -> anyhow::Result<ExitCode> {
                 payload: args.payload_bytes,
             };
             let outcome = lab.probe(&request, Duration::from_millis(args.timeout_ms))?;
-            let port = if request.protocol == Protocol::Icmp {
-                String::new()
-            } else {
+            let port = if request.protocol.has_ports() {
                 format!(":{}", request.port)
+            } else {
+                String::new()
             };
             println!(
                 "{} -> {} ({}{port}/{}): {outcome}",
