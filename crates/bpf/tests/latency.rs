@@ -1,5 +1,5 @@
-//! Latency probes on the real kernel: a slow reader (socketlatency, kernellatency), a
-//! rate-limited qdisc (netiftxlat), loopback traffic (netsoftirq) and direct block reads
+//! Latency probes on the real kernel: a slow reader (socketlatency, kernellatency), segments
+//! held in a locked socket's backlog (kernellatency's receive-to-TCP stage), a rate-limited qdisc (netiftxlat), loopback traffic (netsoftirq) and direct block reads
 //! (biolatency) must land in the right histogram buckets and exact threshold counters (over
 //! 1 ms / the slow threshold / 100 ms; fast samples in none of them), and slow samples must come
 //! out as events with the right namespace and 5-tuple.
@@ -177,6 +177,129 @@ fn receive_path_latency_is_attributed_to_the_receiving_netns() {
         (tuple.protocol, tuple.src, tuple.dst),
         (L4Protocol::Tcp, server, client),
         "packet direction"
+    );
+}
+
+/// A page whose first touch stalls: registered with userfaultfd, and the handler thread fills
+/// it only `hold` after the fault. A `send(2)` from it holds the socket lock that long, since
+/// `tcp_sendmsg` copies the user buffer with the socket locked; segments arriving meanwhile wait
+/// in the socket backlog and reach TCP processing (`tcp_rcv_established`, where `tcp_probe`
+/// fires) only when the lock is released — a real slow receive path, no kprobe needed.
+struct StallingPage {
+    page: *mut libc::c_void,
+    faulted: std::sync::mpsc::Receiver<()>,
+    handler: Option<std::thread::JoinHandle<()>>,
+}
+
+const PAGE: usize = 4096;
+
+impl StallingPage {
+    fn new(hold: Duration) -> Self {
+        // <linux/userfaultfd.h>: _IOWR(0xAA, nr, size) and the structs they take.
+        const UFFDIO_API: libc::c_ulong = 0xC018_AA3F;
+        const UFFDIO_REGISTER: libc::c_ulong = 0xC020_AA00;
+        const UFFDIO_ZEROPAGE: libc::c_ulong = 0xC020_AA04;
+        const UFFD_EVENT_PAGEFAULT: u8 = 0x12;
+        // SAFETY: plain syscalls on memory and fds this function owns; every struct matches the
+        // kernel's layout (u64 fields) and outlives its ioctl.
+        unsafe {
+            let uffd = libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC) as i32;
+            assert!(
+                uffd >= 0,
+                "userfaultfd: {}",
+                std::io::Error::last_os_error()
+            );
+            let mut api = [0xAAu64, 0, 0];
+            assert_eq!(
+                libc::ioctl(uffd, UFFDIO_API, api.as_mut_ptr()),
+                0,
+                "UFFDIO_API"
+            );
+            let page = libc::mmap(
+                std::ptr::null_mut(),
+                PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(page, libc::MAP_FAILED);
+            let start = page as u64;
+            let mut register = [start, PAGE as u64, 1 /* MODE_MISSING */, 0];
+            assert_eq!(
+                libc::ioctl(uffd, UFFDIO_REGISTER, register.as_mut_ptr()),
+                0,
+                "UFFDIO_REGISTER: {}",
+                std::io::Error::last_os_error()
+            );
+            let (tell, faulted) = std::sync::mpsc::channel();
+            let handler = std::thread::spawn(move || {
+                let mut message = [0u8; 32];
+                let read = libc::read(uffd, message.as_mut_ptr().cast(), message.len());
+                assert_eq!((read, message[0]), (32, UFFD_EVENT_PAGEFAULT));
+                tell.send(()).unwrap();
+                std::thread::sleep(hold);
+                let mut zero = [start, PAGE as u64, 0, 0];
+                assert_eq!(libc::ioctl(uffd, UFFDIO_ZEROPAGE, zero.as_mut_ptr()), 0);
+                libc::close(uffd);
+            });
+            Self {
+                page,
+                faulted,
+                handler: Some(handler),
+            }
+        }
+    }
+}
+
+impl Drop for StallingPage {
+    fn drop(&mut self) {
+        // SAFETY: the page was mapped by `new` and nothing refers to it any more.
+        unsafe { libc::munmap(self.page, PAGE) };
+    }
+}
+
+#[test]
+fn segments_held_in_a_locked_socket_backlog_count_as_slow_receive_processing() {
+    use std::os::fd::AsRawFd;
+
+    let (client_ns, server_ns) = (Netns::new("kslowa"), Netns::new("kslowb"));
+    let probe = KernelLatency::load(&with_threshold(Duration::from_millis(50)))
+        .expect("kernellatency loads");
+    veth_pair(&client_ns, &server_ns, 43);
+    let listener = server_ns.run(|| TcpListener::bind("10.77.43.2:0").unwrap());
+    let server = listener.local_addr().unwrap();
+    let mut client = client_ns.run(move || TcpStream::connect(server).unwrap());
+    let (mut accepted, _) = listener.accept().unwrap();
+    // One fast exchange first: that one must not count as slow.
+    accepted.write_all(b"fast").unwrap();
+    client.read_exact(&mut [0u8; 4]).unwrap();
+
+    let mut stalling = StallingPage::new(Duration::from_millis(300));
+    let fd = client.as_raw_fd();
+    let page = stalling.page as usize;
+    // SAFETY: the page stays mapped until `stalling` drops, after this thread is joined.
+    let sender =
+        std::thread::spawn(move || unsafe { libc::send(fd, page as *const libc::c_void, PAGE, 0) });
+    stalling
+        .faulted
+        .recv_timeout(Duration::from_secs(5))
+        .expect("send(2) faulted on the page");
+    // The client's socket is locked now: this segment waits in its backlog.
+    accepted.write_all(b"held").unwrap();
+    assert_eq!(sender.join().unwrap(), PAGE as isize);
+    stalling.handler.take().unwrap().join().unwrap();
+    let mut buf = [0u8; 4];
+    client.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"held");
+
+    let slow = probe.slow_counts().unwrap()[&(client_ns.inode(), RxStage::ToTcp)];
+    assert!(slow.over_100ms >= 1, "{slow:?}");
+    assert!(slow.over_slow_threshold >= slow.over_100ms, "{slow:?}");
+    let to_tcp = &probe.histograms().unwrap()[&(client_ns.inode(), RxStage::ToTcp)];
+    assert!(
+        to_tcp.count() > slow.over_slow_threshold,
+        "the fast exchange and the handshake are not slow: {to_tcp:?} {slow:?}"
     );
 }
 
