@@ -254,13 +254,22 @@ impl Fault {
         };
         let (src, dst) = (pod(SOURCE_POD)?, pod(DESTINATION_POD)?);
         let (node1, node2) = (node(&src.node)?, node(&dst.node)?);
-        // A pod always has a netns in the scenario; "" makes `ip -n` fail rather than run on
-        // the host.
-        let dst_netns = dst.netns.clone().unwrap_or_default();
-        let src_netns = src.netns.clone().unwrap_or_default();
+        // The scenario's pods have their own netns and veth; only a hostNetwork pod lacks them,
+        // and the faults would then break the node instead of the pod.
+        let own = |pod: &PodPlan, value: &Option<String>, what: &str| {
+            value.clone().ok_or_else(|| {
+                LabError::Invalid(format!(
+                    "fault {}: pod {} has no {what} (a hostNetwork pod?); build the lab with faults::scenario_spec",
+                    self.name(),
+                    pod.key()
+                ))
+            })
+        };
+        let dst_netns = own(&dst, &dst.netns, "network namespace")?;
+        let src_netns = own(&src, &src.netns, "network namespace")?;
         let dst_netns_id = format!("{}/{}", dst.node, dst.key());
-        let host_veth = dst.host_veth.clone().unwrap_or_default();
-        let src_veth = src.host_veth.clone().unwrap_or_default();
+        let host_veth = own(&dst, &dst.host_veth, "host veth")?;
+        let src_veth = own(&src, &src.host_veth, "host veth")?;
         let place = |node: &str, netns: &str, device: Option<&str>| Place {
             node: Some(node.into()),
             netns: Some(netns.into()),
@@ -466,9 +475,16 @@ impl Fault {
                 let gone = node2
                     .pod_cidr
                     .hosts()
-                    .last()
-                    .map(|ip| ip.to_string())
-                    .unwrap_or_default();
+                    .next_back()
+                    .ok_or_else(|| {
+                        LabError::Invalid(format!(
+                            "fault {}: {}'s podCIDR {} has no host address",
+                            self.name(),
+                            node2.name,
+                            node2.pod_cidr
+                        ))
+                    })?
+                    .to_string();
                 for endpoint in stale.iter_mut().flat_map(|s| s.endpoints.iter_mut()) {
                     if endpoint.addresses.first() == Some(&dst.ip.to_string()) {
                         endpoint.addresses = vec![gone.clone()];

@@ -384,3 +384,37 @@ fn underlay_mtu_fault_drops_full_size_packets_only_until_the_mtu_matches() {
     let outcome = guard.0.probe(&injected.probe, TIMEOUT).expect("probe runs");
     assert!(outcome.reachable, "matching MTU again: {outcome}");
 }
+
+#[test]
+fn a_fault_needing_the_pods_own_netns_refuses_a_host_network_pod() {
+    let pods = "
+apiVersion: v1
+kind: Pod
+metadata: {name: pod-1-1, namespace: default}
+spec:
+  nodeName: node-1
+  containers: [{name: c, ports: [{containerPort: 8080}]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: pod-2-1, namespace: default}
+spec:
+  nodeName: node-2
+  hostNetwork: true
+  containers: [{name: c, ports: [{containerPort: 8080}]}]
+";
+    let spec = LabSpec {
+        nodes: 2,
+        objects: lab::parse_objects("pods.yaml", pods).expect("test YAML parses"),
+        ..spec("hn", CniMode::FlannelHostGw)
+    };
+    let mut guard = Guard(Lab::up(spec).expect("lab up"));
+    let err = Fault::PodInterfaceDown
+        .inject(&mut guard.0)
+        .expect_err("a hostNetwork pod has no eth0 of its own to take down");
+    assert!(
+        err.to_string()
+            .contains("pod default/pod-2-1 has no network namespace"),
+        "{err}"
+    );
+}
