@@ -135,12 +135,13 @@ fn default_max_backups() -> u32 {
 }
 
 /// `loki` sink: KubeSkoop's `addr` (host, host:port or URL; port 3100 when absent), an optional
-/// `tenant` (X-Scope-OrgID), and the [`DeliveryArgs`] keys.
+/// `tenant` (X-Scope-OrgID), and the [`DeliveryArgs`] and [`TransportArgs`] keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LokiSinkArgs {
     pub addr: String,
     pub tenant: Option<String>,
     pub delivery: DeliveryArgs,
+    pub transport: TransportArgs,
 }
 
 #[derive(Deserialize)]
@@ -150,11 +151,13 @@ struct LokiOwnArgs {
     tenant: Option<String>,
 }
 
-/// `http` sink: a JSON array of events POSTed to `url`, with the [`DeliveryArgs`] keys.
+/// `http` sink: a JSON array of events POSTed to `url`, with the [`DeliveryArgs`] and
+/// [`TransportArgs`] keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpSinkArgs {
     pub url: String,
     pub delivery: DeliveryArgs,
+    pub transport: TransportArgs,
 }
 
 #[derive(Deserialize)]
@@ -162,14 +165,124 @@ struct HttpOwnArgs {
     url: String,
 }
 
-/// The keys of [`DeliveryArgs`], for the unknown-key check of the network sinks.
-const DELIVERY_KEYS: &[&str] = &[
+/// The keys every network sink takes besides its own: [`DeliveryArgs`] then [`TransportArgs`],
+/// for the unknown-key check.
+const NETWORK_SINK_KEYS: &[&str] = &[
     "batchSize",
     "batchWaitMs",
     "bufferSize",
     "maxRetries",
     "retryBackoffMs",
+    "caFile",
+    "username",
+    "password",
+    "passwordFile",
+    "passwordEnv",
+    "bearerToken",
+    "bearerTokenFile",
+    "bearerTokenEnv",
 ];
+
+/// Where a credential comes from. It is read for every push, so a rotated Kubernetes secret
+/// mounted as a file is picked up without a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Secret {
+    /// Written in the config itself (visible to whoever reads the ConfigMap).
+    Inline(String),
+    /// The file's content, trailing newline removed.
+    File(PathBuf),
+    /// The value of this environment variable.
+    Env(String),
+}
+
+/// How a network sink authenticates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// `Authorization: Basic …` (Grafana Cloud: instance id and API token).
+    Basic { username: String, password: Secret },
+    /// `Authorization: Bearer …`.
+    Bearer(Secret),
+}
+
+/// TLS trust and authentication of the network sinks. An `https://` address is verified against
+/// the system's roots, or only against `caFile`'s certificates when given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TransportArgs {
+    pub ca_file: Option<PathBuf>,
+    pub auth: Option<Auth>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawTransport {
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    password_file: Option<PathBuf>,
+    #[serde(default)]
+    password_env: Option<String>,
+    #[serde(default)]
+    bearer_token: Option<String>,
+    #[serde(default)]
+    bearer_token_file: Option<PathBuf>,
+    #[serde(default)]
+    bearer_token_env: Option<String>,
+}
+
+/// At most one of the three ways to give one secret.
+fn secret(
+    name: &str,
+    inline: Option<String>,
+    file: Option<PathBuf>,
+    env: Option<String>,
+) -> Result<Option<Secret>, String> {
+    match (inline, file, env) {
+        (None, None, None) => Ok(None),
+        (Some(value), None, None) => Ok(Some(Secret::Inline(value))),
+        (None, Some(path), None) => Ok(Some(Secret::File(path))),
+        (None, None, Some(var)) => Ok(Some(Secret::Env(var))),
+        _ => Err(format!(
+            "give one of `{name}`, `{name}File`, `{name}Env`, not several"
+        )),
+    }
+}
+
+impl RawTransport {
+    fn check(self) -> Result<TransportArgs, String> {
+        let password = secret(
+            "password",
+            self.password,
+            self.password_file,
+            self.password_env,
+        )?;
+        let token = secret(
+            "bearerToken",
+            self.bearer_token,
+            self.bearer_token_file,
+            self.bearer_token_env,
+        )?;
+        let auth = match (self.username, password, token) {
+            (None, None, None) => None,
+            (Some(username), Some(password), None) => Some(Auth::Basic { username, password }),
+            (None, None, Some(token)) => Some(Auth::Bearer(token)),
+            (Some(_), None, None) => {
+                return Err("`username` needs `password`, `passwordFile` or `passwordEnv`".into())
+            }
+            (None, Some(_), None) => return Err("a password needs `username`".into()),
+            (_, _, Some(_)) => {
+                return Err("basic auth (`username`) and a bearer token exclude each other".into())
+            }
+        };
+        Ok(TransportArgs {
+            ca_file: self.ca_file,
+            auth,
+        })
+    }
+}
 
 /// Batching, retry and buffering shared by the network sinks.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -410,19 +523,25 @@ impl Config {
                         .map_err(|m| invalid(format!("{path}.args"), m))?;
                     let own: LokiOwnArgs =
                         serde_yaml_ng::from_value(value.clone()).map_err(decode_err)?;
+                    let (delivery, transport) =
+                        network_args(value).map_err(|m| invalid(format!("{path}.args"), m))?;
                     SinkConfig::Loki(LokiSinkArgs {
                         addr: own.addr,
                         tenant: own.tenant,
-                        delivery: serde_yaml_ng::from_value(value).map_err(decode_err)?,
+                        delivery,
+                        transport,
                     })
                 }
                 "http" => {
                     check_keys(&args, &["url"]).map_err(|m| invalid(format!("{path}.args"), m))?;
                     let own: HttpOwnArgs =
                         serde_yaml_ng::from_value(value.clone()).map_err(decode_err)?;
+                    let (delivery, transport) =
+                        network_args(value).map_err(|m| invalid(format!("{path}.args"), m))?;
                     SinkConfig::Http(HttpSinkArgs {
                         url: own.url,
-                        delivery: serde_yaml_ng::from_value(value).map_err(decode_err)?,
+                        delivery,
+                        transport,
                     })
                 }
                 other => {
@@ -447,12 +566,19 @@ impl Config {
     }
 }
 
-/// Refuse keys that are neither the sink's own nor delivery keys, naming them.
+/// The delivery and transport args of a network sink (its own keys are decoded by the caller).
+fn network_args(value: serde_yaml_ng::Value) -> Result<(DeliveryArgs, TransportArgs), String> {
+    let delivery = serde_yaml_ng::from_value(value.clone()).map_err(|e| e.to_string())?;
+    let transport: RawTransport = serde_yaml_ng::from_value(value).map_err(|e| e.to_string())?;
+    Ok((delivery, transport.check()?))
+}
+
+/// Refuse keys that are neither the sink's own nor network-sink keys, naming them.
 fn check_keys(args: &serde_yaml_ng::Mapping, own: &[&str]) -> Result<(), String> {
     for key in args.keys() {
         let key = yaml_key(key);
-        if !own.contains(&key.as_str()) && !DELIVERY_KEYS.contains(&key.as_str()) {
-            let known: Vec<&str> = own.iter().chain(DELIVERY_KEYS).copied().collect();
+        if !own.contains(&key.as_str()) && !NETWORK_SINK_KEYS.contains(&key.as_str()) {
+            let known: Vec<&str> = own.iter().chain(NETWORK_SINK_KEYS).copied().collect();
             return Err(format!("unknown key `{key}` (known: {})", known.join(", ")));
         }
     }

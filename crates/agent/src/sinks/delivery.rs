@@ -4,7 +4,8 @@
 //! on a connection error, HTTP 429 or 5xx, retried up to `maxRetries` times with exponential
 //! backoff from `retryBackoffMs`. Meanwhile new events wait in a buffer of `bufferSize`; when
 //! it is full the oldest are dropped. Every event given up on is counted in
-//! `<prefix>_agent_sink_failed_total{sink}`, so none disappears silently.
+//! `<prefix>_agent_sink_failed_total{sink}`, so none disappears silently. A TLS failure (an
+//! untrusted certificate, say) is a connection error like any other.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -13,11 +14,10 @@ use std::time::Duration;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use tokio::sync::mpsc;
 use tokio::time::{sleep, timeout, timeout_at, Instant};
 
+use super::transport::Transport;
 use crate::config::DeliveryArgs;
 use crate::events::Event;
 use crate::health::AgentMetrics;
@@ -42,10 +42,8 @@ enum SendError {
     Rejected(String),
 }
 
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
-
 async fn send<T: Target>(
-    client: &HttpClient,
+    transport: &Transport,
     target: &T,
     batch: &[Arc<Event>],
 ) -> Result<(), SendError> {
@@ -57,9 +55,9 @@ async fn send<T: Target>(
     let request = request
         .body(Full::new(Bytes::from(target.encode(batch))))
         .map_err(|e| SendError::Rejected(e.to_string()))?;
-    match timeout(REQUEST_TIMEOUT, client.request(request)).await {
+    match timeout(REQUEST_TIMEOUT, transport.send(request)).await {
         Err(_) => Err(SendError::Retryable("timed out".into())),
-        Ok(Err(e)) => Err(SendError::Retryable(e.to_string())),
+        Ok(Err(why)) => Err(SendError::Retryable(why)),
         Ok(Ok(response)) => {
             let status = response.status();
             if status.is_success() {
@@ -90,11 +88,11 @@ fn buffer_event(
 
 pub async fn run<T: Target>(
     target: T,
+    transport: Transport,
     args: DeliveryArgs,
     mut events: mpsc::Receiver<Arc<Event>>,
     metrics: Arc<AgentMetrics>,
 ) {
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     let sink = target.name();
     let batch_size = args.batch_size.max(1);
     let mut buffer: VecDeque<Arc<Event>> = VecDeque::new();
@@ -117,7 +115,7 @@ pub async fn run<T: Target>(
         let batch: Vec<Arc<Event>> = buffer.drain(..batch_size.min(buffer.len())).collect();
         let mut attempt = 0;
         loop {
-            match send(&client, &target, &batch).await {
+            match send(&transport, &target, &batch).await {
                 Ok(()) => {
                     metrics.sink_delivered(sink, batch.len() as u64);
                     break;

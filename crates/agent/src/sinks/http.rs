@@ -1,4 +1,4 @@
-//! `http` sink: each batch POSTed to `url` as a JSON array of events.
+//! `http` sink: each batch POSTed to `url` (http or https) as a JSON array of events.
 
 use std::sync::Arc;
 
@@ -15,10 +15,13 @@ pub struct HttpTarget {
 
 impl HttpTarget {
     pub fn new(args: &HttpSinkArgs) -> Result<HttpTarget, SinkError> {
-        if !args.url.starts_with("http://") {
+        if !args.url.starts_with("http://") && !args.url.starts_with("https://") {
             return Err(SinkError::Setup {
                 sink: "http",
-                message: format!("`{}`: only http:// URLs are supported", args.url),
+                message: format!(
+                    "`{}`: only http:// and https:// URLs are supported",
+                    args.url
+                ),
             });
         }
         let uri = args.url.parse().map_err(|e| SinkError::Setup {

@@ -1,7 +1,7 @@
 //! `loki` sink: Grafana Loki's JSON push API (`POST /loki/api/v1/push`), one stream per label
 //! set `{node, namespace, pod, type}` (plus `job="netsleuth"`), lines = the event JSON.
-//! `addr` is KubeSkoop's: a host (port 3100 assumed), `host:port`, or an `http://` URL; names
-//! are resolved on every connection (KubeSkoop resolved once at start).
+//! `addr` is KubeSkoop's: a host (port 3100 assumed), `host:port`, or an `http://` or `https://`
+//! URL; names are resolved on every connection (KubeSkoop resolved once at start).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,15 +28,6 @@ impl LokiTarget {
         } else {
             format!("http://{}:3100", args.addr)
         };
-        if base.starts_with("https://") {
-            return Err(SinkError::Setup {
-                sink: "loki",
-                message: format!(
-                    "`{}`: https is not supported; use a TLS-terminating proxy",
-                    args.addr
-                ),
-            });
-        }
         let uri: Uri =
             format!("{base}/loki/api/v1/push")
                 .parse()
