@@ -6,10 +6,14 @@
 //! So once a netns's files are open, a scrape re-reads them with pread(2): no setns(2), no path
 //! lookup under `/proc` (with 110 pods those two were about a quarter of a scrape).
 //!
-//! An open `/proc/net` file holds a reference on its netns, so the cache must never outlive the
-//! pod: every visit checks that the netns path still names the namespace the files were opened
-//! in (a deleted or re-created netns starts afresh or is skipped), and every scrape closes the
-//! files of each netns it did not visit (unmapped pods, pods cut by the pod limit).
+//! The cache is keyed by netns inode, which the kernel hands to a new namespace as soon as the
+//! old one is freed (creating and deleting netns in a loop gets the same inode every time). So
+//! each entry holds the netns itself open: while the entry lives its namespace cannot be freed,
+//! the inode cannot name another namespace, and a path found with that inode names the very
+//! namespace the files were opened in. That hold must never outlive the pod: every visit goes by
+//! the inode the netns path names now (a deleted netns is skipped, a re-created one starts
+//! afresh), and every scrape closes the entries of each netns it did not visit (gone, unmapped,
+//! cut by the pod limit).
 //!
 //! Must not know any probe or metric.
 
@@ -44,13 +48,14 @@ impl NetnsFileCache {
         *self.by_netns.lock().unwrap_or_else(|p| p.into_inner()) = visited;
     }
 
-    /// Files held open now, over all netns (what a vanished pod must not leave behind).
+    /// Files held open now, over all netns, the netns themselves included (what a vanished pod
+    /// must not leave behind).
     pub fn open_files(&self) -> usize {
         self.by_netns
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
-            .map(|f| f.files.values().filter(|f| f.is_some()).count())
+            .map(|f| 1 + f.files.values().filter(|f| f.is_some()).count())
             .sum()
     }
 
@@ -63,11 +68,32 @@ impl NetnsFileCache {
     }
 }
 
-/// The files opened in one netns, by path; `None`: the file does not exist there (no IPv6,
-/// say), which does not change while the netns lives.
-#[derive(Default)]
+/// One netns, held open, and the files opened in it by path; `None`: the file does not exist
+/// there (no IPv6, say), which does not change while the netns lives.
 pub(crate) struct NetnsFiles {
+    /// Keeps the namespace (and so its inode) from being freed while this entry lives; the fd
+    /// setns(2) uses.
+    netns: File,
     files: HashMap<&'static str, Option<File>>,
+}
+
+impl NetnsFiles {
+    /// Hold the netns at `path`, which must still be the one with this `inode`.
+    pub(crate) fn open(path: &Path, inode: u64) -> io::Result<NetnsFiles> {
+        let netns = File::open(path)?;
+        // The path may have been re-bound since its inode was read: never attribute another
+        // namespace's numbers to this entity.
+        if netns.metadata()?.ino() != inode {
+            return Err(io::Error::other(format!(
+                "{} now names another network namespace",
+                path.display()
+            )));
+        }
+        Ok(NetnsFiles {
+            netns,
+            files: HashMap::new(),
+        })
+    }
 }
 
 /// The netns a scrape thread is in; starts as the one it was spawned in.
@@ -109,21 +135,13 @@ impl<'a> NetnsVisit<'a> {
         }
     }
 
-    /// Move the scrape thread into this netns (nothing to do when it is there already).
+    /// Move the scrape thread into this netns (nothing to do when it is there already: the
+    /// thread's own netns is alive, so an equal inode is the same namespace).
     pub(crate) fn enter(&mut self) -> io::Result<()> {
         if self.thread.inode == self.inode {
             return Ok(());
         }
-        let file = File::open(self.path)?;
-        // The path may have been re-bound since the visit started: never attribute another
-        // namespace's numbers to this entity.
-        if file.metadata()?.ino() != self.inode {
-            return Err(io::Error::other(format!(
-                "{} now names another network namespace",
-                self.path.display()
-            )));
-        }
-        setns(&file, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+        setns(&self.files.netns, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
         self.thread.inode = self.inode;
         Ok(())
     }

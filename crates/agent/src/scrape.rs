@@ -8,6 +8,11 @@
 //! thread inside (netlink, `/proc/<pid>`). The visiting threads end with the scrape, so no
 //! thread is ever left in a pod's netns; the only state kept between scrapes is those files,
 //! and only for the netns this scrape visited.
+//!
+//! Every scrape goes by the inode each entity's netns path names now, not the one the pod map
+//! read: the kernel reuses a freed netns inode at once, so a pod whose netns is gone (its path
+//! with it) is left out rather than lending its labels to whatever namespace got its inode, and
+//! samples keyed by inode (eBPF maps) of that namespace count as the node's until it is mapped.
 //! Must not render text (see `http`).
 
 use std::collections::HashMap;
@@ -58,6 +63,13 @@ static AGENT_BPF: [MetricDesc; 4] = [
         .with_labels(&["probe", "map"]),
 ];
 
+/// One entity to visit, with the inode its netns path named when the scrape started.
+struct Visit {
+    entity: Arc<Entity>,
+    inode: u64,
+    labels: Arc<EntityLabels>,
+}
+
 /// What one scrape needs besides the probes.
 pub struct ScrapeSettings<'a> {
     pub podmap: &'a PodMap,
@@ -67,7 +79,8 @@ pub struct ScrapeSettings<'a> {
     pub metrics: &'a AgentMetrics,
 }
 
-fn labels_of(entity: &Entity, additional: &[AdditionalLabel]) -> Arc<EntityLabels> {
+/// The labels of `entity`, whose netns has this `inode` now.
+fn labels_of(entity: &Entity, inode: u64, additional: &[AdditionalLabel]) -> Arc<EntityLabels> {
     let mut labels = vec![
         ("k8s_node".to_string(), entity.node.clone()),
         ("k8s_namespace".to_string(), entity.namespace().to_string()),
@@ -79,7 +92,7 @@ fn labels_of(entity: &Entity, additional: &[AdditionalLabel]) -> Arc<EntityLabel
             .map(|l| (l.name.clone(), l.value(&entity.labels))),
     );
     Arc::new(EntityLabels {
-        netns: entity.netns,
+        netns: inode,
         labels,
     })
 }
@@ -107,7 +120,7 @@ pub fn scrape(probes: &[Arc<ActiveMetricProbe>], settings: &ScrapeSettings<'_>) 
     let host = settings.podmap.host();
     let mut pods_seen = 0usize;
     let mut pods_cut = 0usize;
-    let mut visit: Vec<(Arc<Entity>, Arc<EntityLabels>)> = Vec::new();
+    let mut visit: Vec<Visit> = Vec::new();
     for entity in &entities {
         if !entity.is_host() {
             pods_seen += 1;
@@ -116,14 +129,22 @@ pub fn scrape(probes: &[Arc<ActiveMetricProbe>], settings: &ScrapeSettings<'_>) 
                 continue;
             }
         }
-        visit.push((
-            entity.clone(),
-            labels_of(entity, settings.additional_labels),
-        ));
+        let inode = match netns_inode(&entity.path) {
+            Ok(inode) => inode,
+            Err(e) => {
+                tracing::debug!("skipping netns {}: {e}", entity.path.display());
+                continue;
+            }
+        };
+        visit.push(Visit {
+            labels: labels_of(entity, inode, settings.additional_labels),
+            entity: entity.clone(),
+            inode,
+        });
     }
-    let host_labels = labels_of(&host, settings.additional_labels);
+    let host_labels = labels_of(&host, host.netns, settings.additional_labels);
     let by_inode: HashMap<u64, Arc<EntityLabels>> =
-        visit.iter().map(|(e, l)| (e.netns, l.clone())).collect();
+        visit.iter().map(|v| (v.inode, v.labels.clone())).collect();
     let resolve = |inode: u64| {
         by_inode
             .get(&inode)
@@ -182,7 +203,7 @@ const NETNS_PER_THREAD: usize = 16;
 /// CPUs (one thread each, ended with the scrape), and put their samples into `out` in `visit`
 /// order. Returns the open files of the netns visited.
 fn visit_all(
-    visit: &[(Arc<Entity>, Arc<EntityLabels>)],
+    visit: &[Visit],
     per_netns: &[&Arc<ActiveMetricProbe>],
     resolve: &(dyn Fn(u64) -> Arc<EntityLabels> + Sync),
     out: &mut ScrapeOutput,
@@ -229,7 +250,7 @@ fn visit_all(
 
 /// One scrape thread's share of the netns.
 fn visit_share(
-    entities: &[(Arc<Entity>, Arc<EntityLabels>)],
+    entities: &[Visit],
     per_netns: &[&Arc<ActiveMetricProbe>],
     resolve: &(dyn Fn(u64) -> Arc<EntityLabels> + Sync),
     out: &mut ScrapeOutput,
@@ -245,17 +266,21 @@ fn visit_share(
         }
     };
     let must_enter = per_netns.iter().any(|p| p.probe.needs_thread_in_netns());
-    for (entity, labels) in entities {
-        // The netns the path names now: a deleted pod is skipped, a re-created one gets
-        // fresh files (the old ones close with the map entry).
-        let inode = match netns_inode(&entity.path) {
-            Ok(inode) => inode,
+    for Visit {
+        entity,
+        inode,
+        labels,
+    } in entities
+    {
+        let inode = *inode;
+        let cached = lock(open_before).remove(&inode);
+        let mut files = match cached.map_or_else(|| NetnsFiles::open(&entity.path, inode), Ok) {
+            Ok(files) => files,
             Err(e) => {
                 tracing::debug!("skipping netns {}: {e}", entity.path.display());
                 continue;
             }
         };
-        let mut files = lock(open_before).remove(&inode).unwrap_or_default();
         let mut visit = NetnsVisit::new(&entity.path, inode, &mut thread, &mut files);
         if must_enter {
             if let Err(e) = visit.enter() {

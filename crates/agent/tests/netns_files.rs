@@ -6,12 +6,9 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use common::{agent_with, ip, sample, PodPair};
-use model::snapshot::{NetnsOwner, SnapshotSource, SourceKind};
-use model::{Inventory, NetnsLocation};
+use common::{agent_with, ip, sample, write_inventory, PodPair};
 
 /// Per-netns probes that read only procfs files (no probe needs the thread inside a netns).
 const FILE_PROBES: &str = "metrics:\n  probes: [{name: netdev}, {name: ip}, {name: tcp}, {name: udp}, {name: tcpext}, {name: sock}, {name: conntrack}]\n";
@@ -86,31 +83,11 @@ fn open_netns_files_follow_pods_appearing_and_vanishing() {
         .stderr(Stdio::null())
         .status();
     ip(&["netns", "add", &extra.0]);
-    let inventory = Inventory {
-        source: SnapshotSource {
-            kind: SourceKind::Lab,
-            name: "agenttest-extra".into(),
-            collected_at: None,
-        },
-        cluster: Default::default(),
-        kubernetes: Default::default(),
-        netns: vec![NetnsLocation {
-            id: extra.0.clone(),
-            node: "node-1".into(),
-            owner: NetnsOwner::Pod {
-                namespace: "default".into(),
-                name: "newcomer".into(),
-            },
-            path: PathBuf::from(format!("/run/netns/{}", extra.0)),
-        }],
-    };
-    let lab = pods.inventory_dir.path().join("extra");
-    std::fs::create_dir(&lab).unwrap();
-    std::fs::write(
-        lab.join("inventory.json"),
-        serde_json::to_vec(&inventory).unwrap(),
-    )
-    .unwrap();
+    write_inventory(
+        pods.inventory_dir.path(),
+        "extra",
+        &[("newcomer", extra.0.as_str())],
+    );
     podmap.refresh();
     let fourth = agent.render_metrics();
     assert!(

@@ -1,11 +1,26 @@
 //! Real network namespaces registered as lab pods: traffic between them must move the right
 //! pod's counters, and the rendered `/metrics` (in the Prometheus text format promtool reads)
-//! must pass `promtool check metrics`.
+//! must pass `promtool check metrics`. A netns inode the kernel reuses for a new namespace
+//! must carry neither the dead pod's labels nor its counters.
 //! Needs root (netns, veth).
 
 mod common;
 
-use common::{agent_with, sample, PodPair};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agent::health::AgentMetrics;
+use agent::netns_files::NetnsFileCache;
+use agent::podmap::netns_inode;
+use agent::probe::{
+    MetricDesc, MetricProbe, ProbeArgs, ProbeContext, ProbeError, Scope, SharedLoaders,
+};
+use agent::registry::{Samples, ScrapeOutput, Value};
+use agent::scrape::{scrape, ActiveMetricProbe, ScrapeSettings};
+use common::{agent_with, enter, ip, lab_podmap, sample, write_inventory, PodPair};
 
 const PROBES: &str = "metrics:\n  probes:\n    - name: netdev\n    - name: tcp\n    - name: ip\n    - name: tcpext\n    - name: sock\n    - name: tcpsummary\n    - name: qdisc\n    - name: conntrack\n    - name: softnet\n    - name: fd\n    - name: io\n    - name: udp\n";
 
@@ -138,4 +153,173 @@ fn missing_kernel_module_marks_only_that_probe_failed_with_the_reason() {
     assert!(agent
         .render_metrics()
         .contains("netsleuth_netdev_rxbytes_total{"));
+}
+
+/// A netns of ours with `lo` up, deleted on drop (if still there).
+struct Netns(String);
+
+impl Netns {
+    fn add(name: &str) -> Netns {
+        let netns = Netns(name.to_string());
+        netns.delete();
+        ip(&["netns", "add", name]);
+        ip(&["-n", name, "link", "set", "lo", "up"]);
+        netns
+    }
+
+    fn inode(&self) -> u64 {
+        netns_inode(format!("/run/netns/{}", self.0).as_ref()).unwrap()
+    }
+
+    fn delete(&self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    /// `n` TCP connects to a closed port on the netns's loopback: `n` active opens.
+    fn refused_connects(&self, n: usize) {
+        let path = format!("/run/netns/{}", self.0);
+        std::thread::spawn(move || {
+            enter(&path);
+            for _ in 0..n {
+                assert!(TcpStream::connect(("127.0.0.1", 9)).is_err());
+            }
+        })
+        .join()
+        .unwrap();
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        self.delete();
+    }
+}
+
+static KEYED: MetricDesc = MetricDesc::counter("test", "inode_keyed", "Counted per netns inode");
+
+/// Stands in for an eBPF map keyed by netns inode: one sample for `inode`, attributed to
+/// whatever entity the scrape resolves that inode to.
+struct InodeKeyed(Arc<AtomicU64>);
+
+impl MetricProbe for InodeKeyed {
+    fn name(&self) -> &'static str {
+        "test"
+    }
+
+    fn scope(&self) -> Scope {
+        Scope::Node
+    }
+
+    fn metrics(&self) -> &'static [MetricDesc] {
+        std::slice::from_ref(&KEYED)
+    }
+
+    fn collect(&self, out: &mut Samples<'_>) -> Result<(), ProbeError> {
+        out.for_netns(self.0.load(Ordering::Relaxed))
+            .counter(&KEYED, 1);
+        Ok(())
+    }
+}
+
+fn active(probe: Box<dyn MetricProbe>) -> Arc<ActiveMetricProbe> {
+    Arc::new(ActiveMetricProbe {
+        probe,
+        last_error: Mutex::new(None),
+    })
+}
+
+fn pod_value<'a>(out: &'a ScrapeOutput, metric: &str, pod: &str) -> Option<&'a Value> {
+    out.value(metric, &[("k8s_pod", pod)])
+}
+
+#[test]
+fn a_reused_netns_inode_carries_neither_the_dead_pods_labels_nor_its_counters() {
+    let labs = tempfile::tempdir().unwrap();
+    let old = Netns::add("hpd-reuse-old");
+    write_inventory(labs.path(), "reuse", &[("old", "hpd-reuse-old")]);
+    let podmap = lab_podmap("node-1", labs.path());
+    let context = ProbeContext {
+        node: "node-1".into(),
+        podmap: podmap.clone(),
+        shared: SharedLoaders::default(),
+    };
+    let tcp = agent::probes::spec("tcp").unwrap().metrics.unwrap();
+    let keyed_inode = Arc::new(AtomicU64::new(old.inode()));
+    let probes = [
+        active(tcp(&ProbeArgs::default(), &context).unwrap()),
+        active(Box::new(InodeKeyed(keyed_inode.clone()))),
+    ];
+    let (files, metrics) = (NetnsFileCache::default(), AgentMetrics::new());
+    let run = || {
+        scrape(
+            &probes,
+            &ScrapeSettings {
+                podmap: &podmap,
+                netns_files: &files,
+                additional_labels: &[],
+                pod_limit: 10,
+                metrics: &metrics,
+            },
+        )
+    };
+
+    old.refused_connects(3);
+    let out = run();
+    assert_eq!(
+        pod_value(&out, "tcp_activeopens", "old"),
+        Some(&Value::Counter(3))
+    );
+    assert_eq!(
+        pod_value(&out, "test_inode_keyed", "old"),
+        Some(&Value::Counter(1))
+    );
+
+    // The pod's netns goes; the pod map (not refreshed) still maps its inode to it. The next
+    // scrape skips it and lets go of its files, so the kernel can free the namespace.
+    let old_inode = old.inode();
+    old.delete();
+    let out = run();
+    assert_eq!(pod_value(&out, "tcp_activeopens", "old"), None);
+    assert_eq!(files.netns_count(), 1, "only the node's netns stays held");
+
+    // New namespaces until one gets the dead pod's inode (the kernel reuses the lowest free
+    // one once the old namespace is cleaned up, asynchronously).
+    let mut new = None;
+    for _ in 0..100 {
+        let candidate = Netns::add("hpd-reuse-new");
+        if candidate.inode() == old_inode {
+            new = Some(candidate);
+            break;
+        }
+        drop(candidate);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let new = new.expect("the kernel did not hand the freed netns inode to a new namespace");
+
+    // Unmapped, the new namespace is the node's as far as inode-keyed data goes: never the
+    // dead pod's, although the stale pod map still lists that inode for it.
+    let out = run();
+    assert_eq!(pod_value(&out, "test_inode_keyed", "old"), None);
+    assert_eq!(
+        pod_value(&out, "test_inode_keyed", ""),
+        Some(&Value::Counter(1))
+    );
+
+    // Mapped as its own pod: its counters start from its own zero, not the old pod's 3.
+    new.refused_connects(1);
+    write_inventory(labs.path(), "reuse", &[("new", "hpd-reuse-new")]);
+    podmap.refresh();
+    let out = run();
+    assert_eq!(
+        pod_value(&out, "tcp_activeopens", "new"),
+        Some(&Value::Counter(1))
+    );
+    assert_eq!(
+        pod_value(&out, "test_inode_keyed", "new"),
+        Some(&Value::Counter(1))
+    );
+    assert_eq!(pod_value(&out, "tcp_activeopens", "old"), None);
 }

@@ -188,7 +188,14 @@ fn read_conntrack(
     let stats = std::fs::read_to_string(&stats_path)
         .map_err(|e| format!("{}: {e}", stats_path.display()))
         .and_then(|text| {
-            parse_conntrack_stats(&text).map_err(|e| format!("{}: {e}", stats_path.display()))
+            parse_conntrack_stats(&text)
+                .map(|stats| {
+                    stats
+                        .into_iter()
+                        .map(|(name, value)| (name.to_string(), value))
+                        .collect()
+                })
+                .map_err(|e| format!("{}: {e}", stats_path.display()))
         })?;
     let number = |key: &str| sysctls.get(key).and_then(|v| v.parse().ok());
     Ok(ConntrackState {
@@ -279,15 +286,16 @@ fn empty_tuple() -> ConntrackTuple {
 
 /// `/proc/net/stat/nf_conntrack`: a header of column names, then one line of hex counters per
 /// CPU; summed per column. `entries` is a global gauge repeated on every line, so it is taken
-/// once rather than summed.
-pub fn parse_conntrack_stats(text: &str) -> Result<BTreeMap<String, u64>, String> {
+/// once rather than summed. The names borrow from `text`: the node agent parses this file for
+/// every pod on every scrape.
+pub fn parse_conntrack_stats(text: &str) -> Result<BTreeMap<&str, u64>, String> {
     let mut lines = text.lines();
     let header: Vec<&str> = lines
         .next()
         .ok_or("empty file")?
         .split_whitespace()
         .collect();
-    let mut stats: BTreeMap<String, u64> = BTreeMap::new();
+    let mut stats: BTreeMap<&str, u64> = BTreeMap::new();
     for (number, line) in lines.enumerate() {
         let values: Vec<&str> = line.split_whitespace().collect();
         if values.len() != header.len() {
@@ -301,7 +309,7 @@ pub fn parse_conntrack_stats(text: &str) -> Result<BTreeMap<String, u64>, String
         for (name, value) in header.iter().zip(values) {
             let value = u64::from_str_radix(value, 16)
                 .map_err(|_| format!("line {}: {name}: bad hex {value:?}", number + 2))?;
-            let slot = stats.entry((*name).to_string()).or_default();
+            let slot = stats.entry(*name).or_default();
             if *name == "entries" {
                 *slot = value;
             } else {

@@ -1,12 +1,14 @@
 //! `conntrack`: per-netns conntrack statistics from `/proc/net/stat/nf_conntrack` (per-CPU
 //! rows, summed) plus `nf_conntrack_count` / `nf_conntrack_max`. Reading procfs instead of
 //! ctnetlink keeps it free of netlink sockets; it needs the `nf_conntrack` module (checked at
-//! start, so `/status` says so). No event side (KubeSkoop's conntrack event probe crashed).
+//! start, so `/status` says so). The stat file is parsed by the collector's parser
+//! (`collect::procfs`), so the agent and `netsleuth collect` read it alike. No event side
+//! (KubeSkoop's conntrack event probe crashed).
 
-use crate::probe::{MetricDesc, MetricProbe, ProbeArgs, ProbeContext, ProbeError, Scope};
+use crate::probe::{MetricDesc, ProbeError};
 use crate::registry::Samples;
 
-use super::procfs::require;
+use super::procfs::{require, ProcfsProbe};
 
 const fn c(name: &'static str, help: &'static str) -> MetricDesc {
     MetricDesc::counter("conntrack", name, help)
@@ -52,32 +54,16 @@ const STAT: &str = "/proc/thread-self/net/stat/nf_conntrack";
 const COUNT: &str = "/proc/sys/net/netfilter/nf_conntrack_count";
 const MAX: &str = "/proc/sys/net/netfilter/nf_conntrack_max";
 
-struct Conntrack;
+pub(crate) struct Conntrack;
 
-/// Sum each of [`COLUMNS`] over the per-CPU hex rows.
+/// Each of [`COLUMNS`] summed over the per-CPU rows.
 pub(crate) fn parse_stat(text: &str) -> Result<[u64; 9], String> {
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines
-        .next()
-        .ok_or("empty file")?
-        .split_whitespace()
-        .collect();
-    let index: Vec<usize> = COLUMNS
-        .iter()
-        .map(|c| {
-            header
-                .iter()
-                .position(|h| h == c)
-                .ok_or_else(|| format!("no `{c}` column"))
-        })
-        .collect::<Result<_, _>>()?;
+    let stats = collect::procfs::parse_conntrack_stats(text)?;
     let mut sums = [0u64; 9];
-    for line in lines {
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        for (sum, &i) in sums.iter_mut().zip(&index) {
-            let v = cols.get(i).ok_or_else(|| format!("short row `{line}`"))?;
-            *sum += u64::from_str_radix(v, 16).map_err(|_| format!("`{v}` is not hex"))?;
-        }
+    for (sum, column) in sums.iter_mut().zip(COLUMNS) {
+        *sum = *stats
+            .get(column)
+            .ok_or_else(|| format!("no `{column}` column"))?;
     }
     Ok(sums)
 }
@@ -93,24 +79,20 @@ fn read_number(out: &mut Samples<'_>, path: &'static str) -> Result<u64, ProbeEr
     })
 }
 
-impl MetricProbe for Conntrack {
-    fn name(&self) -> &'static str {
-        "conntrack"
+impl ProcfsProbe for Conntrack {
+    const NAME: &'static str = "conntrack";
+    const METRICS: &'static [MetricDesc] = &CONNTRACK;
+    const NEEDS_THREAD_IN_NETNS: bool = false;
+
+    fn supported() -> Result<(), ProbeError> {
+        require(
+            "conntrack",
+            STAT.trim_start_matches("/proc/thread-self/"),
+            "the nf_conntrack module is not loaded",
+        )
     }
 
-    fn scope(&self) -> Scope {
-        Scope::PerNetns
-    }
-
-    fn metrics(&self) -> &'static [MetricDesc] {
-        &CONNTRACK
-    }
-
-    fn needs_thread_in_netns(&self) -> bool {
-        false
-    }
-
-    fn collect(&self, out: &mut Samples<'_>) -> Result<(), ProbeError> {
+    fn collect(out: &mut Samples<'_>) -> Result<(), ProbeError> {
         let text = out.netns_file("conntrack", STAT)?;
         let sums = parse_stat(&text).map_err(|m| ProbeError::parse("conntrack", STAT, m))?;
         out.counters(&CONNTRACK, sums);
@@ -120,19 +102,6 @@ impl MetricProbe for Conntrack {
         out.gauge(&CONNTRACK[10], max as f64);
         Ok(())
     }
-}
-
-pub(crate) fn create(
-    args: &ProbeArgs,
-    _: &ProbeContext,
-) -> Result<Box<dyn MetricProbe>, ProbeError> {
-    args.expect_none()?;
-    require(
-        "conntrack",
-        STAT.trim_start_matches("/proc/thread-self/"),
-        "the nf_conntrack module is not loaded",
-    )?;
-    Ok(Box::new(Conntrack))
 }
 
 #[cfg(test)]

@@ -1,10 +1,11 @@
 //! `fd`: open file descriptors and sockets of the processes in the netns (`/proc/<pid>/fd`).
 //! Each series is emitted once (KubeSkoop emitted `openfd` twice, which made `/metrics` 500).
 
-use crate::probe::{MetricDesc, MetricProbe, ProbeArgs, ProbeContext, ProbeError, Scope};
+use crate::probe::{MetricDesc, ProbeError};
 use crate::registry::Samples;
 
-use super::pids::PidIndex;
+use super::pids::PIDS;
+use super::procfs::ProcfsProbe;
 
 pub static FD: [MetricDesc; 2] = [
     MetricDesc::gauge(
@@ -19,26 +20,15 @@ pub static FD: [MetricDesc; 2] = [
     ),
 ];
 
-struct Fd {
-    pids: PidIndex,
-}
+pub(crate) struct Fd;
 
-impl MetricProbe for Fd {
-    fn name(&self) -> &'static str {
-        "fd"
-    }
+impl ProcfsProbe for Fd {
+    const NAME: &'static str = "fd";
+    const METRICS: &'static [MetricDesc] = &FD;
 
-    fn scope(&self) -> Scope {
-        Scope::PerNetns
-    }
-
-    fn metrics(&self) -> &'static [MetricDesc] {
-        &FD
-    }
-
-    fn collect(&self, out: &mut Samples<'_>) -> Result<(), ProbeError> {
+    fn collect(out: &mut Samples<'_>) -> Result<(), ProbeError> {
         let (mut fds, mut sockets) = (0u64, 0u64);
-        for pid in self.pids.pids(out.netns()) {
+        for pid in PIDS.pids(out.netns()) {
             // A process that exited since the scan has no fd dir any more: skip it.
             let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
                 continue;
@@ -56,14 +46,4 @@ impl MetricProbe for Fd {
         out.gauge(&FD[1], sockets as f64);
         Ok(())
     }
-}
-
-pub(crate) fn create(
-    args: &ProbeArgs,
-    _: &ProbeContext,
-) -> Result<Box<dyn MetricProbe>, ProbeError> {
-    args.expect_none()?;
-    Ok(Box::new(Fd {
-        pids: PidIndex::default(),
-    }))
 }

@@ -2,10 +2,11 @@
 //! `/proc/<pid>/io` (one entry per process, so threads are not counted again as in KubeSkoop).
 //! Counters: a process exiting lowers the sum, which Prometheus treats as a counter reset.
 
-use crate::probe::{MetricDesc, MetricProbe, ProbeArgs, ProbeContext, ProbeError, Scope};
+use crate::probe::{MetricDesc, ProbeError};
 use crate::registry::Samples;
 
-use super::pids::PidIndex;
+use super::pids::PIDS;
+use super::procfs::ProcfsProbe;
 
 pub static IO: [MetricDesc; 4] = [
     MetricDesc::counter("io", "readsyscall", "read(2)-family syscalls"),
@@ -16,9 +17,7 @@ pub static IO: [MetricDesc; 4] = [
 
 const KEYS: [&str; 4] = ["syscr", "syscw", "read_bytes", "write_bytes"];
 
-struct Io {
-    pids: PidIndex,
-}
+pub(crate) struct Io;
 
 pub(crate) fn parse(text: &str) -> [u64; 4] {
     let mut out = [0u64; 4];
@@ -32,22 +31,13 @@ pub(crate) fn parse(text: &str) -> [u64; 4] {
     out
 }
 
-impl MetricProbe for Io {
-    fn name(&self) -> &'static str {
-        "io"
-    }
+impl ProcfsProbe for Io {
+    const NAME: &'static str = "io";
+    const METRICS: &'static [MetricDesc] = &IO;
 
-    fn scope(&self) -> Scope {
-        Scope::PerNetns
-    }
-
-    fn metrics(&self) -> &'static [MetricDesc] {
-        &IO
-    }
-
-    fn collect(&self, out: &mut Samples<'_>) -> Result<(), ProbeError> {
+    fn collect(out: &mut Samples<'_>) -> Result<(), ProbeError> {
         let mut sums = [0u64; 4];
-        for pid in self.pids.pids(out.netns()) {
+        for pid in PIDS.pids(out.netns()) {
             // Exited since the scan: nothing to add.
             if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/io")) {
                 for (sum, v) in sums.iter_mut().zip(parse(&text)) {
@@ -58,16 +48,6 @@ impl MetricProbe for Io {
         out.counters(&IO, sums);
         Ok(())
     }
-}
-
-pub(crate) fn create(
-    args: &ProbeArgs,
-    _: &ProbeContext,
-) -> Result<Box<dyn MetricProbe>, ProbeError> {
-    args.expect_none()?;
-    Ok(Box::new(Io {
-        pids: PidIndex::default(),
-    }))
 }
 
 #[cfg(test)]

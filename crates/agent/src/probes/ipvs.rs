@@ -1,10 +1,10 @@
 //! `ipvs`: the netns's `/proc/net/ip_vs_stats` totals (hex). `incomingpackets` is the packet
 //! count (KubeSkoop filled it with bytes). Needs the `ip_vs` module, checked at start.
 
-use crate::probe::{MetricDesc, MetricProbe, ProbeArgs, ProbeContext, ProbeError, Scope};
+use crate::probe::{MetricDesc, ProbeError};
 use crate::registry::Samples;
 
-use super::procfs::{read_thread, require};
+use super::procfs::{add_row, read_thread, require, unless_absent, ProcfsProbe};
 
 const fn c(name: &'static str, help: &'static str) -> MetricDesc {
     MetricDesc::counter("ipvs", name, help)
@@ -20,57 +20,33 @@ pub static IPVS: [MetricDesc; 5] = [
 
 const FILE: &str = "net/ip_vs_stats";
 
-struct Ipvs;
+pub(crate) struct Ipvs;
 
 /// Line 3 holds `Conns InPkts OutPkts InBytes OutBytes` in hex.
 pub(crate) fn parse(text: &str) -> Result<[u64; 5], String> {
     let line = text.lines().nth(2).ok_or("fewer than 3 lines")?;
-    let cols: Vec<&str> = line.split_whitespace().collect();
     let mut out = [0u64; 5];
-    for (i, slot) in out.iter_mut().enumerate() {
-        let v = cols.get(i).ok_or_else(|| format!("short line `{line}`"))?;
-        *slot = u64::from_str_radix(v, 16).map_err(|_| format!("`{v}` is not hex"))?;
-    }
+    add_row(&mut out, line, &[0, 1, 2, 3, 4], 16)?;
     Ok(out)
 }
 
-impl MetricProbe for Ipvs {
-    fn name(&self) -> &'static str {
-        "ipvs"
+impl ProcfsProbe for Ipvs {
+    const NAME: &'static str = "ipvs";
+    const METRICS: &'static [MetricDesc] = &IPVS;
+
+    fn supported() -> Result<(), ProbeError> {
+        require("ipvs", FILE, "the ip_vs module is not loaded")
     }
 
-    fn scope(&self) -> Scope {
-        Scope::PerNetns
-    }
-
-    fn metrics(&self) -> &'static [MetricDesc] {
-        &IPVS
-    }
-
-    fn collect(&self, out: &mut Samples<'_>) -> Result<(), ProbeError> {
-        let text = match read_thread("ipvs", FILE) {
-            Ok(text) => text,
-            // Only netns with IPVS in use have the file; others have nothing to report.
-            Err(ProbeError::Read { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                return Ok(())
-            }
-            Err(e) => return Err(e),
+    fn collect(out: &mut Samples<'_>) -> Result<(), ProbeError> {
+        // Only netns with IPVS in use have the file; others have nothing to report.
+        let Some(text) = unless_absent(read_thread("ipvs", FILE))? else {
+            return Ok(());
         };
         let values = parse(&text).map_err(|m| ProbeError::parse("ipvs", FILE, m))?;
         out.counters(&IPVS, values);
         Ok(())
     }
-}
-
-pub(crate) fn create(
-    args: &ProbeArgs,
-    _: &ProbeContext,
-) -> Result<Box<dyn MetricProbe>, ProbeError> {
-    args.expect_none()?;
-    require("ipvs", FILE, "the ip_vs module is not loaded")?;
-    Ok(Box::new(Ipvs))
 }
 
 #[cfg(test)]

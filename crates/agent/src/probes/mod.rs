@@ -1,7 +1,8 @@
 //! One module per probe, and the catalogue that maps KubeSkoop's probe names to factories.
 //!
 //! A probe module reads the kernel and writes samples or events; it must not know about HTTP,
-//! sinks or other probes. eBPF probes (crate `bpf`) have their adapter module here too: add the
+//! sinks or other probes. A procfs (or netlink) probe is its metric table and collect function
+//! (`procfs::ProcfsProbe`); eBPF probes (crate `bpf`) have their adapter module here too: add the
 //! module and one [`ProbeSpec`] line to [`CATALOGUE`].
 
 pub mod conntrack;
@@ -33,95 +34,29 @@ mod tcpretrans;
 
 use crate::probe::{Overhead, ProbeKind, ProbeSpec};
 
-const fn metrics_only(
-    name: &'static str,
-    summary: &'static str,
-    overhead: Overhead,
-    factory: crate::probe::MetricFactory,
-) -> ProbeSpec {
-    ProbeSpec {
-        name,
-        summary,
-        overhead,
-        metrics: Some(factory),
-        event: None,
-    }
-}
-
 /// Every probe this agent knows, by KubeSkoop name. `/status` lists these as available.
 pub static CATALOGUE: &[ProbeSpec] = &[
-    metrics_only(
-        "netdev",
-        "per-netns device counters (/proc/net/dev)",
-        Overhead::Low,
-        netdev::create,
-    ),
-    metrics_only("ip", "IP MIB (/proc/net/snmp Ip)", Overhead::Low, snmp::ip),
-    metrics_only(
-        "tcp",
-        "TCP MIB (/proc/net/snmp Tcp)",
-        Overhead::Low,
-        snmp::tcp,
-    ),
-    metrics_only(
-        "udp",
-        "UDP MIB (/proc/net/snmp Udp)",
-        Overhead::Low,
-        snmp::udp,
-    ),
-    metrics_only(
-        "tcpext",
-        "TCP extended MIB (/proc/net/netstat TcpExt)",
-        Overhead::Low,
-        tcpext::create,
-    ),
-    metrics_only(
-        "sock",
-        "TCP socket counts (/proc/net/sockstat)",
-        Overhead::Low,
-        sock::create,
-    ),
-    metrics_only(
-        "softnet",
-        "NET_RX softirq per-CPU stats, node only",
-        Overhead::Low,
-        softnet::create,
-    ),
-    metrics_only(
-        "conntrack",
-        "conntrack stats and table fill",
-        Overhead::Low,
-        conntrack::create,
-    ),
-    metrics_only(
-        "qdisc",
-        "root qdisc stats per device (netlink)",
-        Overhead::Low,
-        qdisc::create,
-    ),
-    metrics_only(
-        "fd",
+    procfs::spec::<netdev::Netdev>("per-netns device counters (/proc/net/dev)", Overhead::Low),
+    procfs::spec::<snmp::Ip>("IP MIB (/proc/net/snmp Ip)", Overhead::Low),
+    procfs::spec::<snmp::Tcp>("TCP MIB (/proc/net/snmp Tcp)", Overhead::Low),
+    procfs::spec::<snmp::Udp>("UDP MIB (/proc/net/snmp Udp)", Overhead::Low),
+    procfs::spec::<tcpext::TcpExt>("TCP extended MIB (/proc/net/netstat TcpExt)", Overhead::Low),
+    procfs::spec::<sock::Sock>("TCP socket counts (/proc/net/sockstat)", Overhead::Low),
+    procfs::spec::<softnet::Softnet>("NET_RX softirq per-CPU stats, node only", Overhead::Low),
+    procfs::spec::<conntrack::Conntrack>("conntrack stats and table fill", Overhead::Low),
+    procfs::spec::<qdisc::Qdisc>("root qdisc stats per device (netlink)", Overhead::Low),
+    procfs::spec::<fd::Fd>(
         "open fds and sockets of the netns's processes",
         Overhead::Medium,
-        fd::create,
     ),
-    metrics_only(
-        "io",
+    procfs::spec::<io::Io>(
         "syscalls and storage bytes of the netns's processes",
         Overhead::Low,
-        io::create,
     ),
-    metrics_only(
-        "ipvs",
-        "IPVS totals (/proc/net/ip_vs_stats)",
-        Overhead::Low,
-        ipvs::create,
-    ),
-    metrics_only(
-        "tcpsummary",
+    procfs::spec::<ipvs::Ipvs>("IPVS totals (/proc/net/ip_vs_stats)", Overhead::Low),
+    procfs::spec::<tcpsummary::TcpSummary>(
         "TCP sockets by state and queued bytes (sock_diag)",
         Overhead::Medium,
-        tcpsummary::create,
     ),
     // eBPF (tp_btf tracepoints); a host that cannot run one shows it Failed with the reason.
     ebpf::spec::<bpf::packetloss::PacketLoss>(

@@ -1,8 +1,10 @@
 //! `netdev`: the netns's `/proc/net/dev`, summed over every device except `lo` (KubeSkoop's
 //! semantics; on the node this includes veths and bridges, so pod traffic is counted there too).
 
-use crate::probe::{MetricDesc, MetricProbe, ProbeArgs, ProbeContext, ProbeError, Scope};
+use crate::probe::{MetricDesc, ProbeError};
 use crate::registry::Samples;
+
+use super::procfs::{add_row, ProcfsProbe};
 
 const fn c(name: &'static str, help: &'static str) -> MetricDesc {
     MetricDesc::counter("netdev", name, help)
@@ -23,7 +25,7 @@ pub static NETDEV: [MetricDesc; 8] = [
 /// Columns of the fields above: rx bytes packets errs drop … (8 rx) then tx bytes packets errs drop.
 const COLUMNS: [usize; 8] = [0, 1, 2, 3, 8, 9, 10, 11];
 
-struct Netdev;
+pub(crate) struct Netdev;
 
 /// Sum of the exported columns over devices other than `lo`.
 pub(crate) fn parse(text: &str) -> Result<[u64; 8], String> {
@@ -36,50 +38,22 @@ pub(crate) fn parse(text: &str) -> Result<[u64; 8], String> {
         if name.trim() == "lo" {
             continue;
         }
-        let values: Vec<&str> = values.split_whitespace().collect();
-        for (sum, &col) in sums.iter_mut().zip(&COLUMNS) {
-            let v = values
-                .get(col)
-                .ok_or_else(|| format!("`{}`: fewer than 16 columns", name.trim()))?;
-            *sum += v
-                .parse::<u64>()
-                .map_err(|_| format!("`{}`: `{v}` is not a number", name.trim()))?;
-        }
+        add_row(&mut sums, values, &COLUMNS, 10).map_err(|e| format!("`{}`: {e}", name.trim()))?;
     }
     Ok(sums)
 }
 
-impl MetricProbe for Netdev {
-    fn name(&self) -> &'static str {
-        "netdev"
-    }
+impl ProcfsProbe for Netdev {
+    const NAME: &'static str = "netdev";
+    const METRICS: &'static [MetricDesc] = &NETDEV;
+    const NEEDS_THREAD_IN_NETNS: bool = false;
 
-    fn scope(&self) -> Scope {
-        Scope::PerNetns
-    }
-
-    fn metrics(&self) -> &'static [MetricDesc] {
-        &NETDEV
-    }
-
-    fn needs_thread_in_netns(&self) -> bool {
-        false
-    }
-
-    fn collect(&self, out: &mut Samples<'_>) -> Result<(), ProbeError> {
+    fn collect(out: &mut Samples<'_>) -> Result<(), ProbeError> {
         let text = out.netns_file("netdev", "/proc/thread-self/net/dev")?;
         let sums = parse(&text).map_err(|m| ProbeError::parse("netdev", "/proc/net/dev", m))?;
         out.counters(&NETDEV, sums);
         Ok(())
     }
-}
-
-pub(crate) fn create(
-    args: &ProbeArgs,
-    _: &ProbeContext,
-) -> Result<Box<dyn MetricProbe>, ProbeError> {
-    args.expect_none()?;
-    Ok(Box::new(Netdev))
 }
 
 #[cfg(test)]

@@ -1,5 +1,11 @@
 //! Which processes live in which network namespace (for `fd` and `io`): one scan of
-//! `/proc/*/ns/net`, reused for a second so one scrape scans once however many netns it visits.
+//! `/proc/*/ns/net`, reused for a second and shared by both probes, so one scrape scans once
+//! however many netns it visits.
+//!
+//! A netns inode is reused by the kernel as soon as its namespace is gone (a new pod's netns
+//! often gets the inode of one deleted a moment before), so a scan up to a second old can list,
+//! under a live inode, processes of a namespace that no longer exists. Every pid handed out is
+//! therefore checked to be in that netns now.
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -11,26 +17,43 @@ const FRESH_FOR: Duration = Duration::from_secs(1);
 /// Netns inode → pids, and when it was scanned.
 type Scan = (Instant, HashMap<u64, Vec<u32>>);
 
-#[derive(Default)]
 pub(crate) struct PidIndex {
     cache: Mutex<Option<Scan>>,
 }
 
+/// The index `fd` and `io` share.
+pub(crate) static PIDS: PidIndex = PidIndex {
+    cache: Mutex::new(None),
+};
+
 impl PidIndex {
-    /// Pids whose netns inode is `netns`.
+    /// Pids in the netns whose inode is `netns` now.
     pub(crate) fn pids(&self, netns: u64) -> Vec<u32> {
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let stale = cache
-            .as_ref()
-            .is_none_or(|(at, _)| at.elapsed() > FRESH_FOR);
-        if stale {
-            *cache = Some((Instant::now(), scan()));
-        }
-        cache
-            .as_ref()
-            .and_then(|(_, map)| map.get(&netns).cloned())
-            .unwrap_or_default()
+        let listed = {
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            let stale = cache
+                .as_ref()
+                .is_none_or(|(at, _)| at.elapsed() > FRESH_FOR);
+            if stale {
+                *cache = Some((Instant::now(), scan()));
+            }
+            cache
+                .as_ref()
+                .and_then(|(_, map)| map.get(&netns).cloned())
+                .unwrap_or_default()
+        };
+        listed
+            .into_iter()
+            .filter(|&pid| netns_of(pid) == Some(netns))
+            .collect()
     }
+}
+
+/// The netns inode of a process; `None` once it has exited (or for kernel threads).
+fn netns_of(pid: u32) -> Option<u64> {
+    std::fs::metadata(format!("/proc/{pid}/ns/net"))
+        .ok()
+        .map(|meta| meta.ino())
 }
 
 fn scan() -> HashMap<u64, Vec<u32>> {
@@ -47,8 +70,8 @@ fn scan() -> HashMap<u64, Vec<u32>> {
             continue;
         };
         // Processes exit while we scan; kernel threads have no readable ns: both are skipped.
-        if let Ok(meta) = std::fs::metadata(format!("/proc/{pid}/ns/net")) {
-            map.entry(meta.ino()).or_default().push(pid);
+        if let Some(netns) = netns_of(pid) {
+            map.entry(netns).or_default().push(pid);
         }
     }
     map

@@ -9,8 +9,10 @@ use netlink_packet_core::Parseable;
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage, TcStats2};
 
-use crate::probe::{MetricDesc, MetricProbe, ProbeArgs, ProbeContext, ProbeError, Scope};
+use crate::probe::{MetricDesc, ProbeError};
 use crate::registry::{Samples, Value};
+
+use super::procfs::ProcfsProbe;
 
 const IFACE: &[&str] = &["interface"];
 
@@ -39,7 +41,7 @@ pub(crate) struct QdiscStats {
     pub backlog: u64,
 }
 
-struct Qdisc;
+pub(crate) struct Qdisc;
 
 fn link_names() -> std::io::Result<HashMap<i32, String>> {
     // struct ifinfomsg: family, pad, type, index, flags, change (16 bytes).
@@ -100,20 +102,11 @@ fn root_qdiscs() -> std::io::Result<Vec<(i32, String, QdiscStats)>> {
     Ok(out)
 }
 
-impl MetricProbe for Qdisc {
-    fn name(&self) -> &'static str {
-        "qdisc"
-    }
+impl ProcfsProbe for Qdisc {
+    const NAME: &'static str = "qdisc";
+    const METRICS: &'static [MetricDesc] = &QDISC;
 
-    fn scope(&self) -> Scope {
-        Scope::PerNetns
-    }
-
-    fn metrics(&self) -> &'static [MetricDesc] {
-        &QDISC
-    }
-
-    fn collect(&self, out: &mut Samples<'_>) -> Result<(), ProbeError> {
+    fn collect(out: &mut Samples<'_>) -> Result<(), ProbeError> {
         let netlink = |e: std::io::Error| ProbeError::other("qdisc", format!("netlink dump: {e}"));
         let names = link_names().map_err(netlink)?;
         for (index, kind, s) in root_qdiscs().map_err(netlink)? {
@@ -123,22 +116,18 @@ impl MetricProbe for Qdisc {
             if name == "lo" || kind == "noqueue" {
                 continue;
             }
-            let iface = [name.as_str()];
-            out.add(&QDISC[0], &iface, Value::Counter(s.bytes));
-            out.add(&QDISC[1], &iface, Value::Counter(s.packets));
-            out.add(&QDISC[2], &iface, Value::Counter(s.drops));
-            out.add(&QDISC[3], &iface, Value::Counter(s.overlimits));
-            out.add(&QDISC[4], &iface, Value::Gauge(s.qlen as f64));
-            out.add(&QDISC[5], &iface, Value::Gauge(s.backlog as f64));
+            let values = [
+                Value::Counter(s.bytes),
+                Value::Counter(s.packets),
+                Value::Counter(s.drops),
+                Value::Counter(s.overlimits),
+                Value::Gauge(s.qlen as f64),
+                Value::Gauge(s.backlog as f64),
+            ];
+            for (desc, value) in QDISC.iter().zip(values) {
+                out.add(desc, &[name.as_str()], value);
+            }
         }
         Ok(())
     }
-}
-
-pub(crate) fn create(
-    args: &ProbeArgs,
-    _: &ProbeContext,
-) -> Result<Box<dyn MetricProbe>, ProbeError> {
-    args.expect_none()?;
-    Ok(Box::new(Qdisc))
 }

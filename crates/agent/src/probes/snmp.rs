@@ -1,10 +1,10 @@
 //! `tcp`, `udp`, `ip`: the `Tcp`, `Udp` and `Ip` sections of the netns's `/proc/net/snmp`
 //! (one parser, three probes, as in KubeSkoop). Metric names are the kernel's keys lower-cased.
 
-use crate::probe::{MetricDesc, MetricProbe, ProbeArgs, ProbeContext, ProbeError, Scope};
+use crate::probe::{MetricDesc, MetricType, ProbeError};
 use crate::registry::Samples;
 
-use super::procfs::mib_section;
+use super::procfs::{mib_section, ProcfsProbe};
 
 const fn c(probe: &'static str, name: &'static str, help: &'static str) -> MetricDesc {
     MetricDesc::counter(probe, name, help)
@@ -99,47 +99,31 @@ pub static IP: [MetricDesc; 19] = [
     c("ip", "fragcreates", "Fragments created"),
 ];
 
-/// One section of one MIB file as one probe.
-pub(crate) struct MibProbe {
-    pub(crate) name: &'static str,
+/// One section of one MIB file as one probe: the [`ProcfsProbe`] of every `MibSection`.
+pub(crate) trait MibSection: Send + Sync + 'static {
+    const NAME: &'static str;
     /// `/proc/thread-self/net/…`, resolved in the netns being visited.
-    pub(crate) file: &'static str,
-    pub(crate) section: &'static str,
-    pub(crate) metrics: &'static [MetricDesc],
+    const FILE: &'static str;
+    const SECTION: &'static str;
+    const METRICS: &'static [MetricDesc];
 }
 
-impl MetricProbe for MibProbe {
-    fn name(&self) -> &'static str {
-        self.name
-    }
+impl<M: MibSection> ProcfsProbe for M {
+    const NAME: &'static str = M::NAME;
+    const METRICS: &'static [MetricDesc] = M::METRICS;
+    const NEEDS_THREAD_IN_NETNS: bool = false;
 
-    fn scope(&self) -> Scope {
-        Scope::PerNetns
-    }
-
-    fn metrics(&self) -> &'static [MetricDesc] {
-        self.metrics
-    }
-
-    fn needs_thread_in_netns(&self) -> bool {
-        false
-    }
-
-    fn collect(&self, out: &mut Samples<'_>) -> Result<(), ProbeError> {
-        let text = out.netns_file(self.name, self.file)?;
-        let section = mib_section(self.name, self.file, &text, self.section)?;
+    fn collect(out: &mut Samples<'_>) -> Result<(), ProbeError> {
+        let text = out.netns_file(M::NAME, M::FILE)?;
+        let section = mib_section(M::NAME, M::FILE, &text, M::SECTION)?;
         // Metric names are the kernel's keys lower-cased; a key an older kernel lacks is
         // simply absent, not an error.
         for (key, v) in section {
-            let Some(desc) = self
-                .metrics
-                .iter()
-                .find(|d| d.name.eq_ignore_ascii_case(key))
-            else {
+            let Some(desc) = M::METRICS.iter().find(|d| d.name.eq_ignore_ascii_case(key)) else {
                 continue;
             };
             match desc.kind {
-                crate::probe::MetricType::Counter => out.counter(desc, v.max(0) as u64),
+                MetricType::Counter => out.counter(desc, v.max(0) as u64),
                 _ => out.gauge(desc, v as f64),
             }
         }
@@ -147,32 +131,31 @@ impl MetricProbe for MibProbe {
     }
 }
 
-pub(crate) fn tcp(args: &ProbeArgs, _: &ProbeContext) -> Result<Box<dyn MetricProbe>, ProbeError> {
-    args.expect_none()?;
-    Ok(Box::new(MibProbe {
-        name: "tcp",
-        file: "/proc/thread-self/net/snmp",
-        section: "Tcp",
-        metrics: &TCP,
-    }))
+const SNMP: &str = "/proc/thread-self/net/snmp";
+
+pub(crate) struct Tcp;
+
+impl MibSection for Tcp {
+    const NAME: &'static str = "tcp";
+    const FILE: &'static str = SNMP;
+    const SECTION: &'static str = "Tcp";
+    const METRICS: &'static [MetricDesc] = &TCP;
 }
 
-pub(crate) fn udp(args: &ProbeArgs, _: &ProbeContext) -> Result<Box<dyn MetricProbe>, ProbeError> {
-    args.expect_none()?;
-    Ok(Box::new(MibProbe {
-        name: "udp",
-        file: "/proc/thread-self/net/snmp",
-        section: "Udp",
-        metrics: &UDP,
-    }))
+pub(crate) struct Udp;
+
+impl MibSection for Udp {
+    const NAME: &'static str = "udp";
+    const FILE: &'static str = SNMP;
+    const SECTION: &'static str = "Udp";
+    const METRICS: &'static [MetricDesc] = &UDP;
 }
 
-pub(crate) fn ip(args: &ProbeArgs, _: &ProbeContext) -> Result<Box<dyn MetricProbe>, ProbeError> {
-    args.expect_none()?;
-    Ok(Box::new(MibProbe {
-        name: "ip",
-        file: "/proc/thread-self/net/snmp",
-        section: "Ip",
-        metrics: &IP,
-    }))
+pub(crate) struct Ip;
+
+impl MibSection for Ip {
+    const NAME: &'static str = "ip";
+    const FILE: &'static str = SNMP;
+    const SECTION: &'static str = "Ip";
+    const METRICS: &'static [MetricDesc] = &IP;
 }

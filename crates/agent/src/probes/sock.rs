@@ -1,8 +1,10 @@
 //! `sock`: TCP socket counts from the netns's `/proc/net/sockstat` (+ `sockstat6` TCP6 `inuse`).
 //! Per netns (KubeSkoop read the host only, so its pod panels were empty).
 
-use crate::probe::{MetricDesc, MetricProbe, ProbeArgs, ProbeContext, ProbeError, Scope};
+use crate::probe::{MetricDesc, ProbeError};
 use crate::registry::Samples;
+
+use super::procfs::{unless_absent, ProcfsProbe};
 
 const fn g(name: &'static str, help: &'static str) -> MetricDesc {
     MetricDesc::gauge("sock", name, help)
@@ -16,7 +18,7 @@ pub static SOCK: [MetricDesc; 5] = [
     g("mem", "Pages used by TCP socket buffers"),
 ];
 
-struct Sock;
+pub(crate) struct Sock;
 
 /// `TCP: inuse 3 orphan 0 tw 0 alloc 5 mem 1` → the value of `key` on the line `proto:`.
 fn field(text: &str, proto: &str, key: &str) -> Option<u64> {
@@ -31,29 +33,17 @@ fn field(text: &str, proto: &str, key: &str) -> Option<u64> {
     None
 }
 
-impl MetricProbe for Sock {
-    fn name(&self) -> &'static str {
-        "sock"
-    }
+impl ProcfsProbe for Sock {
+    const NAME: &'static str = "sock";
+    const METRICS: &'static [MetricDesc] = &SOCK;
+    const NEEDS_THREAD_IN_NETNS: bool = false;
 
-    fn scope(&self) -> Scope {
-        Scope::PerNetns
-    }
-
-    fn metrics(&self) -> &'static [MetricDesc] {
-        &SOCK
-    }
-
-    fn needs_thread_in_netns(&self) -> bool {
-        false
-    }
-
-    fn collect(&self, out: &mut Samples<'_>) -> Result<(), ProbeError> {
+    fn collect(out: &mut Samples<'_>) -> Result<(), ProbeError> {
         let v4 = out.netns_file("sock", "/proc/thread-self/net/sockstat")?;
-        // No IPv6 in this netns/kernel: v4 only (KubeSkoop skipped the whole netns).
-        let v6 = out
-            .netns_file("sock", "/proc/thread-self/net/sockstat6")
-            .unwrap_or_else(|_| "".into());
+        // No IPv6 in this netns/kernel: v4 only (KubeSkoop skipped the whole netns). Only an
+        // absent file means that; failing to read one that is there is this probe's error.
+        let v6 = unless_absent(out.netns_file("sock", "/proc/thread-self/net/sockstat6"))?
+            .unwrap_or_else(|| "".into());
         for desc in &SOCK {
             let Some(mut v) = field(&v4, "TCP:", desc.name) else {
                 continue;
@@ -65,14 +55,6 @@ impl MetricProbe for Sock {
         }
         Ok(())
     }
-}
-
-pub(crate) fn create(
-    args: &ProbeArgs,
-    _: &ProbeContext,
-) -> Result<Box<dyn MetricProbe>, ProbeError> {
-    args.expect_none()?;
-    Ok(Box::new(Sock))
 }
 
 #[cfg(test)]

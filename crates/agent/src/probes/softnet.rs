@@ -1,8 +1,10 @@
 //! `softnet`: `/proc/net/softnet_stat` summed over CPUs. The file is node-global (not per
 //! netns), so it is exported on the node only (KubeSkoop repeated it on every pod).
 
-use crate::probe::{MetricDesc, MetricProbe, ProbeArgs, ProbeContext, ProbeError, Scope};
+use crate::probe::{MetricDesc, ProbeError, Scope};
 use crate::registry::Samples;
+
+use super::procfs::{add_row, ProcfsProbe};
 
 const fn c(name: &'static str, help: &'static str) -> MetricDesc {
     MetricDesc::counter("softnet", name, help)
@@ -22,48 +24,28 @@ pub static SOFTNET: [MetricDesc; 3] = [
 
 const PATH: &str = "/proc/net/softnet_stat";
 
-struct Softnet;
+pub(crate) struct Softnet;
 
 pub(crate) fn parse(text: &str) -> Result<[u64; 3], String> {
     let mut sums = [0u64; 3];
     for line in text.lines() {
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        for (i, sum) in sums.iter_mut().enumerate() {
-            let v = cols.get(i).ok_or_else(|| format!("short line `{line}`"))?;
-            *sum += u64::from_str_radix(v, 16).map_err(|_| format!("`{v}` is not hex"))?;
-        }
+        add_row(&mut sums, line, &[0, 1, 2], 16)?;
     }
     Ok(sums)
 }
 
-impl MetricProbe for Softnet {
-    fn name(&self) -> &'static str {
-        "softnet"
-    }
+impl ProcfsProbe for Softnet {
+    const NAME: &'static str = "softnet";
+    const METRICS: &'static [MetricDesc] = &SOFTNET;
+    const SCOPE: Scope = Scope::Node;
 
-    fn scope(&self) -> Scope {
-        Scope::Node
-    }
-
-    fn metrics(&self) -> &'static [MetricDesc] {
-        &SOFTNET
-    }
-
-    fn collect(&self, out: &mut Samples<'_>) -> Result<(), ProbeError> {
+    fn collect(out: &mut Samples<'_>) -> Result<(), ProbeError> {
         let text =
             std::fs::read_to_string(PATH).map_err(|e| ProbeError::read("softnet", PATH, e))?;
         let sums = parse(&text).map_err(|m| ProbeError::parse("softnet", PATH, m))?;
         out.counters(&SOFTNET, sums);
         Ok(())
     }
-}
-
-pub(crate) fn create(
-    args: &ProbeArgs,
-    _: &ProbeContext,
-) -> Result<Box<dyn MetricProbe>, ProbeError> {
-    args.expect_none()?;
-    Ok(Box::new(Softnet))
 }
 
 #[cfg(test)]

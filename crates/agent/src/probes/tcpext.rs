@@ -1,9 +1,9 @@
 //! `tcpext`: the `TcpExt` section of the netns's `/proc/net/netstat` (KubeSkoop's 32 keys,
 //! lower-cased), all monotonic counters.
 
-use crate::probe::{MetricDesc, MetricProbe, ProbeArgs, ProbeContext, ProbeError};
+use crate::probe::MetricDesc;
 
-use super::snmp::MibProbe;
+use super::snmp::MibSection;
 
 const fn c(name: &'static str, help: &'static str) -> MetricDesc {
     MetricDesc::counter("tcpext", name, help)
@@ -83,15 +83,11 @@ pub static TCPEXT: [MetricDesc; 32] = [
     c("tcpwqueuetoobig", "Sends refused: write queue too big"),
 ];
 
-pub(crate) fn create(
-    args: &ProbeArgs,
-    _: &ProbeContext,
-) -> Result<Box<dyn MetricProbe>, ProbeError> {
-    args.expect_none()?;
-    Ok(Box::new(MibProbe {
-        name: "tcpext",
-        file: "/proc/thread-self/net/netstat",
-        section: "TcpExt",
-        metrics: &TCPEXT,
-    }))
+pub(crate) struct TcpExt;
+
+impl MibSection for TcpExt {
+    const NAME: &'static str = "tcpext";
+    const FILE: &'static str = "/proc/thread-self/net/netstat";
+    const SECTION: &'static str = "TcpExt";
+    const METRICS: &'static [MetricDesc] = &TCPEXT;
 }

@@ -2,8 +2,10 @@
 //! `SOCK_DIAG_BY_FAMILY` dump per address family (KubeSkoop parsed `/proc/net/tcp{,6}` text and
 //! skipped the whole netns when `tcp6` was missing; here a missing IPv6 just counts as none).
 
-use crate::probe::{MetricDesc, MetricProbe, ProbeArgs, ProbeContext, ProbeError, Scope};
+use crate::probe::{MetricDesc, ProbeError};
 use crate::registry::Samples;
+
+use super::procfs::ProcfsProbe;
 
 const fn g(name: &'static str, help: &'static str) -> MetricDesc {
     MetricDesc::gauge("tcpsummary", name, help)
@@ -75,22 +77,13 @@ fn request(family: u8) -> [u8; 56] {
     req
 }
 
-struct TcpSummary;
+pub(crate) struct TcpSummary;
 
-impl MetricProbe for TcpSummary {
-    fn name(&self) -> &'static str {
-        "tcpsummary"
-    }
+impl ProcfsProbe for TcpSummary {
+    const NAME: &'static str = "tcpsummary";
+    const METRICS: &'static [MetricDesc] = &TCPSUMMARY;
 
-    fn scope(&self) -> Scope {
-        Scope::PerNetns
-    }
-
-    fn metrics(&self) -> &'static [MetricDesc] {
-        &TCPSUMMARY
-    }
-
-    fn collect(&self, out: &mut Samples<'_>) -> Result<(), ProbeError> {
+    fn collect(out: &mut Samples<'_>) -> Result<(), ProbeError> {
         let mut summary = Summary::default();
         for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
             match super::netlink::dump(
@@ -116,12 +109,4 @@ impl MetricProbe for TcpSummary {
         }
         Ok(())
     }
-}
-
-pub(crate) fn create(
-    args: &ProbeArgs,
-    _: &ProbeContext,
-) -> Result<Box<dyn MetricProbe>, ProbeError> {
-    args.expect_none()?;
-    Ok(Box::new(TcpSummary))
 }

@@ -14,7 +14,7 @@ use agent::config::Config;
 use agent::podmap::{PodMap, PodMapSources};
 use model::snapshot::{NetnsOwner, SnapshotSource, SourceKind};
 use model::{Inventory, NetnsLocation};
-use nix::sched::{setns, CloneFlags};
+use nix::sched::{CloneFlags, setns};
 
 pub fn ip(args: &[&str]) {
     let status = Command::new("ip").args(args).status().expect("run ip");
@@ -57,51 +57,16 @@ impl PodPair {
             ip(&["-n", ns, "link", "set", "eth0", "up"]);
             ip(&["-n", ns, "link", "set", "lo", "up"]);
         }
-        let inventory = Inventory {
-            source: SnapshotSource {
-                kind: SourceKind::Lab,
-                name: "agenttest".into(),
-                collected_at: None,
-            },
-            cluster: Default::default(),
-            kubernetes: Default::default(),
-            netns: vec![
-                NetnsLocation {
-                    id: a.clone(),
-                    node: "node-1".into(),
-                    owner: NetnsOwner::Pod {
-                        namespace: "default".into(),
-                        name: "client".into(),
-                    },
-                    path: PathBuf::from(format!("/run/netns/{a}")),
-                },
-                NetnsLocation {
-                    id: b.clone(),
-                    node: "node-1".into(),
-                    owner: NetnsOwner::Pod {
-                        namespace: "default".into(),
-                        name: "server".into(),
-                    },
-                    path: PathBuf::from(format!("/run/netns/{b}")),
-                },
-            ],
-        };
-        let lab = pair.inventory_dir.path().join("agenttest");
-        std::fs::create_dir(&lab).unwrap();
-        std::fs::write(
-            lab.join("inventory.json"),
-            serde_json::to_vec(&inventory).unwrap(),
-        )
-        .unwrap();
+        write_inventory(
+            pair.inventory_dir.path(),
+            "agenttest",
+            &[("client", a.as_str()), ("server", b.as_str())],
+        );
         pair
     }
 
     pub fn podmap(&self, node: &str) -> Arc<PodMap> {
-        Arc::new(PodMap::new(PodMapSources {
-            node: node.into(),
-            inventory_dir: Some(self.inventory_dir.path().to_path_buf()),
-            cri_socket: Some(self.inventory_dir.path().join("no-cri.sock")),
-        }))
+        lab_podmap(node, self.inventory_dir.path())
     }
 
     /// `connections` TCP connections from a to b:`port`, each sending `bytes` bytes.
@@ -130,6 +95,48 @@ impl PodPair {
         .unwrap();
         server.join().unwrap();
     }
+}
+
+/// A pod map of `node` from the lab inventories under `inventory_dir` only (no CRI).
+pub fn lab_podmap(node: &str, inventory_dir: &Path) -> Arc<PodMap> {
+    Arc::new(PodMap::new(PodMapSources {
+        node: node.into(),
+        inventory_dir: Some(inventory_dir.to_path_buf()),
+        cri_socket: Some(inventory_dir.join("no-cri.sock")),
+    }))
+}
+
+/// Register netns as pods of namespace `default` on `node-1`: `<dir>/<lab>/inventory.json`
+/// listing each `(pod, netns name)` at `/run/netns/<netns name>` (replaced if there).
+pub fn write_inventory(dir: &Path, lab: &str, pods: &[(&str, &str)]) {
+    let inventory = Inventory {
+        source: SnapshotSource {
+            kind: SourceKind::Lab,
+            name: lab.into(),
+            collected_at: None,
+        },
+        cluster: Default::default(),
+        kubernetes: Default::default(),
+        netns: pods
+            .iter()
+            .map(|(pod, netns)| NetnsLocation {
+                id: (*netns).to_string(),
+                node: "node-1".into(),
+                owner: NetnsOwner::Pod {
+                    namespace: "default".into(),
+                    name: (*pod).to_string(),
+                },
+                path: PathBuf::from(format!("/run/netns/{netns}")),
+            })
+            .collect(),
+    };
+    let lab = dir.join(lab);
+    std::fs::create_dir_all(&lab).unwrap();
+    std::fs::write(
+        lab.join("inventory.json"),
+        serde_json::to_vec(&inventory).unwrap(),
+    )
+    .unwrap();
 }
 
 impl Drop for PodPair {
