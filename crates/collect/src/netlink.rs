@@ -193,9 +193,9 @@ async fn dump_links(handle: &Handle) -> Result<Vec<LinkMessage>, rtnetlink::Erro
 /// namespace fd)`), for those it has given one, asking until every id in `wanted` is named.
 /// `RTM_GETNSID` by file descriptor is how the kernel relates an `IFLA_LINK_NETNSID` to a
 /// namespace we can name.
-pub async fn nsids_of(
+pub async fn nsids_of<'a>(
     handle: &Handle,
-    candidates: &[(String, RawFd)],
+    candidates: impl IntoIterator<Item = &'a (String, RawFd)>,
     wanted: &BTreeSet<i32>,
 ) -> BTreeMap<i32, String> {
     let mut found = BTreeMap::new();

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use model::snapshot::{ClusterInfo, KubeObjects, NetnsOwner, SnapshotSource, SourceKind};
@@ -161,7 +161,9 @@ fn read_all(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let candidates: Vec<(String, i32)> = selected
+    // One list for every thread (each skips its own namespace when it asks): a copy per thread
+    // would grow with the square of the namespace count.
+    let candidates: Arc<[(String, i32)]> = selected
         .iter()
         .zip(&files)
         .map(|(l, f)| (l.id.clone(), f.as_raw_fd()))
@@ -180,15 +182,11 @@ fn read_all(
                     path: location.path.clone(),
                     source,
                 })?;
-            let others: Vec<(String, i32)> = candidates
-                .iter()
-                .filter(|(id, _)| *id != location.id)
-                .cloned()
-                .collect();
-            let path = location.path.clone();
+            let candidates = Arc::clone(&candidates);
+            let (path, id) = (location.path.clone(), location.id.clone());
             started_at[next] = Instant::now();
             spawn_in_netns(netns, path.clone(), next, done.clone(), move || {
-                read_here(&path, &others)
+                read_here(&path, &id, &candidates)
             })?;
             next += 1;
             in_flight += 1;
@@ -209,9 +207,14 @@ fn read_all(
         .collect())
 }
 
-/// Reads the namespace the calling thread is in. `others` are the other namespaces being read,
-/// as `(snapshot id, open fd)`, to name the namespaces veth peers live in.
-fn read_here(path: &Path, others: &[(String, i32)]) -> Result<NetnsRead, CollectError> {
+/// Reads the namespace the calling thread is in (snapshot id `own_id`). `candidates` are all
+/// the namespaces being read, as `(snapshot id, open fd)`; the others name the namespaces veth
+/// peers live in.
+fn read_here(
+    path: &Path,
+    own_id: &str,
+    candidates: &[(String, i32)],
+) -> Result<NetnsRead, CollectError> {
     let tools = tools::start();
     let mut state = NetnsState::default();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -233,6 +236,7 @@ fn read_here(path: &Path, others: &[(String, i32)]) -> Result<NetnsRead, Collect
         let nsids = if wanted.is_empty() {
             BTreeMap::new()
         } else {
+            let others = candidates.iter().filter(|(id, _)| id != own_id);
             netlink::nsids_of(&handle, others, &wanted).await
         };
         Ok::<_, CollectError>(
