@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::packet::Packet;
 
+pub mod summary;
+
 /// Netfilter hook points, in the order a forwarded packet meets them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
