@@ -649,6 +649,24 @@ impl NetnsState {
             .map(|m| m.reason.as_str())
     }
 
+    /// Why the iptables rules of one family are unknown, if they are: the part is missing and
+    /// that family's dump was not read. `ip6tables-save` can fail alone, which leaves the IPv4
+    /// rules known.
+    pub fn iptables_missing_reason(&self, ipv6: bool) -> Option<&str> {
+        let read = self.iptables.as_ref().is_some_and(|dump| {
+            if ipv6 {
+                dump.ipv6.is_some()
+            } else {
+                dump.ipv4.is_some()
+            }
+        });
+        if read {
+            None
+        } else {
+            self.missing_reason(StatePart::Iptables)
+        }
+    }
+
     /// Addresses assigned to a device.
     pub fn addresses_of<'a>(&'a self, dev: &'a str) -> impl Iterator<Item = &'a Address> + 'a {
         self.addresses.iter().filter(move |a| a.dev == dev)
