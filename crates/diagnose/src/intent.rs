@@ -3,12 +3,11 @@
 //! checks (`service`) and the NetworkPolicy comparison (`policy::check`) over the paths it found.
 //! Owns no rule of its own: it only orders the calls and hands each the walk's results.
 
+use model::NetnsRecord;
 use model::diagnosis::Direction;
-use model::{FindingCode, NetnsRecord};
 use netstack::packet::Packet;
 
 use crate::endpoint::Index;
-use crate::policy::PolicyIndex;
 use crate::service::{self, Access, Frontend};
 use crate::walk::{WalkEnd, Walker};
 use crate::{PathEnd, Query};
@@ -48,13 +47,14 @@ pub fn walk_forward<'a>(
 /// Service and NetworkPolicy intent against the forward paths.
 pub fn check<'a>(
     walker: &mut Walker<'a>,
-    index: &'a Index<'a>,
     query: &'a Query,
     frontend: Option<&Frontend<'a>>,
     original: &Packet,
     src_ns: &'a NetnsRecord,
     forward: &[WalkEnd],
 ) {
+    // The walk's own lookups: the checks ask the same questions of the same snapshot.
+    let (index, policies) = (walker.index, walker.policies);
     let ends: Vec<PathEnd<'_>> = forward
         .iter()
         .map(|e| PathEnd {
@@ -62,7 +62,6 @@ pub fn check<'a>(
             packet: &e.packet,
         })
         .collect();
-    let pods = PolicyIndex::new(index);
     let mut findings = std::mem::take(&mut walker.findings);
     if let Some(frontend) = frontend {
         let ctx = service::Context {
@@ -70,7 +69,7 @@ pub fn check<'a>(
             query,
             src_ip: original.src,
             dst_ip: original.dst,
-            pods: &pods,
+            pods: policies,
             src_node: &src_ns.node,
             ends: &ends,
         };
@@ -79,14 +78,8 @@ pub fn check<'a>(
         let netfilter = host.and_then(|h| walker.netfilter(&h.id));
         service::check(&ctx, frontend, netfilter, &mut findings);
     }
-    let policy_drop = |f: &model::Finding| {
-        matches!(
-            f.code,
-            FindingCode::PolicyIngressDenied | FindingCode::PolicyEgressDenied
-        )
-    };
-    if !pods.is_empty() || findings.iter().any(policy_drop) {
-        crate::policy::check::compare(index, &pods, original, &ends, &mut findings);
+    if !policies.is_empty() {
+        crate::policy::check::compare(index, policies, original, &ends, &mut findings);
     }
     // Parsing a netns for the checks may have reported unreadable state: keep it, after.
     findings.append(&mut walker.findings);

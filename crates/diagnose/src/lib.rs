@@ -23,6 +23,7 @@ use netstack::packet::{Packet, Protocol};
 use thiserror::Error;
 
 pub use endpoint::{EndpointError, EndpointSpec, Index};
+use policy::PolicyIndex;
 
 /// The question.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +51,9 @@ pub enum DiagnoseError {
     Source(EndpointError),
     #[error("destination: {0}")]
     Destination(EndpointError),
-    #[error("source {0} is not inside any network namespace of the snapshot, so nothing can be simulated from it")]
+    #[error(
+        "source {0} is not inside any network namespace of the snapshot, so nothing can be simulated from it"
+    )]
     SourceOutside(String),
 }
 
@@ -67,7 +70,8 @@ pub fn diagnose(snapshot: &Snapshot, query: &Query) -> Result<Diagnosis, Diagnos
         .map_err(DiagnoseError::Destination)?;
     let src_ns = src_ns.ok_or_else(|| DiagnoseError::SourceOutside(query.src.clone()))?;
 
-    let mut walker = walk::Walker::new(&index);
+    let policies = PolicyIndex::new(&index);
+    let mut walker = walk::Walker::new(&index, &policies, src_ip);
     let frontend = service::frontend(&index, &dst_spec, dst_ip, query);
     let packet = Packet::new(src_ip, dst_ip, query.protocol, query.sport, query.dport);
     let forward = intent::walk_forward(
@@ -79,7 +83,6 @@ pub fn diagnose(snapshot: &Snapshot, query: &Query) -> Result<Diagnosis, Diagnos
     );
     intent::check(
         &mut walker,
-        &index,
         query,
         frontend.as_ref(),
         &packet,

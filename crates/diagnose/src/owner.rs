@@ -6,6 +6,9 @@
 
 use model::{FindingCode, Owner};
 use netstack::netfilter::{RuleRef, RuleSource, TraceStep};
+use netstack::packet::Packet;
+
+use crate::checks::conntrack;
 
 /// The owner of the rule that decided, and, for NetworkPolicy enforcement, the more precise
 /// finding code (ingress or egress denial).
@@ -59,6 +62,25 @@ pub fn owner_of_rule(
         Owner::Unknown
     };
     (Some(owner), None)
+}
+
+/// What a netfilter drop is, asked once when the walk records it: the finding code (the
+/// verdict's, refined to a NetworkPolicy denial for enforcement chains and to conntrack INVALID
+/// for a `ctstate INVALID` rule on an INVALID packet) and who owns the cause.
+pub fn classify_drop(
+    verdict_code: FindingCode,
+    rule: Option<&RuleRef>,
+    trace: &[TraceStep],
+    packet: &Packet,
+) -> (FindingCode, Option<Owner>) {
+    let (owner, policy_code) = owner_of_rule(rule, trace);
+    let code = conntrack::drop_code(policy_code.unwrap_or(verdict_code), packet, rule);
+    // The rule only enforces what conntrack decided: the kernel's state is the cause.
+    if code == FindingCode::ConntrackInvalid {
+        (code, Some(Owner::Kernel))
+    } else {
+        (code, owner)
+    }
 }
 
 /// The owner an nft rule's table names: `ip kube-proxy` / `ip6 kube-proxy` (kube-proxy's
@@ -166,7 +188,13 @@ mod tests {
             owner_of_rule(Some(&rule("FORWARD", "-A FORWARD -j DROP")), &[]).0,
             Some(Owner::Unknown)
         );
-        let step = TraceStep { rule: rule("KUBE-POD-FW-X", "-A KUBE-POD-FW-X -m comment --comment \"run through nw policy default/deny-all\" -j KUBE-NWPLCY-Y"), action: "jump".into() };
+        let step = TraceStep {
+            rule: rule(
+                "KUBE-POD-FW-X",
+                "-A KUBE-POD-FW-X -m comment --comment \"run through nw policy default/deny-all\" -j KUBE-NWPLCY-Y",
+            ),
+            action: "jump".into(),
+        };
         let (owner, code) = owner_of_rule(
             Some(&rule("KUBE-POD-FW-X", "-A KUBE-POD-FW-X -j REJECT")),
             &[step],

@@ -221,7 +221,9 @@ fn escape(s: &str) -> String {
 
 /// Graphviz DOT: one node per netns visited, one edge per hop, coloured by the worst level.
 pub fn dot(d: &Diagnosis) -> String {
-    let mut out = String::from("digraph netsleuth {\n  rankdir=LR;\n  node [shape=box, style=\"rounded,filled\", fillcolor=white];\n");
+    let mut out = String::from(
+        "digraph netsleuth {\n  rankdir=LR;\n  node [shape=box, style=\"rounded,filled\", fillcolor=white];\n",
+    );
     let mut nodes: Vec<(&str, Option<Level>)> = Vec::new();
     for hop in d.paths.iter().flat_map(|p| &p.hops) {
         match nodes.iter_mut().find(|(n, _)| *n == hop.netns) {

@@ -27,7 +27,9 @@ use netstack::state::{LinkKind, OperState, StatePart};
 
 use crate::cni::Datapath;
 use crate::endpoint::{Index, describe};
-use crate::owner::{hand_added_hint, owner_of_rule};
+use crate::owner::{classify_drop, hand_added_hint};
+use crate::policy::PolicyIndex;
+use crate::policy::check::{explain_enforcement, is_enforcement};
 
 mod ipvs;
 mod path_checks;
@@ -55,7 +57,11 @@ struct Flight {
 }
 
 pub struct Walker<'a> {
-    index: &'a Index<'a>,
+    pub(crate) index: &'a Index<'a>,
+    /// The NetworkPolicies, which explain a drop in an enforcement chain.
+    pub(crate) policies: &'a PolicyIndex<'a>,
+    /// The client's address (the source of the forward walks): policy egress is judged from it.
+    client: IpAddr,
     sims: HashMap<String, NetnsSim<'a>>,
     pub findings: Vec<Finding>,
     pub incomplete: bool,
@@ -89,9 +95,11 @@ pub struct WalkEnd {
 }
 
 impl<'a> Walker<'a> {
-    pub fn new(index: &'a Index<'a>) -> Walker<'a> {
+    pub fn new(index: &'a Index<'a>, policies: &'a PolicyIndex<'a>, client: IpAddr) -> Walker<'a> {
         Walker {
             index,
+            policies,
+            client,
             sims: HashMap::new(),
             findings: Vec::new(),
             incomplete: false,
@@ -804,15 +812,7 @@ impl<'a> Walker<'a> {
                     ),
                     _ => (FindingCode::NetfilterDrop, "dropped".to_string()),
                 };
-                let (owner, policy_code) = owner_of_rule(rule.as_ref(), &out.trace);
-                let code = policy_code.unwrap_or(code);
-                let code = crate::checks::conntrack::drop_code(code, &out.packet, rule.as_ref());
-                // The rule only enforces what conntrack decided: the kernel's state is the cause.
-                let owner = if code == FindingCode::ConntrackInvalid {
-                    Some(Owner::Kernel)
-                } else {
-                    owner
-                };
+                let (code, owner) = classify_drop(code, rule.as_ref(), &out.trace, &out.packet);
                 let where_ = rule
                     .as_ref()
                     .map(|r| {
@@ -841,7 +841,7 @@ impl<'a> Walker<'a> {
                         "The rule belongs to {o}: fix it there, not by editing the rule by hand."
                     ),
                 };
-                let idx = self.push(finding(
+                let mut dropped = finding(
                     code,
                     Level::Error,
                     record,
@@ -852,7 +852,18 @@ impl<'a> Walker<'a> {
                         .collect(),
                     owner,
                     Some(&hint),
-                ));
+                );
+                // NetworkPolicy is stateful: only the connection's first packets are judged.
+                if self.direction == Direction::Forward && is_enforcement(code) {
+                    explain_enforcement(
+                        self.policies,
+                        self.index,
+                        self.client,
+                        &out.packet,
+                        &mut dropped,
+                    );
+                }
+                let idx = self.push(dropped);
                 steps.push(format!("{}: {what}", hook.as_str()));
                 Err(idx)
             }

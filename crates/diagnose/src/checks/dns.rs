@@ -63,7 +63,9 @@ pub fn unreachable(
             node: Some(src_node.to_string()),
             ..Place::default()
         },
-        message: format!("cluster DNS (kube-system/{name} at {dst_ip}:{dport}) is unreachable from {src}: every name lookup there fails (timeouts, SERVFAIL)"),
+        message: format!(
+            "cluster DNS (kube-system/{name} at {dst_ip}:{dport}) is unreachable from {src}: every name lookup there fails (timeouts, SERVFAIL)"
+        ),
         evidence: vec![Evidence::Object {
             kind: "Service".into(),
             namespace: Some("kube-system".into()),
@@ -71,6 +73,8 @@ pub fn unreachable(
             detail: Some(format!("ClusterIP {dst_ip}")),
         }],
         owner: None,
-        hint: Some("Fix the finding that stops the path (listed first); DNS recovers with it.".into()),
+        hint: Some(
+            "Fix the finding that stops the path (listed first); DNS recovers with it.".into(),
+        ),
     })
 }

@@ -1,13 +1,15 @@
-//! NetworkPolicy intent against what the walk found, once per forward path:
+//! NetworkPolicy intent against the datapath, at two moments:
 //!
-//! - the datapath stopped the packet in a policy enforcement chain (owner.rs recognised it):
-//!   that finding is rewritten in place to name the Kubernetes policies that isolate the pod and
-//!   why none allows the packet, or, when the policies allow it, to say the enforcement rules are
-//!   stale. Rewritten, never duplicated: paths keep pointing at the same finding;
-//! - the datapath delivers what the policies deny: a warning, saying whether the node has any
-//!   enforcement rules at all (flannel alone enforces nothing) or has rules that miss it;
-//! - the path stops for another reason and the policies deny too: a warning, so fixing the first
-//!   cause is not mistaken for the whole fix.
+//! - when the walk records a drop in a policy enforcement chain (owner.rs recognised it), it asks
+//!   [`explain_enforcement`] before the finding exists: the finding names the Kubernetes
+//!   policies that isolate the pod and why none allows the packet, or, when the policies allow
+//!   it, says the enforcement rules are stale;
+//! - once per forward path, after the walk ([`compare`]), for what only the path's outcome
+//!   tells: the datapath delivers what the policies deny (a warning, saying whether the node has
+//!   any enforcement rules at all — flannel alone enforces nothing — or has rules that miss it),
+//!   or the path stops for another reason and the policies deny too (a warning, so fixing the
+//!   first cause is not mistaken for the whole fix). Paths stopped by an enforcement drop were
+//!   explained when the drop was recorded and are skipped (by finding code, not text).
 //!
 //! Reply paths are not checked: NetworkPolicy is stateful, replies of an allowed connection are
 //! allowed. Reads the snapshot and the walk's results; never re-walks.
@@ -22,7 +24,47 @@ use crate::PathEnd;
 use crate::endpoint::Index;
 use crate::owner::is_policy_chain;
 
-/// Compare the policies with each forward path; `original` is the packet as the client sent it.
+/// Whether a finding code is a drop in a NetworkPolicy enforcement chain.
+pub fn is_enforcement(code: FindingCode) -> bool {
+    matches!(
+        code,
+        FindingCode::PolicyIngressDenied | FindingCode::PolicyEgressDenied
+    )
+}
+
+type Verdict = (PolicyDirection, Isolation, Flow);
+
+/// Both directions' verdicts for a connection from `client` whose packet last was `last`.
+/// Egress is judged from the client's own address (SNAT happens after the pod's egress),
+/// ingress from the address the server's node sees; both against the endpoint, not the Service
+/// address.
+fn verdicts(policies: &PolicyIndex<'_>, client: IpAddr, last: &Packet) -> [Verdict; 2] {
+    let egress_flow = Flow {
+        src: client,
+        dst: last.dst,
+        protocol: last.protocol,
+        dport: last.dport,
+    };
+    let ingress_flow = Flow {
+        src: last.src,
+        ..egress_flow
+    };
+    [
+        (
+            PolicyDirection::Ingress,
+            policies.evaluate(PolicyDirection::Ingress, &ingress_flow),
+            ingress_flow,
+        ),
+        (
+            PolicyDirection::Egress,
+            policies.evaluate(PolicyDirection::Egress, &egress_flow),
+            egress_flow,
+        ),
+    ]
+}
+
+/// Compare the policies with each forward path that no enforcement drop stopped; `original` is
+/// the packet as the client sent it.
 pub fn compare(
     index: &Index<'_>,
     policies: &PolicyIndex<'_>,
@@ -30,47 +72,16 @@ pub fn compare(
     ends: &[PathEnd<'_>],
     findings: &mut Vec<Finding>,
 ) {
-    let mut explained: Vec<usize> = Vec::new();
     for end in ends {
-        let last = end.packet;
-        // Egress is judged from the client's own address (SNAT happens after the pod's egress),
-        // ingress from the address the server's node sees; both against the endpoint, not the
-        // Service address.
-        let egress_flow = Flow {
-            src: original.src,
-            dst: last.dst,
-            protocol: original.protocol,
-            dport: last.dport,
-        };
-        let ingress_flow = Flow {
-            src: last.src,
-            ..egress_flow
-        };
-        let verdicts = [
-            (
-                PolicyDirection::Ingress,
-                policies.evaluate(PolicyDirection::Ingress, &ingress_flow),
-                ingress_flow,
-            ),
-            (
-                PolicyDirection::Egress,
-                policies.evaluate(PolicyDirection::Egress, &egress_flow),
-                egress_flow,
-            ),
-        ];
-        let stopping = end.path.stopped_by.filter(|&i| {
-            matches!(
-                findings.get(i).map(|f| f.code),
-                Some(FindingCode::PolicyIngressDenied | FindingCode::PolicyEgressDenied)
-            )
-        });
-        if let Some(i) = stopping {
-            if !explained.contains(&i) {
-                explained.push(i);
-                explain_enforcement(policies, index, &verdicts, &mut findings[i]);
-            }
+        let stopped_by_enforcement = end
+            .path
+            .stopped_by
+            .and_then(|i| findings.get(i))
+            .is_some_and(|f| is_enforcement(f.code));
+        if stopped_by_enforcement {
             continue;
         }
+        let verdicts = verdicts(policies, original.src, end.packet);
         for (direction, isolation, flow) in &verdicts {
             let Isolation::Denied { pod, denials } = isolation else {
                 continue;
@@ -155,16 +166,17 @@ pub fn compare(
     }
 }
 
-/// The datapath dropped the packet in a policy chain: say which Kubernetes policies and why,
-/// or that the policies allow it and the rules are stale.
-fn explain_enforcement(
+/// The datapath drops `packet` of `client`'s connection in a policy chain, `finding` says so:
+/// add which Kubernetes policies and why, or that the policies allow it and the rules are stale.
+pub fn explain_enforcement(
     policies: &PolicyIndex<'_>,
     index: &Index<'_>,
-    verdicts: &[(PolicyDirection, Isolation, Flow); 2],
+    client: IpAddr,
+    packet: &Packet,
     finding: &mut Finding,
 ) {
-    let denied: Vec<&(PolicyDirection, Isolation, Flow)> =
-        verdicts.iter().filter(|(_, i, _)| i.is_denied()).collect();
+    let verdicts = verdicts(policies, client, packet);
+    let denied: Vec<&Verdict> = verdicts.iter().filter(|(_, i, _)| i.is_denied()).collect();
     // Ingress is enforced on the server's node, egress on the client's: when both deny, the
     // node that dropped tells which one it was.
     let chosen = match denied.as_slice() {

@@ -9,10 +9,11 @@
 //!
 //! What kube-proxy really does with the packet is the walk's business (it evaluates kube-proxy's
 //! rules); these checks say why, in Kubernetes terms. A check whose cause the walk already met as
-//! a symptom (kube-proxy's "has no endpoints" REJECT, "has no local endpoints" DROP, a closed port
-//! on the backend) rewrites that finding in place instead of adding a second one, so the path
-//! keeps pointing at one finding that names the cause. Reads the snapshot and the walk's
-//! results only.
+//! a symptom (kube-proxy's REJECT of a port without endpoints, its DROP of one without local
+//! endpoints, a closed port on the backend) rewrites that finding in place instead of adding a
+//! second one, so the path keeps pointing at one finding that names the cause; the symptom is
+//! recognised by the finding's code, owner, place and packet ([`Symptom`]), never its text.
+//! Reads the snapshot and the walk's results only.
 
 mod proxy;
 pub use proxy::translating_node;
@@ -417,7 +418,7 @@ pub fn check(
         .is_some_and(|(all_lack, _)| *all_lack);
     if let Some((all_lack, finding)) = named_missing {
         let symptom = if all_lack {
-            Symptom::KubeProxyComment("has no endpoints")
+            Symptom::KubeProxy(FindingCode::NetfilterReject)
         } else {
             Symptom::None
         };
@@ -492,7 +493,7 @@ pub fn check(
                 owner: Some(service_owner.clone()),
                 hint: Some(hint.into()),
             },
-            Symptom::KubeProxyComment("has no endpoints"),
+            Symptom::KubeProxy(FindingCode::NetfilterReject),
         );
     }
 
@@ -607,7 +608,7 @@ fn traffic_policy_check(
                 )
             }),
         },
-        Symptom::KubeProxyComment("has no local endpoints"),
+        Symptom::KubeProxy(FindingCode::NetfilterDrop),
     );
 }
 
@@ -858,26 +859,36 @@ fn wrong_target_port_check(
                 owner: Some(Owner::Service { namespace: frontend.namespace.into(), name: frontend.name.into() }),
                 hint: Some("Set the Service's targetPort to the port the pods listen on (better: to the container port's name).".into()),
             },
-            Symptom::NoListener { netns: netns.map(|r| r.id.as_str()), port: target },
+            Symptom::NoListener {
+                netns: netns.map(|r| r.id.as_str()),
+                port: u16::try_from(target).unwrap_or_default(),
+            },
         );
     }
 }
 
-/// A finding the walk may already have made for the same cause.
+/// The finding the walk records when it meets a cause of this kind, in its own (kernel) terms:
+/// what a Service finding is matched with, by code, owner, place and packet, never by text.
 pub enum Symptom<'s> {
     None,
-    /// A kube-proxy rule that stopped a path, recognised by its comment.
-    KubeProxyComment(&'s str),
-    /// `socket.no_listener` in a netns on a port.
+    /// kube-proxy's own verdict on a Service port it has no (local) endpoint for: REJECT
+    /// (`NetfilterReject`) for no endpoints at all, DROP (`NetfilterDrop`) for none on the node
+    /// under a `Local` traffic policy. The rule's owner is kube-proxy (its chains and tables).
+    KubeProxy(FindingCode),
+    /// `socket.no_listener` in a netns, for a packet to `port`.
     NoListener {
         netns: Option<&'s str>,
-        port: i32,
+        port: u16,
     },
 }
 
 /// Merge `finding` into the walk finding that is its symptom (at the same index, so paths still
 /// point at it; with the symptom's evidence, and its place when the finding has none), or add
-/// it.
+/// it. The walk cannot do this when it records the symptom: the Service finding is about the
+/// Kubernetes objects and stands whether or not a path meets it (the walk may stop before the
+/// node that translates), and which path it explains is known only once the walk is over. So
+/// this pass joins two structured records: a finding that stops a forward path, and the symptom
+/// the Service finding predicts.
 fn merge_or_push(
     ctx: &Context<'_, '_>,
     findings: &mut Vec<Finding>,
@@ -886,29 +897,25 @@ fn merge_or_push(
 ) {
     // The walk may have met the same cause in the kernel's terms (an IPVS service without real
     // servers is "no endpoints" too).
-    let is_symptom = |f: &Finding| match &symptom {
-        _ if f.code == finding.code => true,
-        Symptom::None => false,
-        Symptom::KubeProxyComment(text) => {
-            f.owner == Some(Owner::KubeProxy)
-                && matches!(
-                    f.code,
-                    FindingCode::NetfilterReject | FindingCode::NetfilterDrop
-                )
-                && f.evidence
-                    .iter()
-                    .any(|e| matches!(e, Evidence::Rule { rule } if rule.text.contains(text)))
-        }
-        Symptom::NoListener { netns, port } => {
-            f.code == FindingCode::SocketNoListener
-                && f.place.netns.as_deref() == *netns
-                && f.message.contains(&format!(" port {port} "))
+    let is_symptom = |i: usize, end: &crate::PathEnd<'_>| {
+        let Some(f) = findings.get(i) else {
+            return false;
+        };
+        match &symptom {
+            _ if f.code == finding.code => true,
+            Symptom::None => false,
+            Symptom::KubeProxy(code) => f.owner == Some(Owner::KubeProxy) && f.code == *code,
+            Symptom::NoListener { netns, port } => {
+                f.code == FindingCode::SocketNoListener
+                    && f.place.netns.as_deref() == *netns
+                    && end.packet.dport == *port
+            }
         }
     };
-    let stopping: Vec<usize> = ctx.ends.iter().filter_map(|e| e.path.stopped_by).collect();
-    let target = stopping
-        .into_iter()
-        .find(|&i| findings.get(i).is_some_and(is_symptom));
+    let target = ctx
+        .ends
+        .iter()
+        .find_map(|e| e.path.stopped_by.filter(|&i| is_symptom(i, e)));
     match target {
         Some(i) => {
             let symptom = std::mem::replace(&mut findings[i], finding);
