@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use lab::faults::{scenario_spec, DESTINATION_POD, SOURCE_POD};
 use lab::{Fault, Lab, ProbeRequest, SUPPORTED_CNI};
-use model::CniMode;
+use model::diagnosis::Diagnosis;
+use model::finding::Level;
+use model::{CniMode, Finding};
 
 /// Labs built at the same time. Cases mostly wait (probe timeouts, child processes), so this is
 /// above the core count of the CI machines (2) without starving them.
@@ -102,7 +104,7 @@ impl Drop for LabGuard {
 
 /// `netsleuth diagnose --lab` on the probe's flow: exit status, the findings of its JSON report,
 /// and the last line of its stderr (the error, when there is one).
-fn diagnose_lab(name: &str, probe: &ProbeRequest) -> (Option<i32>, Vec<serde_json::Value>, String) {
+fn diagnose_lab(name: &str, probe: &ProbeRequest) -> (Option<i32>, Vec<Finding>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_netsleuth"))
         .args([
             "diagnose",
@@ -121,10 +123,14 @@ fn diagnose_lab(name: &str, probe: &ProbeRequest) -> (Option<i32>, Vec<serde_jso
         ])
         .output()
         .expect("run netsleuth diagnose");
-    let findings = serde_json::from_slice::<serde_json::Value>(&out.stdout)
-        .ok()
-        .and_then(|report| report["findings"].as_array().cloned())
-        .unwrap_or_default();
+    // No report on stdout when diagnose refused the question or failed.
+    let findings = if out.stdout.is_empty() {
+        Vec::new()
+    } else {
+        serde_json::from_slice::<Diagnosis>(&out.stdout)
+            .expect("diagnose -o json writes a diagnosis")
+            .findings
+    };
     let error = String::from_utf8_lossy(&out.stderr)
         .lines()
         .last()
@@ -133,11 +139,11 @@ fn diagnose_lab(name: &str, probe: &ProbeRequest) -> (Option<i32>, Vec<serde_jso
     (out.status.code(), findings, error)
 }
 
-fn error_codes(findings: &[serde_json::Value]) -> Vec<String> {
+fn error_codes(findings: &[Finding]) -> Vec<String> {
     let mut codes: Vec<String> = findings
         .iter()
-        .filter(|f| f["level"] == "error" || f["level"] == "fatal")
-        .filter_map(|f| f["code"].as_str().map(String::from))
+        .filter(|f| f.level >= Level::Error)
+        .map(|f| f.code.to_string())
         .collect();
     codes.sort();
     codes.dedup();
@@ -158,7 +164,7 @@ fn run_case(case: usize, row: Row, cni: CniMode) -> Outcome {
         Err(e) => return Outcome::LabError(e.to_string()),
     };
     let _guard = LabGuard(name.clone());
-    let (probe, expected) = match row {
+    let (probe, injected) = match row {
         Row::Healthy => (
             ProbeRequest {
                 src: SOURCE_POD.into(),
@@ -170,14 +176,7 @@ fn run_case(case: usize, row: Row, cni: CniMode) -> Outcome {
             None,
         ),
         Row::Fault(i) => match Fault::ALL[i].inject(&mut lab) {
-            Ok(injected) => (
-                injected.probe,
-                Some((
-                    injected.expected_code,
-                    injected.expected_place,
-                    injected.expected_pod_named,
-                )),
-            ),
+            Ok(injected) => (injected.probe.clone(), Some(injected)),
             Err(e) => return Outcome::LabError(format!("inject: {e}")),
         },
     };
@@ -186,37 +185,16 @@ fn run_case(case: usize, row: Row, cni: CniMode) -> Outcome {
         Err(e) => return Outcome::LabError(format!("probe: {e}")),
     };
     let (status, findings, error) = diagnose_lab(&name, &probe);
-    let with_code: Vec<&serde_json::Value> = expected
+    let found_expected = injected
         .as_ref()
-        .map(|(code, _, _)| {
-            findings
-                .iter()
-                .filter(|f| f["code"] == code.to_string())
-                .collect()
-        })
-        .unwrap_or_default();
-    let found_expected = expected.as_ref().is_some_and(|(_, place, pod_named)| {
-        with_code.iter().any(|f| {
-            let same = |want: &Option<String>, key: &str| {
-                want.as_deref().is_none_or(|w| f["place"][key] == w)
-            };
-            // A finding that can only sit on the node must still tell the user which pod.
-            let names_pod = pod_named.as_deref().is_none_or(|pod| {
-                f["message"]
-                    .as_str()
-                    .is_some_and(|message| message.contains(pod))
-            });
-            same(&place.node, "node")
-                && same(&place.netns, "netns")
-                && same(&place.device, "device")
-                && names_pod
-        })
-    });
-    let places: Vec<String> = with_code
+        .is_some_and(|injected| findings.iter().any(|f| injected.is_reported_by(f)));
+    // Where the expected code was reported instead, when not at the fault.
+    let places: Vec<String> = findings
         .iter()
+        .filter(|f| injected.as_ref().is_some_and(|i| f.code == i.expected_code))
         .map(|f| {
-            ["node", "netns", "device"]
-                .map(|key| f["place"][key].as_str().unwrap_or("-"))
+            [&f.place.node, &f.place.netns, &f.place.device]
+                .map(|part| part.as_deref().unwrap_or("-"))
                 .join(" / ")
         })
         .collect();

@@ -7,9 +7,10 @@
 //! now blocked and the finding (code + place) the engine must report — so a diagnosis test is one
 //! call per fault.
 
+use model::diagnosis::Diagnosis;
 use model::finding::Place;
 use model::snapshot::CniMode;
-use model::FindingCode;
+use model::{Finding, FindingCode};
 use netstack::packet::Protocol;
 
 use crate::lab::{Lab, LabSpec};
@@ -123,6 +124,34 @@ pub struct Injected {
     /// A pod the finding's message must name, for faults whose place cannot: a deleted veth
     /// leaves no device to point at, so the finding sits on the node and names the pod.
     pub expected_pod_named: Option<String>,
+}
+
+impl Injected {
+    /// Whether `finding` reports this fault: the expected code, at the fault's place (every part
+    /// of it the fault names — node, netns, device — is the same), and, when the place cannot
+    /// show which pod is broken, a message that names the pod.
+    pub fn is_reported_by(&self, finding: &Finding) -> bool {
+        finding.code == self.expected_code
+            && at_place(&finding.place, &self.expected_place)
+            && self
+                .expected_pod_named
+                .as_deref()
+                .is_none_or(|pod| finding.message.contains(pod))
+    }
+
+    /// The finding of `diagnosis` that reports this fault, if there is one.
+    pub fn reported_in<'a>(&self, diagnosis: &'a Diagnosis) -> Option<&'a Finding> {
+        diagnosis.findings.iter().find(|f| self.is_reported_by(f))
+    }
+}
+
+/// Whether `found` is at `expected`: each part `expected` names is the same in `found`; a part
+/// it leaves open (no device for a route fault) matches anything.
+fn at_place(found: &Place, expected: &Place) -> bool {
+    let same = |want: &Option<String>, got: &Option<String>| want.is_none() || want == got;
+    same(&expected.node, &found.node)
+        && same(&expected.netns, &found.netns)
+        && same(&expected.device, &found.device)
 }
 
 impl Fault {
@@ -819,4 +848,99 @@ fn wait_until_port_closed(netns: &str, port: u16) -> Result<(), LabError> {
     Err(LabError::Invalid(format!(
         "port {port} in {netns} still listening after its process was killed"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use model::finding::Level;
+
+    use super::*;
+
+    /// link-missing as injected: the finding sits on node-2 and must name the pod.
+    fn link_missing() -> Injected {
+        Injected {
+            fault: Fault::LinkMissing,
+            probe: ProbeRequest {
+                src: SOURCE_POD.into(),
+                dst: DESTINATION_POD.into(),
+                port: 8080,
+                protocol: Protocol::Tcp,
+                payload: 0,
+            },
+            expected_code: FindingCode::LinkMissing,
+            expected_place: Place {
+                node: Some("node-2".into()),
+                netns: Some("node-2".into()),
+                device: None,
+            },
+            expected_pod_named: Some(DESTINATION_POD.into()),
+        }
+    }
+
+    fn finding(code: FindingCode, node: &str, device: Option<&str>, message: &str) -> Finding {
+        Finding {
+            code,
+            level: Level::Error,
+            place: Place {
+                node: Some(node.into()),
+                netns: Some(node.into()),
+                device: device.map(Into::into),
+            },
+            message: message.into(),
+            evidence: Vec::new(),
+            owner: None,
+            hint: None,
+        }
+    }
+
+    #[test]
+    fn reported_means_same_code_at_the_place_naming_the_pod() {
+        let injected = link_missing();
+        let message = format!("route to {DESTINATION_POD} leads to a deleted veth");
+        let reported = |f: &Finding| injected.is_reported_by(f);
+        // The place leaves the device open: any device on node-2 matches.
+        assert!(reported(&finding(
+            FindingCode::LinkMissing,
+            "node-2",
+            Some("cni0"),
+            &message
+        )));
+        assert!(!reported(&finding(
+            FindingCode::LinkMissing,
+            "node-1",
+            None,
+            &message
+        )));
+        assert!(!reported(&finding(
+            FindingCode::LinkDown,
+            "node-2",
+            None,
+            &message
+        )));
+        assert!(
+            !reported(&finding(
+                FindingCode::LinkMissing,
+                "node-2",
+                None,
+                "a route leads to a deleted veth"
+            )),
+            "a node-level finding that does not say which pod is not the fault"
+        );
+    }
+
+    #[test]
+    fn a_named_device_must_match() {
+        let injected = Injected {
+            expected_place: Place {
+                device: Some("eth0".into()),
+                ..link_missing().expected_place
+            },
+            expected_pod_named: None,
+            ..link_missing()
+        };
+        let on = |device| finding(FindingCode::LinkMissing, "node-2", device, "");
+        assert!(injected.is_reported_by(&on(Some("eth0"))));
+        assert!(!injected.is_reported_by(&on(Some("cni0"))));
+        assert!(!injected.is_reported_by(&on(None)));
+    }
 }

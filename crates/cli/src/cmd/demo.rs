@@ -12,8 +12,7 @@ use diagnose::Query;
 use lab::faults::{scenario_spec, DESTINATION_POD, SOURCE_POD};
 use lab::{Fault, Lab, ProbeRequest};
 use model::diagnosis::{Diagnosis, Verdict};
-use model::finding::Place;
-use model::{CniMode, Finding};
+use model::CniMode;
 use netstack::packet::Protocol;
 
 use super::ExitError;
@@ -83,15 +82,6 @@ pub fn diagnose_live(lab_name: &str, query: &Query) -> anyhow::Result<Diagnosis>
     let snapshot =
         super::collect::collect_lab_for_query(lab_name, &query.src, &query.dst, query.dport)?;
     diagnose::diagnose(&snapshot, query).map_err(|e| anyhow!("{e}"))
-}
-
-/// Whether `found` is at `expected`: every part of the place the fault names (node, netns,
-/// device) is the same.
-pub fn at_place(found: &Place, expected: &Place) -> bool {
-    let same = |want: &Option<String>, got: &Option<String>| want.is_none() || want == got;
-    same(&expected.node, &found.node)
-        && same(&expected.netns, &found.netns)
-        && same(&expected.device, &found.device)
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -178,10 +168,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     println!("{}", render(&diagnosis, Format::Text));
 
     step(started, 7, "verdict");
-    let found: Option<&Finding> = diagnosis
-        .findings
-        .iter()
-        .find(|f| f.code == injected.expected_code && at_place(&f.place, &injected.expected_place));
+    let found = injected.reported_in(&diagnosis);
     let agrees = before.reachable
         && healthy.verdict == Verdict::Delivered
         && !after.reachable
