@@ -19,8 +19,8 @@ use agent::probe::{
     MetricDesc, MetricProbe, ProbeArgs, ProbeContext, ProbeError, Scope, SharedLoaders,
 };
 use agent::registry::{Samples, ScrapeOutput, Value};
-use agent::scrape::{scrape, ActiveMetricProbe, ScrapeSettings};
-use common::{agent_with, enter, ip, lab_podmap, sample, write_inventory, PodPair};
+use agent::scrape::{ActiveMetricProbe, ScrapeSettings, scrape};
+use common::{PodPair, agent_with, enter, ip, lab_podmap, sample, write_inventory};
 
 const PROBES: &str = "metrics:\n  probes:\n    - name: netdev\n    - name: tcp\n    - name: ip\n    - name: tcpext\n    - name: sock\n    - name: tcpsummary\n    - name: qdisc\n    - name: conntrack\n    - name: softnet\n    - name: fd\n    - name: io\n    - name: udp\n";
 
@@ -150,9 +150,11 @@ fn missing_kernel_module_marks_only_that_probe_failed_with_the_reason() {
         "{status}"
     );
     assert_eq!(probes[1]["state"], "Running");
-    assert!(agent
-        .render_metrics()
-        .contains("netsleuth_netdev_rxbytes_total{"));
+    assert!(
+        agent
+            .render_metrics()
+            .contains("netsleuth_netdev_rxbytes_total{")
+    );
 }
 
 /// A netns of ours with `lo` up, deleted on drop (if still there).
@@ -322,4 +324,63 @@ fn a_reused_netns_inode_carries_neither_the_dead_pods_labels_nor_its_counters() 
         Some(&Value::Counter(1))
     );
     assert_eq!(pod_value(&out, "tcp_activeopens", "old"), None);
+}
+
+/// A process of ours, killed on drop.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn fd_and_io_count_the_processes_living_in_the_pods_netns() {
+    let pods = PodPair::new("m4");
+    let agent = agent_with(
+        "metrics:\n  probes: [{name: fd}, {name: io}]\n",
+        pods.podmap("node-1"),
+    );
+    // A process in the client's netns holding two (UDP) sockets: bash opens them, `sleep`
+    // inherits them.
+    let script = "exec 3<>/dev/udp/127.0.0.1/9 4<>/dev/udp/127.0.0.1/10; echo ready; exec sleep 60";
+    let mut child = Child(
+        Command::new("ip")
+            .args(["netns", "exec", &pods.a, "bash", "-c", script])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("ip netns exec runs"),
+    );
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.0.stdout.as_mut().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert_eq!(ready.trim(), "ready");
+    // The process scan is reused for up to a second: scrape until it is seen.
+    let mut text = agent.render_metrics();
+    for _ in 0..50 {
+        if sample(&text, &series("fd_opensocket", "client")) == Some(2.0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        text = agent.render_metrics();
+    }
+    assert_eq!(
+        sample(&text, &series("fd_opensocket", "client")),
+        Some(2.0),
+        "{text}"
+    );
+    // stdin, stdout, stderr and the two sockets at least.
+    assert!(sample(&text, &series("fd_openfd", "client")).unwrap() >= 5.0);
+    assert!(sample(&text, &series("io_readsyscall_total", "client")).unwrap() > 0.0);
+    // Nothing runs in the server's netns.
+    assert_eq!(sample(&text, &series("fd_openfd", "server")), Some(0.0));
+    assert_eq!(
+        sample(&text, &series("io_readsyscall_total", "server")),
+        Some(0.0)
+    );
 }

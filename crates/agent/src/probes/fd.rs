@@ -4,7 +4,7 @@
 use crate::probe::{MetricDesc, ProbeError};
 use crate::registry::Samples;
 
-use super::pids::PIDS;
+use super::pids::sum_over_processes;
 use super::procfs::ProcfsProbe;
 
 pub static FD: [MetricDesc; 2] = [
@@ -27,21 +27,19 @@ impl ProcfsProbe for Fd {
     const METRICS: &'static [MetricDesc] = &FD;
 
     fn collect(out: &mut Samples<'_>) -> Result<(), ProbeError> {
-        let (mut fds, mut sockets) = (0u64, 0u64);
-        for pid in PIDS.pids(out.netns()) {
-            // A process that exited since the scan has no fd dir any more: skip it.
-            let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-                continue;
-            };
+        let [fds, sockets] = sum_over_processes(out.netns(), |pid| {
+            let dir = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+            let mut counts = [0u64; 2];
             for entry in dir.flatten() {
-                fds += 1;
+                counts[0] += 1;
                 if std::fs::read_link(entry.path())
                     .is_ok_and(|t| t.as_os_str().as_encoded_bytes().starts_with(b"socket:"))
                 {
-                    sockets += 1;
+                    counts[1] += 1;
                 }
             }
-        }
+            Some(counts)
+        });
         out.gauge(&FD[0], fds as f64);
         out.gauge(&FD[1], sockets as f64);
         Ok(())

@@ -5,7 +5,7 @@
 use crate::probe::{MetricDesc, ProbeError};
 use crate::registry::Samples;
 
-use super::pids::PIDS;
+use super::pids::sum_over_processes;
 use super::procfs::ProcfsProbe;
 
 pub static IO: [MetricDesc; 4] = [
@@ -36,15 +36,11 @@ impl ProcfsProbe for Io {
     const METRICS: &'static [MetricDesc] = &IO;
 
     fn collect(out: &mut Samples<'_>) -> Result<(), ProbeError> {
-        let mut sums = [0u64; 4];
-        for pid in PIDS.pids(out.netns()) {
-            // Exited since the scan: nothing to add.
-            if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/io")) {
-                for (sum, v) in sums.iter_mut().zip(parse(&text)) {
-                    *sum += v;
-                }
-            }
-        }
+        let sums = sum_over_processes(out.netns(), |pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/io"))
+                .ok()
+                .map(|text| parse(&text))
+        });
         out.counters(&IO, sums);
         Ok(())
     }

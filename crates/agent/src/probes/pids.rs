@@ -17,18 +17,18 @@ const FRESH_FOR: Duration = Duration::from_secs(1);
 /// Netns inode → pids, and when it was scanned.
 type Scan = (Instant, HashMap<u64, Vec<u32>>);
 
-pub(crate) struct PidIndex {
+struct PidIndex {
     cache: Mutex<Option<Scan>>,
 }
 
 /// The index `fd` and `io` share.
-pub(crate) static PIDS: PidIndex = PidIndex {
+static PIDS: PidIndex = PidIndex {
     cache: Mutex::new(None),
 };
 
 impl PidIndex {
     /// Pids in the netns whose inode is `netns` now.
-    pub(crate) fn pids(&self, netns: u64) -> Vec<u32> {
+    fn pids(&self, netns: u64) -> Vec<u32> {
         let listed = {
             let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
             let stale = cache
@@ -47,6 +47,21 @@ impl PidIndex {
             .filter(|&pid| netns_of(pid) == Some(netns))
             .collect()
     }
+}
+
+/// `per_process` of every process in the netns whose inode is `netns` now, added up column by
+/// column; a process for which it is `None` (exited since the scan) adds nothing.
+pub(crate) fn sum_over_processes<const N: usize>(
+    netns: u64,
+    per_process: impl Fn(u32) -> Option<[u64; N]>,
+) -> [u64; N] {
+    let mut sums = [0u64; N];
+    for values in PIDS.pids(netns).into_iter().filter_map(per_process) {
+        for (sum, value) in sums.iter_mut().zip(values) {
+            *sum += value;
+        }
+    }
+    sums
 }
 
 /// The netns inode of a process; `None` once it has exited (or for kernel threads).
