@@ -303,12 +303,13 @@ impl fmt::Debug for Chain {
 }
 
 /// Consecutive lines of the dump holding rules of one chain (blank and `#` lines may be among
-/// them): bytes `start..end`, the first of which is on line `line`.
+/// them): bytes `start..end`, the first of which is on line `line`, holding `rules` rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Segment {
     start: u32,
     end: u32,
     line: u32,
+    rules: u32,
 }
 
 /// One `-A` line.

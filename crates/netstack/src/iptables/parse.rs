@@ -129,17 +129,12 @@ pub(super) fn strip_counters(line: &str) -> &str {
 /// (as [`Target::Unreadable`]) so that the positions of the rules after it stay right.
 pub(super) fn read_rules(table: &TableText, segments: &[Segment]) -> Vec<Rule> {
     let source: &str = &table.source;
-    // One line is at most one rule: size the list once.
-    let lines: usize = segments
-        .iter()
-        .map(|s| memchr::memchr_iter(b'\n', segment_bytes(source, s)).count() + 1)
-        .sum();
-    let mut rules = Vec::with_capacity(lines);
+    let mut rules = Vec::with_capacity(segments.iter().map(|s| s.rules as usize).sum());
     let mut tokens = Vec::with_capacity(32);
     for segment in segments {
-        let text = &source[segment.start as usize..segment.end as usize];
-        for (i, raw) in text.split('\n').enumerate() {
-            let line = raw.trim_ascii();
+        let bytes = segment.start as usize..segment.end as usize;
+        for (i, line) in line_ranges(source, bytes).enumerate() {
+            let line = source[line].trim_ascii();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
@@ -160,8 +155,23 @@ pub(super) fn read_rules(table: &TableText, segments: &[Segment]) -> Vec<Rule> {
     rules
 }
 
-fn segment_bytes<'s>(source: &'s str, segment: &Segment) -> &'s [u8] {
-    &source.as_bytes()[segment.start as usize..segment.end as usize]
+/// The lines in bytes `bytes` of `text`, as byte ranges without their `\n` (an empty line after
+/// a final `\n` is not one), found with `memchr`'s vector scan since lines are 100+ bytes.
+pub(super) fn line_ranges(
+    text: &str,
+    bytes: Range<usize>,
+) -> impl Iterator<Item = Range<usize>> + '_ {
+    let mut pos = bytes.start;
+    std::iter::from_fn(move || {
+        if pos >= bytes.end {
+            return None;
+        }
+        let end =
+            memchr::memchr(b'\n', &text.as_bytes()[pos..bytes.end]).map_or(bytes.end, |i| pos + i);
+        let line = pos..end;
+        pos = end + 1;
+        Some(line)
+    })
 }
 
 /// One `-A CHAIN options…` line (the index has checked the chain).
@@ -187,57 +197,95 @@ pub(super) fn tokenize<'a>(
     tokens.clear();
     let bytes = text.as_bytes();
     let mut i = 0;
-    while i < bytes.len() {
-        while i < bytes.len() && is_blank(bytes[i]) {
+    loop {
+        while bytes.get(i).is_some_and(|&b| is_blank(b)) {
             i += 1;
         }
-        if i >= bytes.len() {
-            break;
-        }
-        if bytes[i] == b'"' {
+        let Some(&first) = bytes.get(i) else {
+            return Ok(());
+        };
+        if first == b'"' {
             let start = i + 1;
-            let Some(len) = text[start..].find('"') else {
+            let Some(len) = memchr::memchr(b'"', &bytes[start..]) else {
                 return err(line, "unterminated double quote");
             };
-            let mut end = start + len;
-            if text[start..end].ends_with('\\') {
-                // An escaped quote inside: unescape into an owned string (rare).
-                let mut value = String::new();
-                let mut j = start;
-                loop {
-                    match bytes.get(j) {
-                        None => return err(line, "unterminated double quote"),
-                        Some(b'\\') if bytes.get(j + 1) == Some(&b'"') => {
-                            value.push('"');
-                            j += 2;
-                        }
-                        Some(b'"') => break,
-                        Some(_) => {
-                            let ch_len = text[j..].chars().next().map_or(1, char::len_utf8);
-                            value.push_str(&text[j..j + ch_len]);
-                            j += ch_len;
-                        }
-                    }
-                }
+            let end = start + len;
+            if bytes[end - 1] == b'\\' {
+                let (value, end) = unescape_quoted(text, start, line)?;
                 tokens.push(Cow::Owned(value));
-                end = j;
+                i = end + 1;
             } else {
                 tokens.push(Cow::Borrowed(&text[start..end]));
+                i = end + 1;
             }
-            i = end + 1;
         } else {
-            let start = i;
-            while i < bytes.len() && !is_blank(bytes[i]) {
-                i += 1;
-            }
-            tokens.push(Cow::Borrowed(&text[start..i]));
+            // Both ends are at ASCII bytes (a blank, the start, or the end): char boundaries.
+            let end = blank_from(bytes, i + 1);
+            tokens.push(Cow::Borrowed(&text[i..end]));
+            i = end;
         }
     }
-    Ok(())
+}
+
+/// A quoted token holding an escaped quote (rare): its unescaped text, and where its closing
+/// quote is.
+fn unescape_quoted(text: &str, start: usize, line: usize) -> Result<(String, usize), ParseError> {
+    let bytes = text.as_bytes();
+    let mut value = String::new();
+    let mut j = start;
+    loop {
+        match bytes.get(j) {
+            None => return err(line, "unterminated double quote"),
+            Some(b'\\') if bytes.get(j + 1) == Some(&b'"') => {
+                value.push('"');
+                j += 2;
+            }
+            Some(b'"') => return Ok((value, j)),
+            Some(_) => {
+                let ch_len = text[j..].chars().next().map_or(1, char::len_utf8);
+                value.push_str(&text[j..j + ch_len]);
+                j += ch_len;
+            }
+        }
+    }
+}
+
+/// The position of the first blank byte at or after `from`, or the length of `bytes`. Tokens
+/// are most of a dump's bytes, so this looks at 8 bytes per step: every blank is below `!`
+/// (0x21), and `(word - 0x21…) & !word & 0x80…` flags the bytes below 0x21; the lowest flag is
+/// exact (a borrow only runs towards higher bytes, from a byte that is flagged itself).
+pub(super) fn blank_from(bytes: &[u8], from: usize) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let mut i = from;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+        let below_bang = word.wrapping_sub(ONES * 0x21) & !word & HIGHS;
+        if below_bang == 0 {
+            i += 8;
+            continue;
+        }
+        let at = i + (below_bang.trailing_zeros() / 8) as usize;
+        if is_blank(bytes[at]) {
+            return at;
+        }
+        // A control byte that is not blank belongs to the token.
+        i = at + 1;
+    }
+    while bytes.get(i).is_some_and(|&b| !is_blank(b)) {
+        i += 1;
+    }
+    i
+}
+
+/// The first blank-separated word of `text` (empty if none), and the rest after it.
+pub(super) fn first_word(text: &str) -> (&str, &str) {
+    let text = text.trim_ascii_start();
+    text.split_at(blank_from(text.as_bytes(), 0))
 }
 
 /// ASCII whitespace, tested cheaply for the common case of a printable byte.
-pub(super) fn is_blank(b: u8) -> bool {
+fn is_blank(b: u8) -> bool {
     b <= b' ' && b.is_ascii_whitespace()
 }
 
@@ -712,7 +760,7 @@ fn parse_target(
         }
         "MASQUERADE" | "REDIRECT" => {
             let port = opt("--to-ports")
-                .map(|p| parse_port_range_split(p, '-', line))
+                .map(|p| parse_port_range_split(p, b'-', line))
                 .transpose()?;
             if name == "MASQUERADE" {
                 Target::Masquerade { port }
@@ -817,29 +865,27 @@ fn parse_target(
 }
 
 fn parse_nat_to(v: &str, line: usize) -> Result<(Option<IpAddr>, Option<PortRange>), ParseError> {
-    // Forms: A, A:P, A:P1-P2, A-B (address range: first), [V6]:P, :P
+    // Forms: A, A:P, A:P1-P2, A-B (address range: first), [V6]:P, :P, V6 (several colons).
     let (addr_part, port_part) = if let Some(rest) = v.strip_prefix('[') {
         let (a, p) = rest.split_once(']').ok_or_else(|| ParseError {
             line,
             message: format!("bad NAT address {v:?}"),
         })?;
         (a, p.strip_prefix(':'))
-    } else if v.matches(':').count() > 1 {
-        (v, None)
     } else {
-        match v.split_once(':') {
-            Some((a, p)) => (a, Some(p)),
-            None => (v, None),
+        match split_at_byte(v, b':') {
+            Some((a, p)) if !p.contains(':') => (a, Some(p)),
+            _ => (v, None),
         }
     };
-    let first = addr_part.split('-').next().unwrap_or("");
+    let first = split_at_byte(addr_part, b'-').map_or(addr_part, |(a, _)| a);
     let addr = if first.is_empty() {
         None
     } else {
         Some(parse_ip(first, line)?)
     };
     let port = port_part
-        .map(|p| parse_port_range_split(p, '-', line))
+        .map(|p| parse_port_range_split(p, b'-', line))
         .transpose()?;
     Ok((addr, port))
 }
@@ -858,6 +904,9 @@ fn parse_iface(v: &str) -> IfacePattern {
 }
 
 fn parse_ip(v: &str, line: usize) -> Result<IpAddr, ParseError> {
+    if let Some(addr) = ipv4_fast(v) {
+        return Ok(IpAddr::V4(addr));
+    }
     v.parse().map_err(|_| ParseError {
         line,
         message: format!("{v:?} is not an IP address"),
@@ -865,6 +914,9 @@ fn parse_ip(v: &str, line: usize) -> Result<IpAddr, ParseError> {
 }
 
 pub(super) fn parse_net(v: &str, line: usize) -> Result<IpNet, ParseError> {
+    if let Some(net) = ipv4_net_fast(v) {
+        return Ok(net);
+    }
     if let Ok(net) = v.parse::<IpNet>() {
         return Ok(net.trunc());
     }
@@ -884,6 +936,55 @@ pub(super) fn parse_net(v: &str, line: usize) -> Result<IpNet, ParseError> {
     Ok(IpNet::from(addr))
 }
 
+/// `A.B.C.D` or `A.B.C.D/N` as iptables-save prints them, read without the general parsers'
+/// cost (most rules of a large dump hold one); `None` for any other form, which the general
+/// parsers then read or reject exactly as before.
+fn ipv4_net_fast(v: &str) -> Option<IpNet> {
+    let (addr, len) = match split_at_byte(v, b'/') {
+        Some((addr, len)) => (addr, small_decimal(len.as_bytes(), 32)?),
+        None => (v, 32),
+    };
+    let net = ipnet::Ipv4Net::new(ipv4_fast(addr)?, len as u8).ok()?;
+    Some(IpNet::V4(net.trunc()))
+}
+
+fn ipv4_fast(v: &str) -> Option<std::net::Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut rest = v.as_bytes();
+    for (i, octet) in octets.iter_mut().enumerate() {
+        let end = if i == 3 {
+            rest.len()
+        } else {
+            rest.iter().position(|&b| b == b'.')?
+        };
+        *octet = small_decimal(&rest[..end], 255)? as u8;
+        rest = rest.get(end + 1..).unwrap_or_default();
+    }
+    Some(octets.into())
+}
+
+/// One to three decimal digits without a leading zero, at most `max`.
+fn small_decimal(digits: &[u8], max: u32) -> Option<u32> {
+    if digits.is_empty() || digits.len() > 3 || (digits.len() > 1 && digits[0] == b'0') {
+        return None;
+    }
+    let mut n = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u32::from(d - b'0');
+    }
+    (n <= max).then_some(n)
+}
+
+/// `v` split around its first `sep`. Option values are a few bytes long: a plain scan beats
+/// `memchr`'s set-up and `split_once`'s generic pattern.
+fn split_at_byte(v: &str, sep: u8) -> Option<(&str, &str)> {
+    let at = v.bytes().position(|b| b == sep)?;
+    Some((&v[..at], &v[at + 1..]))
+}
+
 fn parse_num<T: std::str::FromStr>(v: &str, line: usize, what: &str) -> Result<T, ParseError> {
     v.parse().map_err(|_| ParseError {
         line,
@@ -892,12 +993,12 @@ fn parse_num<T: std::str::FromStr>(v: &str, line: usize, what: &str) -> Result<T
 }
 
 fn parse_port_range(v: &str, line: usize) -> Result<PortRange, ParseError> {
-    parse_port_range_split(v, ':', line)
+    parse_port_range_split(v, b':', line)
 }
 
 /// A port range written `LO<sep>HI` (matches use `:`, NAT targets `-`), or one port.
-fn parse_port_range_split(v: &str, sep: char, line: usize) -> Result<PortRange, ParseError> {
-    let (lo, hi) = v.split_once(sep).unwrap_or((v, v));
+fn parse_port_range_split(v: &str, sep: u8, line: usize) -> Result<PortRange, ParseError> {
+    let (lo, hi) = split_at_byte(v, sep).unwrap_or((v, v));
     let lo: u16 = if lo.is_empty() {
         0
     } else {

@@ -515,6 +515,37 @@ fn big_dumps_read_on_all_cores_match_a_lazy_read_and_errors_name_the_first_bad_l
 }
 
 #[test]
+fn indexing_on_two_threads_gives_the_one_thread_index_and_first_error() {
+    // Late in the dump (in the part the second thread pre-reads): each kind of line, then each
+    // kind of structural error.
+    let late = [
+        "",
+        "-A KUBE-SEP-5-1 -j ACCEPT\n\n# note\n[3:120] -A KUBE-SEP-5-1 -j DROP\n-A \"KUBE-SEP-5-2\" -j ACCEPT\n-A KUBE-SEP-5-2 -j RETURN\n",
+        "-A NOPE -j ACCEPT\n",
+        "-A KUBE-SEP-5-1 -j ACCEPT\n-A\n",
+        "-A KUBE-SEP-5-1 -j ACCEPT\n:LATE - [0:0]\n-A LATE -j ACCEPT\n:LATE - [0:0]\n",
+        "COMMIT\n-A KUBE-SEP-5-1 -j ACCEPT\n",
+        "COMMIT\n*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -j DROP\nCOMMIT\n*nat\n",
+        "*filter\n",
+    ];
+    let dump = big_dump(30);
+    let body = dump.strip_suffix("COMMIT\n").unwrap();
+    for late in late {
+        for text in [format!("{body}{late}COMMIT\n"), format!("{body}{late}")] {
+            let one = index::index_with(Arc::from(text.as_str()), false);
+            let two = index::index_with(Arc::from(text.as_str()), true);
+            assert_eq!(one.ruleset, two.ruleset, "{late:?}");
+            let segments = |rs: &Ruleset| -> Vec<Vec<Segment>> {
+                rs.tables.iter().map(|t| t.text.segments.clone()).collect()
+            };
+            assert_eq!(segments(&one.ruleset), segments(&two.ruleset), "{late:?}");
+            let error = |e: Option<index::StructuralError>| e.map(|e| (e.error, e.noticed_at));
+            assert_eq!(error(one.error), error(two.error), "{late:?}");
+        }
+    }
+}
+
+#[test]
 fn a_lazily_read_bad_rule_is_skipped_and_reported_where_a_packet_meets_it() {
     let text = "*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -s 10.0.0.300/32 -j ACCEPT\n-A FORWARD -p tcp -j DROP\nCOMMIT\n";
     assert_eq!(parse(text).unwrap_err().line, 3);
