@@ -162,9 +162,13 @@ pub fn reload_on_file_change(agent: Agent, config: &Path) -> std::io::Result<()>
     )
 }
 
-/// Refresh the pod map when an inventory under the agent's inventory dir changes.
+/// Refresh the pod map when an inventory or the kubelet's pod log directory changes, when an
+/// unknown netns shows up, and on the pod map's slow timer.
 pub fn refresh_pods_on_change(agent: Agent) -> std::io::Result<()> {
-    if agent.podmap().inventory_dir().is_none() {
+    agent
+        .podmap()
+        .spawn_refresher(crate::podmap::SLOW_REFRESH)?;
+    if agent.podmap().watched_dirs().is_empty() {
         return Ok(());
     }
     let podmap = agent.podmap().clone();

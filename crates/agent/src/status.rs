@@ -5,7 +5,9 @@
 
 use serde::Serialize;
 
-use crate::podmap::{CriState, PodMap};
+use std::collections::BTreeMap;
+
+use crate::podmap::{CriState, PodMap, Source};
 use crate::probe::{ProbeKind, ProbeState};
 use crate::probes;
 
@@ -52,10 +54,13 @@ pub struct Pods {
     pub limit: usize,
     /// Pods beyond the limit (namespace/name): no per-pod series for them.
     pub cut: Vec<String>,
+    /// Which source mapped each pod (namespace/name → `inventory`, `cri`, `proc_cgroup`, or
+    /// `proc_hostname` when only the process's HOSTNAME named it).
+    pub sources: BTreeMap<String, Source>,
     pub cri: CriState,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inventory_dir: Option<String>,
-    /// Inventory files that could not be read.
+    /// Inventory files, CRI sandboxes and netns that could not be read.
     pub problems: Vec<String>,
 }
 
@@ -73,10 +78,13 @@ impl Status {
         podmap: &PodMap,
         limit: usize,
     ) -> Status {
-        let pods: Vec<String> = podmap
+        let pod_entities: Vec<_> = podmap
             .entities()
-            .iter()
+            .into_iter()
             .filter(|e| !e.is_host())
+            .collect();
+        let pods: Vec<String> = pod_entities
+            .iter()
             .map(|e| format!("{}/{}", e.namespace(), e.pod()))
             .collect();
         Status {
@@ -89,7 +97,12 @@ impl Status {
                 mapped: pods.len(),
                 limit,
                 cut: pods.iter().skip(limit).cloned().collect(),
-                cri: podmap.cri().clone(),
+                sources: pods
+                    .iter()
+                    .cloned()
+                    .zip(pod_entities.iter().map(|e| e.source))
+                    .collect(),
+                cri: podmap.cri(),
                 inventory_dir: podmap.inventory_dir().map(|p| p.display().to_string()),
                 problems: podmap.problems(),
             },

@@ -1,27 +1,44 @@
 //! Pod mapping: network namespace inode → the entity (node or pod) whose labels a sample gets.
 //!
-//! Sources, in order:
+//! Sources, in order (the first to claim a netns wins):
 //! - the host netns (the agent's own at start) is always the node entity (`k8s_pod=""`);
-//! - lab inventories (`<inventory dir>/*/inventory.json`, default `/run/netsleuth/labs`, written
-//!   by `netsleuth lab`): each listed netns becomes its pod (or, for an emulated node's netns,
-//!   that node), with the pod's labels for `additionalLabels`;
-//! - a CRI socket (containerd / CRI-O, found automatically or `--cri-socket`): detected and
-//!   reported in `/status`; the CRI client itself is not built yet, so pods behind a real
-//!   runtime are not mapped (their samples count as the node's).
+//!   hostNetwork pods share it and count as the node;
+//! - lab inventories ([`inventory`]);
+//! - the container runtime over its CRI socket ([`cri`]: containerd / CRI-O, found at
+//!   [`CRI_SOCKETS`] or `--cri-socket`), with the pod's labels;
+//! - when there is no CRI socket or the runtime did not answer, /proc ([`procfs`]: kubepods
+//!   cgroup → pod UID → the kubelet's pod log directory).
 //!
-//! The map is rebuilt when an inventory changes (inotify on the directory), never polled hot.
-//! Must not read any metric.
+//! Refreshed on change, never polled hot: when an inventory or the pod log directory changes
+//! (inotify, in `run`), when a sample or event names a netns the map does not know (at most once
+//! per netns, see [`PodMap::get`]), and on a slow timer ([`SLOW_REFRESH`]) for pods that come
+//! and go unseen. Each refresh swaps the whole map atomically; readers never wait for the
+//! runtime. Must not read any metric.
 
-use std::collections::{BTreeMap, HashMap};
+pub mod cri;
+pub mod inventory;
+pub mod procfs;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
+use std::time::Duration;
 
-use model::snapshot::NetnsOwner;
-use model::Inventory;
 use serde::Serialize;
 
 use crate::events::PodRef;
+
+/// The slow timer: re-read the runtime / /proc this often even when nothing asked.
+pub const SLOW_REFRESH: Duration = Duration::from_secs(30);
+
+/// Least time between two refreshes asked for by unknown netns (a burst of new pods is one
+/// refresh, not one each).
+const MIN_REFRESH_GAP: Duration = Duration::from_secs(2);
+
+/// Unknown netns remembered so each asks for one refresh only; forgotten past this many (a
+/// churn of short-lived namespaces then asks again, still at most every [`MIN_REFRESH_GAP`]).
+const MAX_REMEMBERED_MISSES: usize = 4096;
 
 /// Whom a netns belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -33,6 +50,23 @@ pub enum Owner {
         namespace: String,
         name: String,
     },
+}
+
+/// Which source mapped a netns (shown per pod in `/status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The agent's own netns.
+    Host,
+    /// A lab inventory file.
+    Inventory,
+    /// The container runtime's CRI answer.
+    Cri,
+    /// /proc: a kubepods cgroup's pod UID named by the kubelet's pod log directory.
+    ProcCgroup,
+    /// /proc: a kubepods cgroup without a pod log directory; the name is the process's
+    /// `HOSTNAME` and the namespace is unknown (empty).
+    ProcHostname,
 }
 
 /// One network namespace the agent collects from.
@@ -48,6 +82,7 @@ pub struct Entity {
     /// Pod labels (for `additionalLabels` `${labels:NAME}`).
     #[serde(skip)]
     pub labels: BTreeMap<String, String>,
+    pub source: Source,
 }
 
 impl Entity {
@@ -70,14 +105,21 @@ impl Entity {
     }
 }
 
-/// What the CRI side found, for `/status`.
+/// What the CRI side found at the last refresh, for `/status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum CriState {
-    /// No socket at the given or the well-known paths.
+    /// No socket at the given or the well-known paths: pods come from /proc.
     Absent { looked_at: Vec<PathBuf> },
-    /// A socket is there; the CRI client is not built, so its pods are not mapped.
-    FoundNotQueried { socket: PathBuf },
+    /// The runtime answered; its ready sandboxes are mapped.
+    Connected {
+        socket: PathBuf,
+        runtime: String,
+        version: String,
+        sandboxes: usize,
+    },
+    /// A socket is there but the runtime failed or did not answer: pods come from /proc.
+    Failed { socket: PathBuf, error: String },
 }
 
 /// Well-known CRI sockets, probed in this order when `--cri-socket` is not given.
@@ -98,12 +140,49 @@ pub struct PodMapSources {
     pub cri_socket: Option<PathBuf>,
 }
 
-#[derive(Debug, Default)]
+/// Where the /proc fallback and sandbox pids are looked up: the host's by default (the agent
+/// runs with hostPID); tests point them at their own.
+#[derive(Debug, Clone)]
+pub struct ProcRoots {
+    pub proc_root: PathBuf,
+    /// The kubelet's pod log directory (`<namespace>_<name>_<uid>/` per pod).
+    pub pods_log_dir: PathBuf,
+}
+
+impl Default for ProcRoots {
+    fn default() -> ProcRoots {
+        ProcRoots {
+            proc_root: PathBuf::from("/proc"),
+            pods_log_dir: PathBuf::from("/var/log/pods"),
+        }
+    }
+}
+
+#[derive(Debug)]
 struct MapState {
     entities: Vec<Arc<Entity>>,
     by_inode: HashMap<u64, usize>,
-    /// Inventory files that could not be read, with why (shown in `/status`).
+    /// Files, sandboxes and netns that could not be read, with why (shown in `/status`).
     problems: Vec<String>,
+    cri: CriState,
+}
+
+impl MapState {
+    fn with_host(host: &Arc<Entity>) -> MapState {
+        MapState {
+            entities: vec![host.clone()],
+            by_inode: HashMap::from([(host.netns, 0)]),
+            problems: Vec::new(),
+            cri: CriState::Absent { looked_at: vec![] },
+        }
+    }
+}
+
+/// "A netns nobody knows showed up": wakes the refresher early.
+#[derive(Debug, Default)]
+struct Wake {
+    asked: Mutex<bool>,
+    condvar: Condvar,
 }
 
 /// The current netns → entity map; cheap to read from any thread.
@@ -111,8 +190,13 @@ struct MapState {
 pub struct PodMap {
     host: Arc<Entity>,
     sources: Option<PodMapSources>,
-    cri: CriState,
+    roots: ProcRoots,
     state: RwLock<Arc<MapState>>,
+    /// Serialises refreshes (timer, inotify and tests may ask at once).
+    refreshing: Mutex<()>,
+    /// Netns that missed and already asked for a refresh.
+    misses: Mutex<HashSet<u64>>,
+    wake: Arc<Wake>,
 }
 
 /// Inode of a netns file.
@@ -124,27 +208,27 @@ impl PodMap {
     /// Only the host netns (no inventories, no CRI): for tests and `--no-pods`.
     pub fn host_only(node: &str) -> PodMap {
         let host = Arc::new(host_entity(node));
-        let mut state = MapState::default();
-        state.by_inode.insert(host.netns, 0);
-        state.entities.push(host.clone());
         PodMap {
+            state: RwLock::new(Arc::new(MapState::with_host(&host))),
             host,
             sources: None,
-            cri: CriState::Absent { looked_at: vec![] },
-            state: RwLock::new(Arc::new(state)),
+            roots: ProcRoots::default(),
+            refreshing: Mutex::new(()),
+            misses: Mutex::new(HashSet::new()),
+            wake: Arc::default(),
         }
     }
 
-    /// Build from the sources and read them once.
+    /// Build from the sources and read them once, with the host's /proc.
     pub fn new(sources: PodMapSources) -> PodMap {
-        let host = Arc::new(host_entity(&sources.node));
-        let cri = detect_cri(sources.cri_socket.as_deref());
-        let map = PodMap {
-            host,
-            sources: Some(sources),
-            cri,
-            state: RwLock::new(Arc::new(MapState::default())),
-        };
+        PodMap::with_roots(sources, ProcRoots::default())
+    }
+
+    /// Build from the sources and read them once, with /proc and the pod logs at `roots`.
+    pub fn with_roots(sources: PodMapSources, roots: ProcRoots) -> PodMap {
+        let mut map = PodMap::host_only(&sources.node);
+        map.sources = Some(sources);
+        map.roots = roots;
         map.refresh();
         map
     }
@@ -157,8 +241,9 @@ impl PodMap {
         self.host.clone()
     }
 
-    pub fn cri(&self) -> &CriState {
-        &self.cri
+    /// The CRI state of the last refresh.
+    pub fn cri(&self) -> CriState {
+        self.current().cri.clone()
     }
 
     pub fn inventory_dir(&self) -> Option<&Path> {
@@ -174,13 +259,29 @@ impl PodMap {
         self.current().problems.clone()
     }
 
-    /// The entity of this netns inode, if mapped.
+    /// The entity of this netns inode, if mapped. A netns not mapped asks the refresher for
+    /// one early refresh (once per netns: one that is no pod does not keep asking).
     pub fn get(&self, netns: u64) -> Option<Arc<Entity>> {
         let state = self.current();
-        state
+        let found = state
             .by_inode
             .get(&netns)
-            .map(|&i| state.entities[i].clone())
+            .map(|&i| state.entities[i].clone());
+        if found.is_none() && self.sources.is_some() {
+            self.note_unknown(netns);
+        }
+        found
+    }
+
+    fn note_unknown(&self, netns: u64) {
+        let mut misses = self.misses.lock().unwrap_or_else(|p| p.into_inner());
+        if misses.len() >= MAX_REMEMBERED_MISSES {
+            misses.clear();
+        }
+        if misses.insert(netns) {
+            *self.wake.asked.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            self.wake.condvar.notify_one();
+        }
     }
 
     /// The pod of a netns (None for the host and unmapped netns).
@@ -201,14 +302,51 @@ impl PodMap {
 
     /// Re-read every source and swap the map atomically.
     pub fn refresh(&self) {
-        let mut state = MapState::default();
-        state.by_inode.insert(self.host.netns, 0);
-        state.entities.push(self.host.clone());
-        if let Some(dir) = self.sources.as_ref().and_then(|s| s.inventory_dir.as_ref()) {
+        let _one_at_a_time = self.refreshing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = MapState::with_host(&self.host);
+        if let Some(sources) = &self.sources {
             let mut found = Vec::new();
-            read_inventories(dir, &mut found, &mut state.problems);
-            // Stable order (node, its own netns first, then pods by namespace/name): the pod
-            // limit then always cuts the same pods.
+            if let Some(dir) = &sources.inventory_dir {
+                inventory::read_inventories(dir, &mut found, &mut state.problems);
+            }
+            state.cri = match find_cri_socket(sources.cri_socket.as_deref()) {
+                Ok(socket) => match cri::query(&socket, cri::CRI_TIMEOUT) {
+                    Ok(answer) => {
+                        let cri = CriState::Connected {
+                            socket,
+                            runtime: answer.runtime.name,
+                            version: answer.runtime.version,
+                            sandboxes: answer.sandboxes.len(),
+                        };
+                        for sandbox in answer.sandboxes {
+                            match sandbox_entity(&sources.node, &self.roots, sandbox) {
+                                Ok(Some(entity)) => found.push(entity),
+                                Ok(None) => {}
+                                Err(problem) => state.problems.push(problem),
+                            }
+                        }
+                        cri
+                    }
+                    Err(e) => CriState::Failed {
+                        socket,
+                        error: e.to_string(),
+                    },
+                },
+                Err(looked_at) => CriState::Absent { looked_at },
+            };
+            if !matches!(state.cri, CriState::Connected { .. }) {
+                let claimed: HashSet<u64> = found.iter().map(|e| e.netns).collect();
+                let host = self.host.netns;
+                let from_proc =
+                    procfs::scan(&self.roots.proc_root, &self.roots.pods_log_dir, |n| {
+                        n == host || claimed.contains(&n)
+                    });
+                found.extend(from_proc.into_iter().map(|f| proc_entity(&sources.node, f)));
+            }
+            // The first source to claim a netns wins, then a stable order (node, its own
+            // netns first, then pods by namespace/name): the pod limit always cuts the same.
+            let mut claimed = HashSet::from([self.host.netns]);
+            found.retain(|e| claimed.insert(e.netns));
             found.sort_by(|a, b| {
                 (&a.node, !a.is_host(), a.namespace(), a.pod()).cmp(&(
                     &b.node,
@@ -218,9 +356,6 @@ impl PodMap {
                 ))
             });
             for entity in found {
-                if state.by_inode.contains_key(&entity.netns) {
-                    continue;
-                }
                 state.by_inode.insert(entity.netns, state.entities.len());
                 state.entities.push(Arc::new(entity));
             }
@@ -228,14 +363,49 @@ impl PodMap {
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(state);
     }
 
-    /// Directories whose changes should trigger [`PodMap::refresh`].
+    /// Refresh on a thread of its own every `every`, and early (at most every 2 s) when
+    /// [`PodMap::get`] meets an unknown netns. The thread ends when the map is dropped.
+    pub fn spawn_refresher(self: &Arc<Self>, every: Duration) -> std::io::Result<()> {
+        if self.sources.is_none() {
+            return Ok(());
+        }
+        let map: Weak<PodMap> = Arc::downgrade(self);
+        let wake = self.wake.clone();
+        std::thread::Builder::new()
+            .name("pods-refresh".into())
+            .spawn(move || {
+                loop {
+                    {
+                        let asked = wake.asked.lock().unwrap_or_else(|p| p.into_inner());
+                        let (mut asked, _) = wake
+                            .condvar
+                            .wait_timeout_while(asked, every, |asked| !*asked)
+                            .unwrap_or_else(|p| p.into_inner());
+                        *asked = false;
+                    }
+                    let Some(map) = map.upgrade() else {
+                        return;
+                    };
+                    map.refresh();
+                    drop(map);
+                    std::thread::sleep(MIN_REFRESH_GAP);
+                }
+            })?;
+        Ok(())
+    }
+
+    /// Directories whose changes should trigger [`PodMap::refresh`]: the inventory dir and its
+    /// labs, and the kubelet's pod log directory (a new pod gets its directory there).
     pub fn watched_dirs(&self) -> Vec<PathBuf> {
-        let Some(dir) = self.inventory_dir() else {
+        let Some(sources) = &self.sources else {
             return Vec::new();
         };
-        let mut dirs = vec![dir.to_path_buf()];
-        if let Ok(read) = std::fs::read_dir(dir) {
-            dirs.extend(read.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+        let mut dirs = vec![self.roots.pods_log_dir.clone()];
+        if let Some(dir) = &sources.inventory_dir {
+            dirs.push(dir.clone());
+            if let Ok(read) = std::fs::read_dir(dir) {
+                dirs.extend(read.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+            }
         }
         dirs
     }
@@ -250,101 +420,81 @@ fn host_entity(node: &str) -> Entity {
         node: node.to_string(),
         owner: Owner::Node,
         labels: BTreeMap::new(),
+        source: Source::Host,
     }
 }
 
-fn detect_cri(explicit: Option<&Path>) -> CriState {
+/// The socket to ask, or every path looked at.
+fn find_cri_socket(explicit: Option<&Path>) -> Result<PathBuf, Vec<PathBuf>> {
+    use std::os::unix::fs::FileTypeExt;
     let candidates: Vec<PathBuf> = match explicit {
         Some(p) => vec![p.to_path_buf()],
         None => CRI_SOCKETS.iter().map(PathBuf::from).collect(),
     };
-    for candidate in &candidates {
-        if std::fs::metadata(candidate)
-            .map(|m| {
-                use std::os::unix::fs::FileTypeExt;
-                m.file_type().is_socket()
-            })
-            .unwrap_or(false)
-        {
-            return CriState::FoundNotQueried {
-                socket: candidate.clone(),
-            };
-        }
-    }
-    CriState::Absent {
-        looked_at: candidates,
-    }
+    candidates
+        .iter()
+        .find(|candidate| std::fs::metadata(candidate).is_ok_and(|m| m.file_type().is_socket()))
+        .cloned()
+        .ok_or(candidates)
 }
 
-fn read_inventories(dir: &Path, found: &mut Vec<Entity>, problems: &mut Vec<String>) {
-    let read = match std::fs::read_dir(dir) {
-        Ok(read) => read,
-        // No labs: nothing to map, not a problem.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
-        Err(e) => {
-            problems.push(format!("{}: {e}", dir.display()));
-            return;
+/// A ready sandbox as an entity (`None` for hostNetwork: it is the node), or why not.
+fn sandbox_entity(
+    node: &str,
+    roots: &ProcRoots,
+    sandbox: cri::Sandbox,
+) -> Result<Option<Entity>, String> {
+    let pid_path = |pid: u32| roots.proc_root.join(pid.to_string()).join("ns/net");
+    let path = match sandbox.netns {
+        cri::SandboxNetns::Node => return Ok(None),
+        cri::SandboxNetns::Path { path, pid } => match (netns_inode(&path), pid) {
+            (Ok(_), _) | (Err(_), None) => path,
+            (Err(_), Some(pid)) => pid_path(pid),
+        },
+        cri::SandboxNetns::Pid(pid) => pid_path(pid),
+        cri::SandboxNetns::Unknown(why) => {
+            return Err(format!(
+                "CRI sandbox {}/{} ({}): {why}",
+                sandbox.namespace, sandbox.name, sandbox.id
+            ));
         }
     };
-    for lab in read.flatten() {
-        let file = lab.path().join("inventory.json");
-        let bytes = match std::fs::read(&file) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => {
-                problems.push(format!("{}: {e}", file.display()));
-                continue;
-            }
-        };
-        let inventory: Inventory = match serde_json::from_slice(&bytes) {
-            Ok(inv) => inv,
-            Err(e) => {
-                problems.push(format!("{}: {e}", file.display()));
-                continue;
-            }
-        };
-        entities_of(&inventory, found, problems);
-    }
+    let netns = netns_inode(&path).map_err(|e| {
+        format!(
+            "CRI sandbox {}/{}: netns {}: {e}",
+            sandbox.namespace,
+            sandbox.name,
+            path.display()
+        )
+    })?;
+    Ok(Some(Entity {
+        netns,
+        path,
+        node: node.to_string(),
+        owner: Owner::Pod {
+            namespace: sandbox.namespace,
+            name: sandbox.name,
+        },
+        labels: sandbox.labels,
+        source: Source::Cri,
+    }))
 }
 
-fn entities_of(inventory: &Inventory, found: &mut Vec<Entity>, problems: &mut Vec<String>) {
-    for location in &inventory.netns {
-        let owner = match &location.owner {
-            NetnsOwner::Host => Owner::Node,
-            NetnsOwner::Pod { namespace, name } => Owner::Pod {
-                namespace: namespace.clone(),
-                name: name.clone(),
-            },
-            // Underlay routers are the lab's plumbing, not Kubernetes.
-            NetnsOwner::Infrastructure { .. } => continue,
-        };
-        let netns = match netns_inode(&location.path) {
-            Ok(inode) => inode,
-            Err(e) => {
-                problems.push(format!("{}: {e}", location.path.display()));
-                continue;
-            }
-        };
-        let labels = match &owner {
-            Owner::Pod { namespace, name } => inventory
-                .kubernetes
-                .pods
-                .iter()
-                .find(|p| {
-                    p.metadata.name.as_deref() == Some(name)
-                        && p.metadata.namespace.as_deref().unwrap_or("default") == namespace
-                })
-                .and_then(|p| p.metadata.labels.clone())
-                .unwrap_or_default(),
-            Owner::Node => BTreeMap::new(),
-        };
-        found.push(Entity {
-            netns,
-            path: location.path.clone(),
-            node: location.node.clone(),
-            owner,
-            labels,
-        });
+fn proc_entity(node: &str, found: procfs::Found) -> Entity {
+    Entity {
+        netns: found.netns,
+        path: found.path,
+        node: node.to_string(),
+        owner: Owner::Pod {
+            namespace: found.namespace,
+            name: found.name,
+        },
+        labels: BTreeMap::new(),
+        source: if found.name_from_hostname {
+            Source::ProcHostname
+        } else {
+            Source::ProcCgroup
+        },
     }
 }
 
@@ -356,10 +506,7 @@ mod tests {
     fn absent_cri_socket_is_reported_with_the_paths_looked_at() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("containerd.sock");
-        match detect_cri(Some(&missing)) {
-            CriState::Absent { looked_at } => assert_eq!(looked_at, vec![missing]),
-            other => panic!("expected absent, got {other:?}"),
-        }
+        assert_eq!(find_cri_socket(Some(&missing)), Err(vec![missing]));
     }
 
     #[test]
@@ -379,11 +526,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("lab1")).unwrap();
         std::fs::write(dir.path().join("lab1/inventory.json"), "{not json").unwrap();
-        let map = PodMap::new(PodMapSources {
-            node: "n1".into(),
-            inventory_dir: Some(dir.path().to_path_buf()),
-            cri_socket: Some(dir.path().join("none.sock")),
-        });
+        let map = PodMap::with_roots(
+            PodMapSources {
+                node: "n1".into(),
+                inventory_dir: Some(dir.path().to_path_buf()),
+                cri_socket: Some(dir.path().join("none.sock")),
+            },
+            ProcRoots {
+                proc_root: dir.path().join("no-proc"),
+                pods_log_dir: dir.path().join("no-pods"),
+            },
+        );
         assert_eq!(map.entities().len(), 1);
         let problems = map.problems();
         assert_eq!(problems.len(), 1);
