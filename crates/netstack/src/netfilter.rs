@@ -242,17 +242,36 @@ impl Cursor {
         }
     }
 
-    /// The rule under the cursor (`rules_of` gives a chain's rules by index), returning out of
-    /// chains that have ended; `None` when the base chain has ended and its policy applies.
-    pub fn current<'r, R>(&mut self, rules_of: impl Fn(usize) -> &'r [R]) -> Option<&'r R> {
-        loop {
-            if let Some(rule) = rules_of(self.chain).get(self.rule) {
-                return Some(rule);
-            }
-            if !self.back() {
-                return None;
+    /// The rule under the cursor with its chain (of the table's `chains`, whose rules
+    /// `rules_of` gives), returning out of chains that have ended; `None` when the base chain
+    /// has ended and its policy applies.
+    #[inline]
+    pub fn current<'r, C, R>(
+        &mut self,
+        chains: &'r [C],
+        rules_of: impl Fn(&'r C) -> &'r [R],
+    ) -> Option<(&'r C, &'r R)> {
+        let chain = &chains[self.chain];
+        match rules_of(chain).get(self.rule) {
+            Some(rule) => Some((chain, rule)),
+            None => self.after_chain_end(chains, rules_of),
+        }
+    }
+
+    /// [`Cursor::current`] once a chain has ended: rare, so kept out of the per-rule path.
+    #[cold]
+    fn after_chain_end<'r, C, R>(
+        &mut self,
+        chains: &'r [C],
+        rules_of: impl Fn(&'r C) -> &'r [R],
+    ) -> Option<(&'r C, &'r R)> {
+        while self.back() {
+            let chain = &chains[self.chain];
+            if let Some(rule) = rules_of(chain).get(self.rule) {
+                return Some((chain, rule));
             }
         }
+        None
     }
 }
 

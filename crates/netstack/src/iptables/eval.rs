@@ -191,11 +191,10 @@ impl Ruleset {
                     });
                     break;
                 }
-                let Some(rule) = cur.current(|c| table.chains[c].rules()) else {
+                let Some((chain, rule)) = cur.current(&table.chains, Chain::rules) else {
                     out.push(self.apply_policy(table, &table.chains[base], branch));
                     break;
                 };
-                let chain = &table.chains[cur.chain];
                 let rref = || self.rule_ref(table, chain, cur.rule, rule);
                 let probability = match self.rule_matches(rule, &mut branch, ctx, &rref) {
                     None => {

@@ -118,11 +118,10 @@ impl Ruleset {
                 });
                 continue;
             }
-            let Some(rule) = cur.current(|c| &table.chains[c].rules) else {
+            let Some((chain, rule)) = cur.current(&table.chains, |c| &c.rules) else {
                 out.push(apply_policy(table, &table.chains[at.chain], branch));
                 continue;
             };
-            let chain = &table.chains[cur.chain];
             let rref = RuleCtx {
                 table,
                 chain,
