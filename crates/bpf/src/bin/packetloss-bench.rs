@@ -365,13 +365,14 @@ fn main() -> Result<(), BoxError> {
         }
         eprintln!(
             "run {run}: no probe {:.0} ns/drop {:.2} Mdrops/s | packetloss {:.0} ns/drop {:.2} Mdrops/s \
-             ({} events, {} sampled away) | bpftrace {:.0} ns/drop {:.2} Mdrops/s",
+             ({} events, {} sampled away, {} lost to the undrained ring buffer) | bpftrace {:.0} ns/drop {:.2} Mdrops/s",
             none.cpu_ns_per_drop(),
             none.drops_per_second() / 1e6,
             with_probe.cpu_ns_per_drop(),
             with_probe.drops_per_second() / 1e6,
             stats.events_emitted,
             stats.events_rate_limited,
+            stats.events_ringbuf_full,
             with_bpftrace.cpu_ns_per_drop(),
             with_bpftrace.drops_per_second() / 1e6,
         );
