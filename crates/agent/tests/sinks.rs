@@ -13,14 +13,14 @@ use agent::config::{Config, SinkConfig};
 use agent::events::{Event, EventBatch, EventBus, EventType};
 use agent::health::AgentMetrics;
 use agent::podmap::PodMap;
+use axum::Router;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::routing::post;
-use axum::Router;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 
 /// One push the server received.
 struct Pushed {
@@ -494,7 +494,9 @@ async fn bad_tls_or_auth_settings_stop_the_sink_at_start_with_the_reason() {
 #[test]
 fn auth_args_are_checked_with_the_sink_named() {
     let refused = |args: &str| {
-        let yaml = format!("event:\n  sinks:\n    - name: stderr\n    - name: loki\n      args: {{addr: loki, {args}}}\n");
+        let yaml = format!(
+            "event:\n  sinks:\n    - name: stderr\n    - name: loki\n      args: {{addr: loki, {args}}}\n"
+        );
         Config::parse("t.yaml", &yaml).unwrap_err().to_string()
     };
     let err = refused("username: u");
@@ -513,4 +515,38 @@ fn auth_args_are_checked_with_the_sink_named() {
         err.contains("unknown key `insecureSkipVerify`") && err.contains("caFile"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn without_ca_file_https_trusts_the_system_roots() {
+    // The system trust store as rustls-native-certs finds it: SSL_CERT_FILE (and SSL_CERT_DIR)
+    // when set. Only this test reads the system roots (the others give caFile), so setting
+    // them here is safe.
+    let ca = TestCa::new("system-like CA");
+    let (url, rec) = recording_tls_server(vec![], ca.server_cert()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Arc::new(AgentMetrics::new());
+    let bus = bus(&metrics);
+    let config = loki_config(&url, ", batchWaitMs: 10");
+
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    std::env::remove_var("SSL_CERT_DIR");
+    std::env::set_var("SSL_CERT_FILE", &empty);
+    let receiver = bus.set_sinks(&["loki".into()], 100).remove(0);
+    let err = agent::sinks::spawn(&config, receiver, metrics.clone())
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("system CA certificates") && err.contains("caFile"),
+        "{err}"
+    );
+
+    std::env::set_var("SSL_CERT_FILE", ca.pem_file(&dir, "roots.pem"));
+    let receiver = bus.set_sinks(&["loki".into()], 100).remove(0);
+    let _task = agent::sinks::spawn(&config, receiver, metrics.clone()).unwrap();
+    bus.publish("tcpreset", events(1, EventType::TcpResetActive));
+    wait_for(|| metrics.delivered_for_sink("loki") == 1).await;
+    assert_eq!(rec.lock().unwrap().requests.len(), 1);
 }
