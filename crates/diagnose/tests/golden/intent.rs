@@ -18,18 +18,18 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use diagnose::synthetic::{flannel_host_gw, ClusterSize};
+use diagnose::synthetic::{ClusterSize, flannel_host_gw};
 use k8s_openapi::api::core::v1::{ObjectReference, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use lab::kube_proxy::{render_kube_proxy_iptables, KubeProxyInput};
+use lab::kube_proxy::{KubeProxyInput, render_kube_proxy_iptables};
 use lab::plan::{LabState, PodPlan};
 use model::diagnosis::Verdict;
 use model::{CniMode, FindingCode, KubeProxyMode, Snapshot};
 use netstack::state::{Address, LinkKind, OperState, Route, RouteType, Scope};
 
-use super::{diagnose_tcp, ipv4_rules, netns, tcp_query, Case};
+use super::{Case, diagnose_tcp, ipv4_rules, netns, tcp_query};
 
 const FOLDER: &str = "flannel-host-gw";
 
@@ -500,10 +500,11 @@ fn enforcement_rules_that_deny_what_the_policies_allow_are_called_stale() {
         "{}",
         text(&d)
     );
-    assert!(f
-        .hint
-        .as_deref()
-        .is_some_and(|h| h.contains("policy agent on node-2")));
+    assert!(
+        f.hint
+            .as_deref()
+            .is_some_and(|h| h.contains("policy agent on node-2"))
+    );
 }
 
 #[test]
@@ -835,5 +836,33 @@ fn topology_hints_let_kube_proxy_leave_other_zones_out_but_not_add_strangers() {
             && !f.message.contains("missing"),
         "{}",
         f.message
+    );
+}
+
+/// kube-proxy's REJECT of a Service port without endpoints is recognised by who owns the rule
+/// and its verdict, not by the comment kube-proxy happens to write: without the comment, the
+/// path still stops at one finding that names the Kubernetes cause.
+#[test]
+fn kube_proxy_rejects_are_recognised_by_owner_and_verdict_not_comment() {
+    let mut s = example("named-port-missing");
+    let rules = ipv4_rules(&mut s, "node-1");
+    let commented = " -m comment --comment \"default/web-0:http has no endpoints\"";
+    assert!(rules.contains(commented), "{rules}");
+    *rules = rules.replace(commented, "").into();
+    let d = diagnose_tcp(&s, "default/web-1-1", "service/default/web-0", 80);
+    let stopped = d.paths[0].stopped_by.map(|i| &d.findings[i]);
+    let f = stopped.unwrap_or_else(|| panic!("the path stops:\n{}", text(&d)));
+    assert_eq!(f.code, FindingCode::ServiceNamedPortMissing, "{}", text(&d));
+    assert!(
+        f.message.contains("On the path: ") && f.message.contains("rejected"),
+        "{}",
+        f.message
+    );
+    assert!(
+        !d.findings
+            .iter()
+            .any(|f| f.code == FindingCode::NetfilterReject),
+        "{}",
+        text(&d)
     );
 }
