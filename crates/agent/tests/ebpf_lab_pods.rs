@@ -182,10 +182,13 @@ impl LabAgent {
 
 /// The label set of `pod` on node-1, namespace default, followed by the probe's own labels.
 fn labels(pod: Pod, own: &[(&str, &str)]) -> String {
-    let mut labels = format!(
-        "k8s_node=\"node-1\",k8s_namespace=\"default\",k8s_pod=\"{}\"",
-        pod.name()
-    );
+    entity_labels("default", pod.name(), own)
+}
+
+/// The label set of an entity on node-1 (the node itself: empty namespace and pod), followed by
+/// the probe's own labels.
+fn entity_labels(namespace: &str, pod: &str, own: &[(&str, &str)]) -> String {
+    let mut labels = format!("k8s_node=\"node-1\",k8s_namespace=\"{namespace}\",k8s_pod=\"{pod}\"");
     for (name, value) in own {
         labels.push_str(&format!(",{name}=\"{value}\""));
     }
@@ -194,11 +197,7 @@ fn labels(pod: Pod, own: &[(&str, &str)]) -> String {
 
 /// `netsleuth_<metric>` of the node itself (node-wide probes) with the probe's own labels.
 fn node_series(metric: &str, own: &[(&str, &str)]) -> String {
-    let mut labels = String::from("k8s_node=\"node-1\",k8s_namespace=\"\",k8s_pod=\"\"");
-    for (name, value) in own {
-        labels.push_str(&format!(",{name}=\"{value}\""));
-    }
-    format!("netsleuth_{metric}{{{labels}}}")
+    format!("netsleuth_{metric}{{{}}}", entity_labels("", "", own))
 }
 
 /// How much `series` grew between two scrapes (absent counts as 0).

@@ -264,13 +264,17 @@ struct ns_hist_value {
 	__u64 sum_ns;
 };
 
-#define DEFINE_HISTOGRAM_MAP(name, entries)                        \
-	struct {                                                   \
-		__uint(type, BPF_MAP_TYPE_PERCPU_HASH);            \
-		__uint(max_entries, entries);                      \
-		__type(key, struct ns_hist_key);                      \
-		__type(value, struct ns_hist_value);                  \
+/* A per-CPU hash aggregation map; the loader resizes it to Options::max_entries. */
+#define DEFINE_PERCPU_HASH_MAP(name, entries, key_type, value_type) \
+	struct {                                                    \
+		__uint(type, BPF_MAP_TYPE_PERCPU_HASH);             \
+		__uint(max_entries, entries);                       \
+		__type(key, key_type);                              \
+		__type(value, value_type);                          \
 	} name SEC(".maps")
+
+#define DEFINE_HISTOGRAM_MAP(name, entries) \
+	DEFINE_PERCPU_HASH_MAP(name, entries, struct ns_hist_key, struct ns_hist_value)
 
 /* Adds to a per-CPU hash counter whose value starts with `n` u64 counters; inserts the key when
  * missing. A concurrent insert of the same key on another CPU is retried once; a full map is

@@ -28,13 +28,8 @@ struct ns_threshold_key {
 	__u16 threshold;
 };
 
-#define DEFINE_THRESHOLD_MAP(name, entries)                        \
-	struct {                                                   \
-		__uint(type, BPF_MAP_TYPE_PERCPU_HASH);            \
-		__uint(max_entries, entries);                      \
-		__type(key, struct ns_threshold_key);              \
-		__type(value, __u64);                              \
-	} name SEC(".maps")
+#define DEFINE_THRESHOLD_MAP(name, entries) \
+	DEFINE_PERCPU_HASH_MAP(name, entries, struct ns_threshold_key, __u64)
 
 /* Strictly slower, as KubeSkoop compares (latency > threshold). */
 static __always_inline bool is_slow(__u64 ns)

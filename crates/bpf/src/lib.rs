@@ -5,9 +5,10 @@
 //!
 //! Every program is `tp_btf` (BTF-typed tracepoint): this project's kernels refuse kprobes and
 //! fentry, and typed arguments avoid hand-written tracepoint layouts (KubeSkoop's tcpretrans
-//! broke on one). Counting happens in the kernel in per-CPU maps; events go through a ring buffer
-//! behind a per-CPU token bucket, and what the bucket or a full buffer dropped is counted
-//! ([`ProbeStats`]).
+//! broke on one). Counting happens in the kernel in per-CPU maps — latency probes keep a log2
+//! histogram and exact counts over 1 ms / `Options::slow_threshold` / 100 ms ([`SlowCounts`],
+//! `latency.bpf.h`) side by side; events go through a ring buffer behind a per-CPU token bucket,
+//! and what the bucket or a full buffer dropped is counted ([`ProbeStats`]).
 //!
 //! This crate must not know about metrics, HTTP or Kubernetes: it returns plain values keyed by
 //! network-namespace inode, and the agent (`crates/agent/src/probes/`) turns them into series.

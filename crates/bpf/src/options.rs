@@ -15,7 +15,8 @@ pub struct Options {
     pub event_burst: u64,
     /// Ring buffer size in bytes: a power of two, at least one page.
     pub ring_buffer_bytes: u32,
-    /// Latency probes push an event only for samples slower than this.
+    /// Latency probes push an event only for samples slower than this, and count them in
+    /// `SlowCounts::over_slow_threshold`.
     pub slow_threshold: Duration,
     /// packetloss: attach the kernel stack (16 frames) to each sampled drop event.
     pub capture_stack: bool,
