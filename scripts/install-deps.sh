@@ -27,6 +27,7 @@ declare -A NEED=(
   [protoc]=protobuf-compiler
   [containerd]=containerd
   [runc]=runc
+  [/usr/lib/cni/bridge]=containernetworking-plugins
 )
 
 missing=()

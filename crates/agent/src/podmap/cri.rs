@@ -116,7 +116,8 @@ pub fn query(socket: &Path, timeout: Duration) -> Result<Answer, CriError> {
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
-async fn connect(socket: &Path) -> Result<RuntimeServiceClient<Channel>, CriError> {
+/// A RuntimeService client on the unix socket `socket` (without a deadline: callers bound it).
+pub async fn connect(socket: &Path) -> Result<RuntimeServiceClient<Channel>, CriError> {
     let path = socket.to_path_buf();
     // The URI is required by tonic but unused: the connector always dials the socket.
     let channel = Endpoint::from_static("http://cri.invalid")
