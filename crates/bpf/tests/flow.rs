@@ -8,7 +8,7 @@ use std::net::{SocketAddr, UdpSocket};
 
 use bpf::flow::{Direction, Flow, FlowCounters, FlowKey};
 use bpf::{L4Protocol, NetnsInode, Options, Tuple};
-use support::{options, veth_pair, Netns};
+use support::{Netns, options, veth_pair};
 
 fn send(
     ns: &Netns,

@@ -8,7 +8,7 @@ use std::net::{SocketAddr, UdpSocket};
 
 use bpf::packetloss::{DropKey, DropReason, PacketLoss};
 use bpf::{L3Protocol, L4Protocol, Options};
-use support::{options, Netns};
+use support::{Netns, options};
 
 fn key(ns: &Netns, probe: &PacketLoss, reason: &str, l4: L4Protocol) -> DropKey {
     let code = probe
