@@ -164,6 +164,12 @@ fn bench_iptables(services: usize, endpoints: usize, runs: usize) -> anyhow::Res
     let wall = |t: &[Timing]| median(t.iter().map(|t| t.wall).collect());
     let cpu = |t: &[Timing]| median(t.iter().map(|t| t.cpu).collect());
     println!("iptables-save parse, {lines} rules, median of {runs} runs each:");
+    // Other processes slow both sides, the peer's single thread differently from our two: a
+    // ratio means little without the load it was measured under.
+    if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
+        let averages: Vec<&str> = load.split_whitespace().take(3).collect();
+        println!("  load average (1, 5, 15 min): {}", averages.join(", "));
+    }
     println!("                             wall clock    CPU time (all threads)");
     for (name, t) in [
         ("netsleuth parse", &ours),
