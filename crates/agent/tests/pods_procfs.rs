@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agent::podmap::{CriState, Owner, PodMap, PodMapSources, ProcRoots, Source, netns_inode};
+use agent::status::Status;
 
 /// The cgroup2 mount point (`/sys/fs/cgroup` on a pure v2 host, `/sys/fs/cgroup/unified` on
 /// a hybrid one).
@@ -181,6 +182,13 @@ fn pods_are_found_through_their_cgroups_and_the_kubelet_log_dirs() {
         "a non-pod netns must stay unmapped"
     );
     assert!(map.get(map.host().netns).unwrap().is_host());
+
+    // `/status` says which source mapped each pod and why there was no CRI.
+    let status = serde_json::to_value(Status::new(Vec::new(), Vec::new(), &map, 256)).unwrap();
+    let pods = &status["pods"];
+    assert_eq!(pods["sources"]["shop/web-7c9d"], "proc_cgroup", "{pods}");
+    assert_eq!(pods["sources"]["/api-5f6b"], "proc_hostname", "{pods}");
+    assert_eq!(pods["cri"]["state"], "absent", "{pods}");
 }
 
 #[test]
