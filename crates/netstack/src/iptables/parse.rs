@@ -904,9 +904,13 @@ fn parse_iface(v: &str) -> IfacePattern {
 }
 
 fn parse_ip(v: &str, line: usize) -> Result<IpAddr, ParseError> {
-    if let Some(addr) = ipv4_fast(v) {
-        return Ok(IpAddr::V4(addr));
+    match ipv4_fast(v) {
+        Some(addr) => Ok(IpAddr::V4(addr)),
+        None => parse_ip_general(v, line),
     }
+}
+
+pub(super) fn parse_ip_general(v: &str, line: usize) -> Result<IpAddr, ParseError> {
     v.parse().map_err(|_| ParseError {
         line,
         message: format!("{v:?} is not an IP address"),
@@ -914,9 +918,13 @@ fn parse_ip(v: &str, line: usize) -> Result<IpAddr, ParseError> {
 }
 
 pub(super) fn parse_net(v: &str, line: usize) -> Result<IpNet, ParseError> {
-    if let Some(net) = ipv4_net_fast(v) {
-        return Ok(net);
+    match ipv4_net_fast(v) {
+        Some(net) => Ok(net),
+        None => parse_net_general(v, line),
     }
+}
+
+pub(super) fn parse_net_general(v: &str, line: usize) -> Result<IpNet, ParseError> {
     if let Ok(net) = v.parse::<IpNet>() {
         return Ok(net.trunc());
     }
@@ -932,14 +940,14 @@ pub(super) fn parse_net(v: &str, line: usize) -> Result<IpNet, ParseError> {
         }
         return err(line, format!("{v:?} is not an address/prefix"));
     }
-    let addr = parse_ip(v, line)?;
+    let addr = parse_ip_general(v, line)?;
     Ok(IpNet::from(addr))
 }
 
 /// `A.B.C.D` or `A.B.C.D/N` as iptables-save prints them, read without the general parsers'
 /// cost (most rules of a large dump hold one); `None` for any other form, which the general
 /// parsers then read or reject exactly as before.
-fn ipv4_net_fast(v: &str) -> Option<IpNet> {
+pub(super) fn ipv4_net_fast(v: &str) -> Option<IpNet> {
     let (addr, len) = match split_at_byte(v, b'/') {
         Some((addr, len)) => (addr, small_decimal(len.as_bytes(), 32)?),
         None => (v, 32),
@@ -948,18 +956,30 @@ fn ipv4_net_fast(v: &str) -> Option<IpNet> {
     Some(IpNet::V4(net.trunc()))
 }
 
-fn ipv4_fast(v: &str) -> Option<std::net::Ipv4Addr> {
+pub(super) fn ipv4_fast(v: &str) -> Option<std::net::Ipv4Addr> {
     let mut octets = [0u8; 4];
-    let mut rest = v.as_bytes();
-    for (i, octet) in octets.iter_mut().enumerate() {
-        let end = if i == 3 {
-            rest.len()
-        } else {
-            rest.iter().position(|&b| b == b'.')?
-        };
-        *octet = small_decimal(&rest[..end], 255)? as u8;
-        rest = rest.get(end + 1..).unwrap_or_default();
+    let (mut octet, mut value, mut digits) = (0, 0u32, 0);
+    for &b in v.as_bytes() {
+        match b {
+            // A leading zero (`01`) is not the decimal form: left to the general parser.
+            b'0'..=b'9' if !(digits == 1 && value == 0) => {
+                value = value * 10 + u32::from(b - b'0');
+                digits += 1;
+                if value > 255 {
+                    return None;
+                }
+            }
+            b'.' if digits > 0 && octet < 3 => {
+                octets[octet] = value as u8;
+                (octet, value, digits) = (octet + 1, 0, 0);
+            }
+            _ => return None,
+        }
     }
+    if octet != 3 || digits == 0 {
+        return None;
+    }
+    octets[3] = value as u8;
     Some(octets.into())
 }
 
@@ -976,6 +996,21 @@ fn small_decimal(digits: &[u8], max: u32) -> Option<u32> {
         n = n * 10 + u32::from(d - b'0');
     }
     (n <= max).then_some(n)
+}
+
+/// A port number: plain digits read here (most rules of a large dump hold one), anything else
+/// by the general parser, which accepts and rejects what it always did.
+pub(super) fn parse_port(v: &str, line: usize) -> Result<u16, ParseError> {
+    let digits = v.as_bytes();
+    if (1..=5).contains(&digits.len()) && digits.iter().all(u8::is_ascii_digit) {
+        let value = digits
+            .iter()
+            .fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'));
+        if let Ok(port) = u16::try_from(value) {
+            return Ok(port);
+        }
+    }
+    parse_num(v, line, "port")
 }
 
 /// `v` split around its first `sep`. Option values are a few bytes long: a plain scan beats
@@ -999,15 +1034,15 @@ fn parse_port_range(v: &str, line: usize) -> Result<PortRange, ParseError> {
 /// A port range written `LO<sep>HI` (matches use `:`, NAT targets `-`), or one port.
 fn parse_port_range_split(v: &str, sep: u8, line: usize) -> Result<PortRange, ParseError> {
     let (lo, hi) = split_at_byte(v, sep).unwrap_or((v, v));
-    let lo: u16 = if lo.is_empty() {
+    let lo = if lo.is_empty() {
         0
     } else {
-        parse_num(lo, line, "port")?
+        parse_port(lo, line)?
     };
-    let hi: u16 = if hi.is_empty() {
+    let hi = if hi.is_empty() {
         u16::MAX
     } else {
-        parse_num(hi, line, "port")?
+        parse_port(hi, line)?
     };
     if lo > hi {
         return err(line, format!("port range {v:?} is reversed"));

@@ -669,6 +669,74 @@ fn loops_are_cut_not_hung() {
     assert!(out[0].unsupported[0].feature.contains("loop"));
 }
 
+// ---- fast paths of the option parsers ----
+
+/// Strings near the dotted-quad form: octets past 255, leading zeros, missing or extra parts,
+/// prefixes past 32 or with a leading zero.
+fn near_ipv4() -> impl Strategy<Value = String> {
+    let octet = prop_oneof![
+        (0u16..=300).prop_map(|n| n.to_string()),
+        (0u16..=99).prop_map(|n| format!("0{n}")),
+        Just(String::new()),
+    ];
+    let prefix = prop_oneof![
+        Just(String::new()),
+        (0u8..=40).prop_map(|n| format!("/{n}")),
+        (0u8..=9).prop_map(|n| format!("/0{n}")),
+        Just("/255.255.0.0".to_string()),
+    ];
+    (prop::collection::vec(octet, 1..=5), prefix)
+        .prop_map(|(octets, prefix)| format!("{}{prefix}", octets.join(".")))
+}
+
+proptest! {
+    #[test]
+    fn address_and_port_fast_paths_agree_with_the_general_parsers(
+        v in prop_oneof![near_ipv4(), "[0-9./:a-f-]{0,18}"],
+        port in prop_oneof![(0u32..=70_000).prop_map(|n| n.to_string()), "[0-9+-]{0,7}"],
+    ) {
+        if let Some(net) = parse::ipv4_net_fast(&v) {
+            prop_assert_eq!(Ok(net), parse::parse_net_general(&v, 1), "{}", v);
+        }
+        if let Some(addr) = parse::ipv4_fast(&v) {
+            prop_assert_eq!(Ok(IpAddr::V4(addr)), parse::parse_ip_general(&v, 1), "{}", v);
+        }
+        prop_assert_eq!(parse::parse_port(&port, 1).ok(), port.parse::<u16>().ok(), "{}", port);
+    }
+}
+
+#[test]
+fn address_fast_paths_answer_for_what_iptables_save_prints() {
+    for (text, net) in [
+        ("10.96.0.10/32", "10.96.0.10/32"),
+        ("10.1.2.3", "10.1.2.3/32"),
+        ("10.1.2.3/8", "10.0.0.0/8"),
+        ("0.0.0.0/0", "0.0.0.0/0"),
+    ] {
+        assert_eq!(
+            parse::ipv4_net_fast(text),
+            Some(net.parse().unwrap()),
+            "{text}"
+        );
+    }
+    assert_eq!(
+        parse::ipv4_fast("255.255.255.255"),
+        Some(std::net::Ipv4Addr::BROADCAST)
+    );
+    for other in [
+        "01.2.3.4",
+        "1.2.3.256",
+        "1.2.3",
+        "1.2.3.4.5",
+        "1..2.3",
+        "1.2.3.4/33",
+        "1.2.3.4/",
+        "::1",
+    ] {
+        assert_eq!(parse::ipv4_net_fast(other), None, "{other}");
+    }
+}
+
 // ---- parse → print → parse ----
 
 fn arb_match() -> impl Strategy<Value = Match> {
