@@ -6,7 +6,8 @@
 //! real traffic ([`Lab::probe`]) tells the ground truth a diagnosis is checked against.
 //!
 //! The lab writes a [`model::Inventory`] (`inventory.json` in its state dir) for the collector;
-//! it never reads netns state itself. It must never touch anything outside the netns it created
+//! it never reads netns state itself: [`live`] hands the inventory to the collector and what was
+//! collected to the engine. It must never touch anything outside the netns it created
 //! (`nsl-<lab>-…`): no root-netns links, routes or rules. See `docs/lab.md`.
 
 pub mod datapath;
@@ -14,6 +15,7 @@ mod error;
 pub mod faults;
 pub mod kube_proxy;
 mod lab;
+pub mod live;
 pub mod objects;
 pub mod plan;
 pub mod policy;

@@ -1,4 +1,5 @@
-//! `netsleuth collect`, and the lab collection `diagnose --lab`, `demo` and `bench lab` share.
+//! `netsleuth collect`, and the glue around a live lab (`lab::live`) that `diagnose --lab`, `demo`
+//! and `bench lab` share: exit statuses and progress on stderr.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -6,7 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use collect::NetnsFilter;
-use diagnose::EndpointSpec;
+use diagnose::Query;
+use lab::live::LiveError;
+use lab::Lab;
+use model::diagnosis::Diagnosis;
 use model::{Inventory, NetnsLocation, Snapshot};
 
 use super::bench::ms;
@@ -40,7 +44,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let snapshot = match (&args.lab, &args.kubeconfig) {
-        (Some(name), _) => collect_lab(name, &NetnsFilter::All)?,
+        (Some(name), _) => collect_lab(name)?,
         (None, Some(_)) => return Err(kubeconfig_unavailable()),
         (None, None) => {
             let started = Instant::now();
@@ -77,69 +81,55 @@ fn report_progress(location: &NetnsLocation, took: Duration) {
     eprintln!("  read {:<32} {:>6.1} ms", location.id, ms(took));
 }
 
-/// The inventory a lab wrote when it was built (`lab` must exist: 2 otherwise).
+/// Opens the lab `name` (2 when there is none).
+fn open_lab(name: &str) -> anyhow::Result<Lab> {
+    Lab::open(name).map_err(|e| ExitError::bad_input(e.to_string()))
+}
+
+/// The namespaces and objects of the lab `name`, as the collector takes them.
 pub fn lab_inventory(name: &str) -> anyhow::Result<Inventory> {
-    let lab = lab::Lab::open(name).map_err(|e| ExitError::bad_input(e.to_string()))?;
-    let path = lab.inventory_path();
-    let shown = path.display().to_string();
-    let bytes = std::fs::read(&path).map_err(|e| {
-        anyhow::Error::new(ExitError {
-            code: exit::INCOMPLETE,
-            message: format!("cannot read {shown}: {e}"),
-        })
-    })?;
-    model::codec::from_json_slice(&shown, &bytes).map_err(|e| {
-        anyhow::Error::new(ExitError {
-            code: exit::INCOMPLETE,
-            message: e.to_string(),
-        })
-    })
+    Ok(open_lab(name)?.inventory())
 }
 
-/// Collects the selected namespaces of a lab, with progress on stderr.
-pub fn collect_lab(name: &str, filter: &NetnsFilter) -> anyhow::Result<Snapshot> {
-    let inventory = lab_inventory(name)?;
-    collect_inventory(&inventory, filter, &format!("lab {name}"))
-}
-
-/// Collects the namespaces of a lab that the question `src → dst:port` involves (see
-/// `collect::scope`), with progress on stderr.
-pub fn collect_lab_for_query(
-    lab: &str,
-    src: &str,
-    dst: &str,
-    port: u16,
-) -> anyhow::Result<Snapshot> {
-    let inventory = lab_inventory(lab)?;
-    let parse = |text: &str, role: &str| {
-        text.parse::<EndpointSpec>()
-            .map_err(|e| ExitError::bad_input(format!("{role}: {e}")))
-    };
-    let filter = collect::scope::netns_for_query(
-        &inventory,
-        &parse(src, "source")?,
-        &parse(dst, "destination")?,
-        port,
-    );
-    collect_inventory(&inventory, &filter, &format!("lab {lab}"))
-}
-
-/// Collects the selected namespaces of an inventory, with progress on stderr.
-pub fn collect_inventory(
-    inventory: &Inventory,
-    filter: &NetnsFilter,
-    what: &str,
-) -> anyhow::Result<Snapshot> {
+/// Collects every namespace of the lab `name`, with progress on stderr.
+fn collect_lab(name: &str) -> anyhow::Result<Snapshot> {
+    let lab = open_lab(name)?;
     let started = Instant::now();
-    let snapshot =
-        collect::collect_inventory(inventory, filter, &mut report_progress).map_err(incomplete)?;
-    eprintln!(
-        "collected {} of {} namespaces of {what} in {:.0} ms",
+    let snapshot = lab
+        .collect(&NetnsFilter::All, &mut report_progress)
+        .map_err(incomplete)?;
+    report_collected(
+        name,
         snapshot.netns.len(),
-        inventory.netns.len(),
-        ms(started.elapsed())
+        lab.inventory().netns.len(),
+        started.elapsed(),
     );
     Ok(snapshot)
+}
+
+/// Collects the namespaces of the lab `name` that `query` involves and diagnoses it, with
+/// progress on stderr: 2 when the lab or the question is wrong, 3 when a namespace cannot be read.
+pub fn diagnose_lab(name: &str, query: &Query) -> anyhow::Result<Diagnosis> {
+    let live = open_lab(name)?
+        .diagnose(query, &mut report_progress)
+        .map_err(|e| match e {
+            LiveError::Question(e) => ExitError::bad_input(e.to_string()),
+            LiveError::Collect(e) => incomplete(e),
+        })?;
+    report_collected(
+        name,
+        live.namespaces_read,
+        live.namespaces_in_lab,
+        live.collect_took,
+    );
+    Ok(live.diagnosis)
+}
+
+fn report_collected(lab: &str, read: usize, in_lab: usize, took: Duration) {
+    eprintln!(
+        "collected {read} of {in_lab} namespaces of lab {lab} in {:.0} ms",
+        ms(took)
+    );
 }
 
 fn write_snapshot(snapshot: &Snapshot, path: &Path) -> anyhow::Result<()> {

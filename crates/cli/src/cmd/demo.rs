@@ -6,12 +6,10 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::anyhow;
 use diagnose::render::{render, Format};
-use diagnose::Query;
 use lab::faults::{scenario_spec, DESTINATION_POD, SOURCE_POD};
 use lab::{Fault, Lab, ProbeRequest};
-use model::diagnosis::{Diagnosis, Verdict};
+use model::diagnosis::Verdict;
 use model::CniMode;
 use netstack::packet::Protocol;
 
@@ -63,25 +61,6 @@ fn step(started: Instant, n: usize, text: &str) {
         "[{n}/{STEPS} {:>5.2}s] {text}",
         started.elapsed().as_secs_f64()
     );
-}
-
-/// The diagnosis question that matches a lab probe.
-pub fn query_for(probe: &ProbeRequest) -> Query {
-    Query {
-        src: probe.src.clone(),
-        dst: probe.dst.clone(),
-        protocol: probe.protocol,
-        dport: probe.port,
-        sport: 40000,
-    }
-}
-
-/// Collects the lab's namespaces on the path of `query` and diagnoses it, as
-/// `diagnose --lab` does.
-pub fn diagnose_live(lab_name: &str, query: &Query) -> anyhow::Result<Diagnosis> {
-    let snapshot =
-        super::collect::collect_lab_for_query(lab_name, &query.src, &query.dst, query.dport)?;
-    diagnose::diagnose(&snapshot, query).map_err(|e| anyhow!("{e}"))
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -142,7 +121,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         3,
         "collecting the live lab and diagnosing the same flow",
     );
-    let healthy = diagnose_live(&args.name, &query_for(&healthy_probe))?;
+    let healthy = super::collect::diagnose_lab(&args.name, &healthy_probe.query())?;
     eprintln!("         diagnosis: {:?}", healthy.verdict);
 
     step(started, 4, &format!("injecting fault \"{}\"", fault.name()));
@@ -164,7 +143,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         6,
         "collecting the live lab again and diagnosing that flow",
     );
-    let diagnosis = diagnose_live(&args.name, &query_for(&injected.probe))?;
+    let diagnosis = super::collect::diagnose_lab(&args.name, &injected.probe.query())?;
     println!("{}", render(&diagnosis, Format::Text));
 
     step(started, 7, "verdict");

@@ -63,23 +63,6 @@ fn parse_protocol(s: &str) -> Result<Protocol, String> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let snapshot = match (&args.snapshot, &args.lab, &args.kubeconfig) {
-        (Some(path), _, _) => {
-            let name = path.display().to_string();
-            let bytes = std::fs::read(path)
-                .map_err(|e| ExitError::bad_input(format!("cannot read {name}: {e}")))?;
-            Snapshot::from_bytes(&name, &bytes).map_err(|e| ExitError::bad_input(e.to_string()))?
-        }
-        (None, Some(lab), _) => {
-            super::collect::collect_lab_for_query(lab, &args.src, &args.dst, args.port)?
-        }
-        (None, None, Some(_)) => return Err(super::collect::kubeconfig_unavailable()),
-        (None, None, None) => {
-            return Err(ExitError::bad_input(
-                "one of --snapshot, --lab or --kubeconfig is required",
-            ))
-        }
-    };
     let query = Query {
         src: args.src,
         dst: args.dst,
@@ -87,8 +70,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         dport: args.port,
         sport: args.sport,
     };
-    let diagnosis =
-        diagnose::diagnose(&snapshot, &query).map_err(|e| ExitError::bad_input(e.to_string()))?;
+    let diagnosis = match (&args.snapshot, &args.lab, &args.kubeconfig) {
+        (Some(path), _, _) => {
+            let name = path.display().to_string();
+            let bytes = std::fs::read(path)
+                .map_err(|e| ExitError::bad_input(format!("cannot read {name}: {e}")))?;
+            let snapshot = Snapshot::from_bytes(&name, &bytes)
+                .map_err(|e| ExitError::bad_input(e.to_string()))?;
+            diagnose::diagnose(&snapshot, &query)
+                .map_err(|e| ExitError::bad_input(e.to_string()))?
+        }
+        (None, Some(lab), _) => super::collect::diagnose_lab(lab, &query)?,
+        (None, None, Some(_)) => return Err(super::collect::kubeconfig_unavailable()),
+        (None, None, None) => {
+            return Err(ExitError::bad_input(
+                "one of --snapshot, --lab or --kubeconfig is required",
+            ))
+        }
+    };
     let format = match args.format.as_str() {
         "json" => Format::Json,
         "dot" => Format::Dot,
