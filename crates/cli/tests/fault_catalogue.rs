@@ -11,16 +11,16 @@
 //! Labs are named `tfc<case>-<pid>` and taken down by a Drop guard, also on failure.
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+mod common;
+
 use lab::faults::{scenario_spec, DESTINATION_POD, SOURCE_POD};
-use lab::{Fault, Lab, ProbeRequest, SUPPORTED_CNI};
-use model::diagnosis::Diagnosis;
-use model::finding::Level;
-use model::{CniMode, Finding};
+use lab::testing::LabGuard;
+use lab::{Fault, ProbeRequest, SUPPORTED_CNI};
+use model::CniMode;
 
 /// Labs built at the same time. Cases mostly wait (probe timeouts, child processes), so this is
 /// above the core count of the CI machines (2) without starving them.
@@ -93,77 +93,14 @@ impl Row {
     }
 }
 
-/// Takes the lab down however the case ends.
-struct LabGuard(String);
-
-impl Drop for LabGuard {
-    fn drop(&mut self) {
-        let _ = Lab::down(&self.0);
-    }
-}
-
-/// `netsleuth diagnose --lab` on the probe's flow: exit status, the findings of its JSON report,
-/// and the last line of its stderr (the error, when there is one).
-fn diagnose_lab(name: &str, probe: &ProbeRequest) -> (Option<i32>, Vec<Finding>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_netsleuth"))
-        .args([
-            "diagnose",
-            "--lab",
-            name,
-            "-s",
-            &probe.src,
-            "-d",
-            &probe.dst,
-            "-p",
-            &probe.port.to_string(),
-            "--protocol",
-            &probe.protocol.to_string(),
-            "-o",
-            "json",
-        ])
-        .output()
-        .expect("run netsleuth diagnose");
-    // No report on stdout when diagnose refused the question or failed.
-    let findings = if out.stdout.is_empty() {
-        Vec::new()
-    } else {
-        serde_json::from_slice::<Diagnosis>(&out.stdout)
-            .expect("diagnose -o json writes a diagnosis")
-            .findings
-    };
-    let error = String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .to_string();
-    (out.status.code(), findings, error)
-}
-
-fn error_codes(findings: &[Finding]) -> Vec<String> {
-    let mut codes: Vec<String> = findings
-        .iter()
-        .filter(|f| f.level >= Level::Error)
-        .map(|f| f.code.to_string())
-        .collect();
-    codes.sort();
-    codes.dedup();
-    codes
-}
-
 fn run_case(case: usize, row: Row, cni: CniMode) -> Outcome {
     let name = format!("tfc{case}-{}", std::process::id() % 100_000);
     let mut spec = scenario_spec(name.clone(), cni);
-    spec.listener = vec![
-        env!("CARGO_BIN_EXE_netsleuth").into(),
-        "lab".into(),
-        "serve".into(),
-    ];
-    let _ = Lab::down(&name);
-    let mut lab = match Lab::up(spec) {
+    spec.listener = common::listener();
+    let mut lab = match LabGuard::up(spec) {
         Ok(lab) => lab,
         Err(e) => return Outcome::LabError(e.to_string()),
     };
-    let _guard = LabGuard(name.clone());
     let (probe, injected) = match row {
         Row::Healthy => (
             ProbeRequest {
@@ -184,13 +121,13 @@ fn run_case(case: usize, row: Row, cni: CniMode) -> Outcome {
         Ok(outcome) => outcome.reachable,
         Err(e) => return Outcome::LabError(format!("probe: {e}")),
     };
-    let (status, findings, error) = diagnose_lab(&name, &probe);
+    let diagnosis = common::diagnose_lab(&name, &probe);
+    let findings = diagnosis.report.iter().flat_map(|d| &d.findings);
     let found_expected = injected
         .as_ref()
-        .is_some_and(|injected| findings.iter().any(|f| injected.is_reported_by(f)));
+        .is_some_and(|injected| findings.clone().any(|f| injected.is_reported_by(f)));
     // Where the expected code was reported instead, when not at the fault.
     let places: Vec<String> = findings
-        .iter()
         .filter(|f| injected.as_ref().is_some_and(|i| f.code == i.expected_code))
         .map(|f| {
             [&f.place.node, &f.place.netns, &f.place.device]
@@ -198,16 +135,16 @@ fn run_case(case: usize, row: Row, cni: CniMode) -> Outcome {
                 .join(" / ")
         })
         .collect();
-    match (truth, status) {
+    match (truth, diagnosis.status) {
         (_, Some(3)) => Outcome::Incomplete,
-        (_, Some(2)) => Outcome::Refused(error),
+        (_, Some(2)) => Outcome::Refused(diagnosis.error),
         (true, Some(0)) if row == Row::Healthy => Outcome::HealthyOk,
         (true, Some(0)) => Outcome::NotBroken,
-        (true, _) => Outcome::FalseAlarm(error_codes(&findings)),
+        (true, _) => Outcome::FalseAlarm(diagnosis.error_codes()),
         (false, Some(0)) => Outcome::Missed,
         (false, Some(1)) if found_expected => Outcome::Detected,
         (false, Some(1)) if !places.is_empty() => Outcome::WrongPlace(places),
-        (false, Some(1)) => Outcome::WrongCause(error_codes(&findings)),
+        (false, Some(1)) => Outcome::WrongCause(diagnosis.error_codes()),
         (false, other) => Outcome::LabError(format!("diagnose exited with {other:?}")),
     }
 }

@@ -24,6 +24,8 @@ pub mod serve;
 mod sha256;
 pub mod status;
 pub mod sys;
+#[cfg(feature = "test-support")]
+pub mod testing;
 
 pub use error::LabError;
 pub use faults::{Fault, Injected};

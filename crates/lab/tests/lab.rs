@@ -4,35 +4,19 @@
 use std::time::{Duration, Instant};
 
 use lab::faults::{scenario_spec, Fault};
+use lab::testing::{healthy_flows, healthy_spec, unique_name, LabGuard, PROBE_TIMEOUT};
 use lab::{Lab, LabSpec, ProbeRequest};
 use model::snapshot::CniMode;
 use netstack::packet::Protocol;
 
-/// Long enough for a first ARP round trip on a loaded two-CPU machine.
-const TIMEOUT: Duration = Duration::from_millis(2000);
-
-/// Tears the lab down however the test ends.
-struct Guard(Lab);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Err(err) = Lab::down(self.0.name()) {
-            eprintln!("cleanup of lab {} failed: {err}", self.0.name());
-        }
-    }
-}
-
-fn unique_name(tag: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("t{tag}{:x}", (nanos ^ std::process::id()) & 0xfffff)
+/// This crate's standalone pod listener (the `netsleuth` binary is not built here).
+fn listener() -> Vec<String> {
+    vec![env!("CARGO_BIN_EXE_nsl-lab-serve").into()]
 }
 
 fn spec(tag: &str, cni: CniMode) -> LabSpec {
     LabSpec {
-        listener: vec![env!("CARGO_BIN_EXE_nsl-lab-serve").into()],
+        listener: listener(),
         ..LabSpec {
             cni,
             ..LabSpec::new(unique_name(tag))
@@ -48,56 +32,23 @@ fn probe(lab: &Lab, src: &str, dst: &str, port: u16, protocol: Protocol) -> lab:
         protocol,
         payload: 0,
     };
-    lab.probe(&request, TIMEOUT)
+    lab.probe(&request, PROBE_TIMEOUT)
         .unwrap_or_else(|e| panic!("probe {src} -> {dst}:{port}/{protocol}: {e}"))
 }
 
-const WEB: &str = "
-apiVersion: v1
-kind: Pod
-metadata: {name: hostnet, namespace: default, labels: {app: hostnet}}
-spec:
-  nodeName: node-2
-  hostNetwork: true
-  containers: [{name: c, ports: [{containerPort: 9090}]}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: default}
-spec:
-  type: NodePort
-  selector: {app: pod}
-  ports: [{name: http, port: 80, targetPort: http}]
-";
-
 fn healthy_paths_are_reachable(cni: CniMode, tag: &str) {
-    let mut spec = spec(tag, cni);
-    spec.pods_per_node = 2;
-    spec.objects = lab::parse_objects("web.yaml", WEB).expect("test YAML parses");
-    let guard = Guard(Lab::up(spec).expect("lab up"));
-    let lab = &guard.0;
-    let node_port = lab
-        .state()
-        .service("default", "web")
-        .and_then(|s| s.spec.as_ref()?.ports.as_ref()?[0].node_port)
-        .expect("NodePort assigned");
-    let node_port = u16::try_from(node_port).expect("NodePort fits u16");
-    let cases: [(&str, &str, u16, Protocol); 9] = [
-        ("default/pod-1-1", "default/pod-1-2", 8080, Protocol::Tcp),
-        ("default/pod-1-1", "default/pod-2-1", 8080, Protocol::Tcp),
-        ("default/pod-1-1", "default/pod-3-2", 8080, Protocol::Udp),
-        ("default/pod-1-1", "default/pod-2-2", 0, Protocol::Icmp),
-        ("default/pod-1-1", "service/default/web", 80, Protocol::Tcp),
-        ("default/pod-1-1", "node/node-2", node_port, Protocol::Tcp),
-        ("node/node-1", "default/pod-3-1", 8080, Protocol::Tcp),
-        ("default/pod-1-1", "default/hostnet", 9090, Protocol::Tcp),
-        ("default/pod-3-1", "service/default/web", 80, Protocol::Tcp),
-    ];
-    for (src, dst, port, protocol) in cases {
-        let outcome = probe(lab, src, dst, port, protocol);
+    let spec = healthy_spec(unique_name(tag), cni, listener()).expect("spec");
+    let guard = LabGuard::up(spec).expect("lab up");
+    let lab = &*guard;
+    for flow in healthy_flows(lab).expect("flows") {
+        let request = &flow.request;
+        let outcome = lab
+            .probe(request, PROBE_TIMEOUT)
+            .unwrap_or_else(|e| panic!("{cni}: {}: probe: {e}", flow.what));
         assert!(
             outcome.reachable,
-            "{cni}: {src} -> {dst}:{port}/{protocol}: {outcome}"
+            "{cni}: {} ({} -> {}:{}/{}): {outcome}",
+            flow.what, request.src, request.dst, request.port, request.protocol
         );
     }
     // Nothing listens on 8081: the pod's kernel refuses, proving the probe sees real answers.
@@ -141,14 +92,13 @@ fn three_nodes_six_pods_come_up_fast_and_down_removes_everything() {
     spec.pods_per_node = 2;
     let name = spec.name.clone();
     let started = Instant::now();
-    let guard = Guard(Lab::up(spec).expect("lab up"));
+    let guard = LabGuard::up(spec).expect("lab up");
     let elapsed = started.elapsed();
     // Generous against the 3 s target: other tests share the two CPUs.
     assert!(elapsed < Duration::from_secs(6), "lab up took {elapsed:?}");
-    let inventory: model::Inventory = serde_json::from_slice(
-        &std::fs::read(guard.0.inventory_path()).expect("inventory written"),
-    )
-    .expect("inventory parses");
+    let inventory: model::Inventory =
+        serde_json::from_slice(&std::fs::read(guard.inventory_path()).expect("inventory written"))
+            .expect("inventory parses");
     assert_eq!(
         inventory.netns.len(),
         1 + 1 + 3 + 6,
@@ -167,15 +117,13 @@ fn three_nodes_six_pods_come_up_fast_and_down_removes_everything() {
 
 #[test]
 fn exec_passes_exit_status_through() {
-    let guard = Guard(
-        Lab::up(LabSpec {
-            nodes: 1,
-            pods_per_node: 1,
-            ..spec("ex", CniMode::FlannelHostGw)
-        })
-        .expect("lab up"),
-    );
-    let code = guard.0.exec(
+    let guard = LabGuard::up(LabSpec {
+        nodes: 1,
+        pods_per_node: 1,
+        ..spec("ex", CniMode::FlannelHostGw)
+    })
+    .expect("lab up");
+    let code = guard.exec(
         "default/pod-1-1",
         &[
             "sh".into(),
@@ -185,7 +133,7 @@ fn exec_passes_exit_status_through() {
     );
     assert_eq!(code.expect("exec runs"), 7);
     assert!(matches!(
-        guard.0.exec("default/nope", &["true".into()]),
+        guard.exec("default/nope", &["true".into()]),
         Err(lab::LabError::UnknownEndpoint(_))
     ));
 }
@@ -193,8 +141,8 @@ fn exec_passes_exit_status_through() {
 fn fault_blocks_traffic(fault: Fault, cni: CniMode) {
     let name = unique_name(&fault.name()[..2]);
     let mut spec = scenario_spec(name, cni);
-    spec.listener = vec![env!("CARGO_BIN_EXE_nsl-lab-serve").into()];
-    let mut guard = Guard(Lab::up(spec).expect("lab up"));
+    spec.listener = listener();
+    let mut guard = LabGuard::up(spec).expect("lab up");
     let healthy = ProbeRequest {
         src: lab::faults::SOURCE_POD.into(),
         dst: lab::faults::DESTINATION_POD.into(),
@@ -202,14 +150,16 @@ fn fault_blocks_traffic(fault: Fault, cni: CniMode) {
         protocol: Protocol::Tcp,
         payload: 0,
     };
-    let before = guard.0.probe(&healthy, TIMEOUT).expect("probe runs");
+    let before = guard.probe(&healthy, PROBE_TIMEOUT).expect("probe runs");
     assert!(
         before.reachable,
         "{} {cni}: healthy before injection: {before}",
         fault.name()
     );
-    let injected = fault.inject(&mut guard.0).expect("fault injects");
-    let after = guard.0.probe(&injected.probe, TIMEOUT).expect("probe runs");
+    let injected = fault.inject(&mut guard).expect("fault injects");
+    let after = guard
+        .probe(&injected.probe, PROBE_TIMEOUT)
+        .expect("probe runs");
     assert!(
         !after.reachable,
         "{} {cni}: still reachable after injection: {after}",
@@ -252,7 +202,7 @@ fn every_fault_blocks_traffic_in_every_cni_mode_it_applies_to() {
 fn network_policy_allows_only_the_selected_source() {
     let mut spec = spec("np", CniMode::CalicoBgp);
     spec.pods_per_node = 1;
-    let mut guard = Guard(Lab::up(spec).expect("lab up"));
+    let mut guard = LabGuard::up(spec).expect("lab up");
     let policy = "
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -264,11 +214,10 @@ spec:
     ports: [{port: 8080}]
 ";
     guard
-        .0
         .apply(lab::parse_objects("policy.yaml", policy).expect("policy parses"))
         .expect("apply");
     let allowed = probe(
-        &guard.0,
+        &guard,
         "default/pod-1-1",
         "default/pod-2-1",
         8080,
@@ -276,7 +225,7 @@ spec:
     );
     assert!(allowed.reachable, "selected source: {allowed}");
     let denied = probe(
-        &guard.0,
+        &guard,
         "default/pod-3-1",
         "default/pod-2-1",
         8080,
@@ -284,7 +233,7 @@ spec:
     );
     assert!(!denied.reachable, "other source: {denied}");
     let rules =
-        std::fs::read_to_string(guard.0.dir().join("iptables/node-2.rules")).expect("rules saved");
+        std::fs::read_to_string(guard.dir().join("iptables/node-2.rules")).expect("rules saved");
     assert!(
         rules.contains("rule to ACCEPT traffic for policy default/only-pod-1-1"),
         "policy named in its rules"
@@ -295,27 +244,22 @@ spec:
 /// sysctl (not the rest of the setup the fault needs) is the cause.
 fn sysctl_is_the_root_cause(fault: Fault, cni: CniMode, node: &str, undo: &[lab::sys::Sysctl]) {
     let mut spec = scenario_spec(unique_name(&fault.name()[..2]), cni);
-    spec.listener = vec![env!("CARGO_BIN_EXE_nsl-lab-serve").into()];
-    let mut guard = Guard(Lab::up(spec).expect("lab up"));
-    let injected = fault.inject(&mut guard.0).expect("fault injects");
+    spec.listener = listener();
+    let mut guard = LabGuard::up(spec).expect("lab up");
+    let injected = fault.inject(&mut guard).expect("fault injects");
     assert!(
         !guard
-            .0
-            .probe(&injected.probe, TIMEOUT)
+            .probe(&injected.probe, PROBE_TIMEOUT)
             .expect("probe runs")
             .reachable,
         "{}: blocked",
         fault.name()
     );
-    let netns = guard
-        .0
-        .state()
-        .node(node)
-        .expect("node exists")
-        .netns
-        .clone();
+    let netns = guard.state().node(node).expect("node exists").netns.clone();
     lab::sys::write_sysctls(&netns, undo).expect("sysctls written");
-    let outcome = guard.0.probe(&injected.probe, TIMEOUT).expect("probe runs");
+    let outcome = guard
+        .probe(&injected.probe, PROBE_TIMEOUT)
+        .expect("probe runs");
     assert!(
         outcome.reachable,
         "{} with the sysctl undone: {outcome}",
@@ -354,15 +298,14 @@ fn bridge_nf_call_fault_is_the_sysctl_not_the_same_node_service() {
 #[test]
 fn underlay_mtu_fault_drops_full_size_packets_only_until_the_mtu_matches() {
     let mut spec = scenario_spec(unique_name("mt"), CniMode::FlannelVxlan);
-    spec.listener = vec![env!("CARGO_BIN_EXE_nsl-lab-serve").into()];
-    let mut guard = Guard(Lab::up(spec).expect("lab up"));
+    spec.listener = listener();
+    let mut guard = LabGuard::up(spec).expect("lab up");
     let injected = Fault::UnderlayMtuMismatch
-        .inject(&mut guard.0)
+        .inject(&mut guard)
         .expect("fault injects");
     assert!(
         !guard
-            .0
-            .probe(&injected.probe, TIMEOUT)
+            .probe(&injected.probe, PROBE_TIMEOUT)
             .expect("probe runs")
             .reachable,
         "full-size datagram dropped"
@@ -373,15 +316,16 @@ fn underlay_mtu_fault_drops_full_size_packets_only_until_the_mtu_matches() {
     };
     assert!(
         guard
-            .0
-            .probe(&small, TIMEOUT)
+            .probe(&small, PROBE_TIMEOUT)
             .expect("probe runs")
             .reachable,
         "small datagrams still pass"
     );
-    let underlay = guard.0.state().underlay_netns();
+    let underlay = guard.state().underlay_netns();
     lab::sys::ip_batch(Some(&underlay), &["link set n2 mtu 1500".into()]).expect("mtu restored");
-    let outcome = guard.0.probe(&injected.probe, TIMEOUT).expect("probe runs");
+    let outcome = guard
+        .probe(&injected.probe, PROBE_TIMEOUT)
+        .expect("probe runs");
     assert!(outcome.reachable, "matching MTU again: {outcome}");
 }
 
@@ -408,9 +352,9 @@ spec:
         objects: lab::parse_objects("pods.yaml", pods).expect("test YAML parses"),
         ..spec("hn", CniMode::FlannelHostGw)
     };
-    let mut guard = Guard(Lab::up(spec).expect("lab up"));
+    let mut guard = LabGuard::up(spec).expect("lab up");
     let err = Fault::PodInterfaceDown
-        .inject(&mut guard.0)
+        .inject(&mut guard)
         .expect_err("a hostNetwork pod has no eth0 of its own to take down");
     assert!(
         err.to_string()
