@@ -75,6 +75,8 @@ pub(crate) struct NetnsFiles {
     /// setns(2) uses.
     netns: File,
     files: HashMap<&'static str, Option<File>>,
+    /// The netns's cookie (`SO_NETNS_COOKIE`), once learned: held open, the netns keeps it.
+    cookie: Option<u64>,
 }
 
 impl NetnsFiles {
@@ -92,7 +94,13 @@ impl NetnsFiles {
         Ok(NetnsFiles {
             netns,
             files: HashMap::new(),
+            cookie: None,
         })
+    }
+
+    /// The netns's cookie, if [`NetnsVisit::learn_cookie`] learned it.
+    pub(crate) fn cookie(&self) -> Option<u64> {
+        self.cookie
     }
 }
 
@@ -144,6 +152,18 @@ impl<'a> NetnsVisit<'a> {
         setns(&self.files.netns, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
         self.thread.inode = self.inode;
         Ok(())
+    }
+
+    /// Learns the netns's cookie (eBPF maps key a netns by inode and cookie) the first time the
+    /// netns is visited: a socket made inside it says (entering it once).
+    pub(crate) fn learn_cookie(&mut self) -> io::Result<u64> {
+        if let Some(cookie) = self.files.cookie {
+            return Ok(cookie);
+        }
+        self.enter()?;
+        let cookie = bpf::NetnsCookie::of_current_thread()?.0;
+        self.files.cookie = Some(cookie);
+        Ok(cookie)
     }
 }
 

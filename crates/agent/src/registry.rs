@@ -186,7 +186,13 @@ pub struct Samples<'a> {
     resolve: &'a dyn Fn(u64) -> Arc<EntityLabels>,
     /// The netns being visited (per-netns probes); `None`: files are read where the thread is.
     visit: Option<&'a mut (dyn NetnsFileReader + 'a)>,
+    /// Cookie of each netns the scrape holds open, by inode (see [`Self::is_dead_netns`]).
+    cookies: Option<&'a NetnsCookies>,
 }
+
+/// The cookie (`SO_NETNS_COOKIE`, never reused) of each netns a scrape visited, by inode. While
+/// the scrape holds those netns open their inodes cannot name another namespace.
+pub type NetnsCookies = HashMap<u64, u64>;
 
 impl<'a> Samples<'a> {
     pub fn new(
@@ -199,7 +205,15 @@ impl<'a> Samples<'a> {
             entity,
             resolve,
             visit: None,
+            cookies: None,
         }
+    }
+
+    /// Lets [`Self::is_dead_netns`] tell a netns from a dead one that had its inode.
+    #[must_use]
+    pub fn with_netns_cookies(mut self, cookies: &'a NetnsCookies) -> Samples<'a> {
+        self.cookies = Some(cookies);
+        self
     }
 
     /// Samples of a per-netns probe during the visit of one netns.
@@ -214,6 +228,7 @@ impl<'a> Samples<'a> {
             entity,
             resolve,
             visit: Some(visit),
+            cookies: None,
         }
     }
 
@@ -276,7 +291,26 @@ impl<'a> Samples<'a> {
             entity,
             resolve: self.resolve,
             visit: None,
+            cookies: self.cookies,
         }
+    }
+
+    /// Whether the netns that had this inode and cookie is dead: the scrape holds the netns
+    /// with this inode now and its cookie is another (the kernel gave a freed namespace's inode
+    /// to a new one). Unknown inodes (unmapped netns, kernels without cookies) are not dead.
+    pub fn is_dead_netns(&self, inode: u64, cookie: u64) -> bool {
+        self.cookies
+            .and_then(|cookies| cookies.get(&inode))
+            .is_some_and(|&live| live != cookie)
+    }
+
+    /// [`Self::for_netns`] for samples the kernel keyed by inode and cookie; `None` when that
+    /// netns is dead ([`Self::is_dead_netns`]): its counts belong to no one.
+    pub fn for_live_netns(&mut self, inode: u64, cookie: u64) -> Option<Samples<'_>> {
+        if self.is_dead_netns(inode, cookie) {
+            return None;
+        }
+        Some(self.for_netns(inode))
     }
 }
 

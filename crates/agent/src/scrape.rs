@@ -13,6 +13,9 @@
 //! read: the kernel reuses a freed netns inode at once, so a pod whose netns is gone (its path
 //! with it) is left out rather than lending its labels to whatever namespace got its inode, and
 //! samples keyed by inode (eBPF maps) of that namespace count as the node's until it is mapped.
+//! eBPF maps also key by the netns cookie: every visit learns its netns's cookie, and the
+//! node-scope probes run while the scrape still holds the visited netns open, so an inode seen
+//! with another cookie than its netns's is a dead namespace's (`Samples::is_dead_netns`).
 //! Must not render text (see `http`).
 
 use std::collections::HashMap;
@@ -23,7 +26,7 @@ use crate::health::AgentMetrics;
 use crate::netns_files::{NetnsFileCache, NetnsFiles, NetnsVisit, ThreadNetns};
 use crate::podmap::{netns_inode, Entity, PodMap};
 use crate::probe::{MetricDesc, MetricProbe, ProbeError, Scope};
-use crate::registry::{EntityLabels, Samples, ScrapeOutput, Value};
+use crate::registry::{EntityLabels, NetnsCookies, Samples, ScrapeOutput, Value};
 
 /// A metric probe that started, with the last error a scrape gave (shown in `/status`).
 pub struct ActiveMetricProbe {
@@ -156,24 +159,29 @@ pub fn scrape(probes: &[Arc<ActiveMetricProbe>], settings: &ScrapeSettings<'_>) 
         .iter()
         .filter(|p| p.probe.scope() == Scope::PerNetns)
         .collect();
-    if !per_netns.is_empty() {
-        let open_before = settings.netns_files.take();
-        let visited = visit_all(
-            &visit,
-            &per_netns,
-            &resolve,
-            &mut out,
-            open_before,
-            settings,
-        );
-        // Files of netns not visited this time (gone, unmapped, cut) close here.
-        settings.netns_files.keep(visited);
-    }
+    // Visited even without per-netns probes: the visit holds the netns and learns its cookie.
+    let open_before = settings.netns_files.take();
+    let visited = visit_all(
+        &visit,
+        &per_netns,
+        &resolve,
+        &mut out,
+        open_before,
+        settings,
+    );
+    let cookies: NetnsCookies = visited
+        .iter()
+        .filter_map(|(&inode, files)| Some((inode, files.cookie()?)))
+        .collect();
 
     for p in probes.iter().filter(|p| p.probe.scope() == Scope::Node) {
-        let mut samples = Samples::new(&mut out, host_labels.clone(), &resolve);
+        let mut samples =
+            Samples::new(&mut out, host_labels.clone(), &resolve).with_netns_cookies(&cookies);
         record(p, p.probe.collect(&mut samples), settings.metrics);
     }
+    // Files of netns not visited this time (gone, unmapped, cut) close here, after the
+    // node-scope probes: until then no visited netns's inode can go to another namespace.
+    settings.netns_files.keep(visited);
 
     let mut samples = Samples::new(&mut out, host_labels.clone(), &resolve);
     samples.gauge(&AGENT_PODS[0], pods_seen as f64);
@@ -282,6 +290,10 @@ fn visit_share(
             }
         };
         let mut visit = NetnsVisit::new(&entity.path, inode, &mut thread, &mut files);
+        if let Err(e) = visit.learn_cookie() {
+            // Kernels before 5.14: eBPF counts of this netns go by inode alone.
+            tracing::debug!("no cookie for netns {}: {e}", entity.path.display());
+        }
         if must_enter {
             if let Err(e) = visit.enter() {
                 tracing::debug!("skipping netns {}: {e}", entity.path.display());

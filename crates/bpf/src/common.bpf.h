@@ -127,31 +127,65 @@ struct ns_tuple {
 	__u8 pad;
 };
 
+/* A network namespace as the maps key it: its inode (what `ls -Li /proc/PID/ns/net` shows) and
+ * its cookie. The kernel hands a freed netns's inode to the next netns created, so the inode alone
+ * would add a dead pod's counts to the pod that inherits it; the cookie (SO_NETNS_COOKIE, 5.12+)
+ * is never reused, and user space keeps only the entries whose cookie is the live one.
+ * Mirrored by RawNetns in Rust (src/net.rs). */
+struct ns_netns {
+	__u64 cookie;
+	__u32 inum;
+	__u32 pad;
+};
+
 /* Every program in this crate is tp_btf, so typed pointers are dereferenced directly: the
  * verifier turns these into fault-safe loads (a NULL pointer reads as 0), far cheaper than
- * bpf_probe_read_kernel, and vmlinux.h's preserve_access_index makes them CO-RE relocatable. */
-static __always_inline __u32 netns_of_dev(const struct net_device *dev)
+ * bpf_probe_read_kernel, and vmlinux.h's preserve_access_index makes them CO-RE relocatable.
+ * A NULL net (an skb with neither device nor socket) gives {0, 0}. The cookie is one more load
+ * from the struct net the inode came from; 0 on kernels without net_cookie. */
+static __always_inline struct ns_netns netns_of_net(const struct net *net)
 {
-	if (!dev)
-		return 0;
-	return dev->nd_net.net->ns.inum;
+	struct ns_netns netns = {};
+	if (!net)
+		return netns;
+	netns.inum = net->ns.inum;
+	if (bpf_core_field_exists(net->net_cookie))
+		netns.cookie = net->net_cookie;
+	return netns;
 }
 
-static __always_inline __u32 netns_of_sock(const struct sock *sk)
+static __always_inline const struct net *net_of_dev(const struct net_device *dev)
+{
+	if (!dev)
+		return NULL;
+	return dev->nd_net.net;
+}
+
+static __always_inline const struct net *net_of_sock(const struct sock *sk)
 {
 	if (!sk)
-		return 0;
-	return sk->__sk_common.skc_net.net->ns.inum;
+		return NULL;
+	return sk->__sk_common.skc_net.net;
+}
+
+static __always_inline struct ns_netns netns_of_dev(const struct net_device *dev)
+{
+	return netns_of_net(net_of_dev(dev));
+}
+
+static __always_inline struct ns_netns netns_of_sock(const struct sock *sk)
+{
+	return netns_of_net(net_of_sock(sk));
 }
 
 /* The device's netns, else the owning socket's: locally generated skbs may not have a device yet
  * and skbs queued to a socket have lost theirs. */
-static __always_inline __u32 netns_of_skb(const struct sk_buff *skb)
+static __always_inline struct ns_netns netns_of_skb(const struct sk_buff *skb)
 {
-	__u32 inum = netns_of_dev(skb->dev);
-	if (inum)
-		return inum;
-	return netns_of_sock(skb->sk);
+	const struct net *net = net_of_dev(skb->dev);
+	if (!net)
+		net = net_of_sock(skb->sk);
+	return netns_of_net(net);
 }
 
 static __always_inline void tuple_from_sock(const struct sock *sk, struct ns_tuple *t)
@@ -252,8 +286,11 @@ static __always_inline __u32 log2_slot(__u64 v)
 	return slot;
 }
 
-/* Latency histograms: key {netns or other scope, kind, log2(ns) slot}, value count and sum. */
+/* Latency histograms: key {scope, kind, log2(ns) slot}. The scope is a netns (inode in `scope`,
+ * cookie in `scope_cookie`, see struct ns_netns) or another id (device, softirq vector) with
+ * scope_cookie 0. */
 struct ns_hist_key {
+	__u64 scope_cookie;
 	__u32 scope;
 	__u16 kind;
 	__u16 slot;
@@ -295,9 +332,14 @@ static __always_inline void counter_add(void *map, const void *key, __u64 delta)
 		count_stat(NS_STAT_MAP_FULL);
 }
 
-static __always_inline void hist_record(void *map, __u32 scope, __u16 kind, __u64 ns)
+static __always_inline void hist_record(void *map, __u32 scope, __u64 scope_cookie, __u16 kind, __u64 ns)
 {
-	struct ns_hist_key key = { .scope = scope, .kind = kind, .slot = (__u16)log2_slot(ns) };
+	struct ns_hist_key key = {
+		.scope_cookie = scope_cookie,
+		.scope = scope,
+		.kind = kind,
+		.slot = (__u16)log2_slot(ns),
+	};
 	struct ns_hist_value *value = bpf_map_lookup_elem(map, &key);
 	if (value) {
 		value->count += 1;

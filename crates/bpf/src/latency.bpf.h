@@ -21,8 +21,9 @@ enum ns_latency_threshold {
 	NS_OVER_100MS = 2,
 };
 
-/* Keyed like the histograms ({scope, kind}) plus which threshold was passed. */
+/* Keyed like the histograms ({scope, scope_cookie, kind}) plus which threshold was passed. */
 struct ns_threshold_key {
+	__u64 scope_cookie;
 	__u32 scope;
 	__u16 kind;
 	__u16 threshold;
@@ -37,25 +38,32 @@ static __always_inline bool is_slow(__u64 ns)
 	return ns > slow_threshold_ns;
 }
 
-static __always_inline void count_over(void *thresholds, __u32 scope, __u16 kind, __u16 threshold)
+static __always_inline void count_over(void *thresholds, __u32 scope, __u64 scope_cookie, __u16 kind,
+				       __u16 threshold)
 {
-	struct ns_threshold_key key = { .scope = scope, .kind = kind, .threshold = threshold };
+	struct ns_threshold_key key = {
+		.scope_cookie = scope_cookie,
+		.scope = scope,
+		.kind = kind,
+		.threshold = threshold,
+	};
 	counter_add(thresholds, &key, 1);
 }
 
 /* Records one sample in the histogram and in every threshold it passes (the counts are
  * cumulative: a 200 ms sample counts over 1 ms, over the slow threshold and over 100 ms).
  * Returns whether the sample is slow, i.e. a candidate event. */
-static __always_inline bool latency_record(void *histogram, void *thresholds, __u32 scope, __u16 kind, __u64 ns)
+static __always_inline bool latency_record(void *histogram, void *thresholds, __u32 scope, __u64 scope_cookie,
+					   __u16 kind, __u64 ns)
 {
-	hist_record(histogram, scope, kind, ns);
+	hist_record(histogram, scope, scope_cookie, kind, ns);
 	if (ns > NSEC_PER_MSEC)
-		count_over(thresholds, scope, kind, NS_OVER_1MS);
+		count_over(thresholds, scope, scope_cookie, kind, NS_OVER_1MS);
 	if (ns > 100 * NSEC_PER_MSEC)
-		count_over(thresholds, scope, kind, NS_OVER_100MS);
+		count_over(thresholds, scope, scope_cookie, kind, NS_OVER_100MS);
 	if (!is_slow(ns))
 		return false;
-	count_over(thresholds, scope, kind, NS_OVER_SLOW_THRESHOLD);
+	count_over(thresholds, scope, scope_cookie, kind, NS_OVER_SLOW_THRESHOLD);
 	return true;
 }
 

@@ -10,8 +10,13 @@
 //! `latency.bpf.h`) side by side; events go through a ring buffer behind a per-CPU token bucket,
 //! and what the bucket or a full buffer dropped is counted ([`ProbeStats`]).
 //!
+//! Per-netns counts are keyed by the namespace's inode and its never-reused cookie ([`Netns`]):
+//! the kernel gives a freed namespace's inode to the next one, so the inode alone would hand a
+//! dead pod's counts to its successor. Each netns-keyed probe's `forget_netns` deletes the
+//! entries of namespaces the caller knows are dead.
+//!
 //! This crate must not know about metrics, HTTP or Kubernetes: it returns plain values keyed by
-//! network-namespace inode, and the agent (`crates/agent/src/probes/`) turns them into series.
+//! network namespace, and the agent (`crates/agent/src/probes/`) turns them into series.
 
 mod btf;
 mod error;
@@ -34,7 +39,10 @@ pub mod tcpretrans;
 pub use btf::{BtfError, EnumNames, KernelBtf};
 pub use error::Error;
 pub use kallsyms::KernelSymbols;
-pub use net::{L3Protocol, L4Protocol, NetnsInode, TcpState, Tuple, monotonic_ns_to_system_time};
+pub use net::{
+    L3Protocol, L4Protocol, Netns, NetnsCookie, NetnsInode, TcpState, Tuple,
+    monotonic_ns_to_system_time,
+};
 pub use object::{MapFill, ProgramRuntime, RuntimeStatsGuard, enable_runtime_stats};
 pub use options::Options;
 pub use stats::{Log2Histogram, ProbeStats, SlowCounts};

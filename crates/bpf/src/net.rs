@@ -1,4 +1,4 @@
-//! Network identities shared by the probes' results: netns inode, protocols and the 5-tuple
+//! Network identities shared by the probes' results: netns inode and cookie, protocols and the 5-tuple
 //! decoded from the kernel's `struct ns_tuple` (common.bpf.h), plus the clock conversion for
 //! event timestamps. Ports are already in host byte order when they leave the kernel.
 
@@ -12,6 +12,71 @@ const AF_INET6: u16 = 10;
 /// carried no namespace (an skb with neither device nor socket).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NetnsInode(pub u32);
+
+/// A network namespace's cookie (`SO_NETNS_COOKIE`): unlike the inode, never handed to another
+/// namespace while the machine runs. 0 on kernels without one (before 5.12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NetnsCookie(pub u64);
+
+impl NetnsCookie {
+    /// The cookie of the calling thread's network namespace: `SO_NETNS_COOKIE` (Linux 5.14+) on
+    /// a socket made there, the value the probes read from the kernel's `struct net`.
+    pub fn of_current_thread() -> std::io::Result<NetnsCookie> {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        // Not in every libc build; the value is the same on every architecture that has it.
+        const SO_NETNS_COOKIE: libc::c_int = 71;
+        // SAFETY: socket(2) has no memory preconditions; the fd is owned (closed) right away.
+        let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh socket nobody else owns.
+        let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut cookie = 0u64;
+        let mut len = size_of::<u64>() as libc::socklen_t;
+        // SAFETY: the kernel writes at most `len` (8) bytes into `cookie`, which outlives the call.
+        let rc = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                SO_NETNS_COOKIE,
+                (&raw mut cookie).cast(),
+                &raw mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(NetnsCookie(cookie))
+    }
+}
+
+/// The network namespace an in-kernel count belongs to. Two entries with the same inode and
+/// different cookies belong to different namespaces: the kernel gave a dead one's inode to the
+/// next namespace created, and only the one whose cookie the inode's namespace has now is alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Netns {
+    pub inode: NetnsInode,
+    pub cookie: NetnsCookie,
+}
+
+/// Mirror of `struct ns_netns` in common.bpf.h.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct RawNetns {
+    pub cookie: u64,
+    pub inum: u32,
+    pub pad: u32,
+}
+
+impl RawNetns {
+    pub(crate) fn decode(self) -> Netns {
+        Netns {
+            inode: NetnsInode(self.inum),
+            cookie: NetnsCookie(self.cookie),
+        }
+    }
+}
 
 /// Link-layer protocol of an skb (`skb->protocol`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -162,6 +227,8 @@ pub(crate) struct RawTuple {
 
 // SAFETY: plain integers and byte arrays with explicit padding; any bit pattern is valid.
 unsafe impl aya::Pod for RawTuple {}
+// SAFETY: as above.
+unsafe impl aya::Pod for RawNetns {}
 
 impl RawTuple {
     /// `None` when the kernel could not read an IP header (family unset).

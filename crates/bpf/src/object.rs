@@ -12,6 +12,7 @@ use aya::programs::{BtfTracePoint, ProgramError};
 use aya::{Btf, Ebpf, EbpfLoader, Endianness, Pod};
 
 use crate::error::Error;
+use crate::net::{Netns, RawNetns};
 use crate::options::Options;
 use crate::stats::{Log2Histogram, ProbeStats, SlowCounts};
 
@@ -83,9 +84,43 @@ pub(crate) struct ProbeObject {
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct ScopedKey {
+    scope_cookie: u64,
     scope: u32,
     kind: u16,
     index: u16,
+}
+
+impl ScopedKey {
+    fn scope(&self) -> Scope {
+        Scope {
+            id: self.scope,
+            cookie: self.scope_cookie,
+        }
+    }
+
+    /// The scope read as a network namespace (the netns-scoped latency probes).
+    fn netns(&self) -> Netns {
+        self.scope().netns()
+    }
+}
+
+/// What a histogram or threshold entry is scoped to: a network namespace (`id` its inode,
+/// `cookie` its cookie) or, for node-wide probes, another id (device, softirq vector; cookie 0).
+#[derive(Clone, Copy)]
+pub(crate) struct Scope {
+    pub id: u32,
+    pub cookie: u64,
+}
+
+impl Scope {
+    pub(crate) fn netns(self) -> Netns {
+        RawNetns {
+            cookie: self.cookie,
+            inum: self.id,
+            pad: 0,
+        }
+        .decode()
+    }
 }
 /// Mirror of `struct ns_hist_value` (common.bpf.h).
 #[repr(C)]
@@ -187,16 +222,65 @@ impl ProbeObject {
         Ok(sums)
     }
 
+    /// Deletes the entries of a per-CPU hash map whose key `is_dead` picks; returns how many
+    /// went. Keys are listed first and deleted after, so the walk never skips a key.
+    pub(crate) fn forget<K: Pod, V: Pod>(
+        &mut self,
+        name: &'static str,
+        is_dead: impl Fn(&K) -> bool,
+    ) -> Result<usize, Error> {
+        let probe = self.probe;
+        let map_error = |source| Error::Map {
+            probe,
+            map: name,
+            source,
+        };
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(Error::MapMissing { probe, map: name })?;
+        let mut map = PerCpuHashMap::<_, K, V>::try_from(map).map_err(map_error)?;
+        let dead: Vec<K> = map
+            .keys()
+            .filter_map(|key| {
+                key.map_err(map_error)
+                    .map(|key| is_dead(&key).then_some(key))
+                    .transpose()
+            })
+            .collect::<Result<_, _>>()?;
+        for key in &dead {
+            match map.remove(key) {
+                // Gone already: an LRU map evicted it meanwhile.
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(source) => return Err(map_error(source)),
+            }
+        }
+        Ok(dead.len())
+    }
+
+    /// Deletes the entries of a netns-scoped histogram map and its threshold map whose
+    /// network namespace `is_dead` picks; returns how many went.
+    pub(crate) fn forget_latency_netns(
+        &mut self,
+        histogram: &'static str,
+        thresholds: &'static str,
+        is_dead: impl Fn(Netns) -> bool,
+    ) -> Result<usize, Error> {
+        let dead = |key: &ScopedKey| is_dead(key.netns());
+        Ok(self.forget::<ScopedKey, HistValue>(histogram, dead)?
+            + self.forget::<ScopedKey, u64>(thresholds, dead)?)
+    }
+
     /// A histogram map (`DEFINE_HISTOGRAM_MAP`), summed over CPUs, keyed by what `key` makes
     /// of the kernel's (scope, kind); entries it has no key for are skipped.
     pub(crate) fn histograms<K: Eq + std::hash::Hash>(
         &self,
         name: &'static str,
-        key: impl Fn(u32, u16) -> Option<K>,
+        key: impl Fn(Scope, u16) -> Option<K>,
     ) -> Result<HashMap<K, Log2Histogram>, Error> {
         let mut histograms: HashMap<K, Log2Histogram> = HashMap::new();
         for (raw, values) in self.per_cpu_entries::<ScopedKey, HistValue>(name)? {
-            let Some(key) = key(raw.scope, raw.kind) else {
+            let Some(key) = key(raw.scope(), raw.kind) else {
                 continue;
             };
             let histogram = histograms.entry(key).or_default();
@@ -212,11 +296,11 @@ impl ProbeObject {
     pub(crate) fn slow_counts<K: Eq + std::hash::Hash>(
         &self,
         name: &'static str,
-        key: impl Fn(u32, u16) -> Option<K>,
+        key: impl Fn(Scope, u16) -> Option<K>,
     ) -> Result<HashMap<K, SlowCounts>, Error> {
         let mut counts: HashMap<K, SlowCounts> = HashMap::new();
         for (raw, count) in self.counters::<ScopedKey>(name)? {
-            if let Some(key) = key(raw.scope, raw.kind) {
+            if let Some(key) = key(raw.scope(), raw.kind) {
                 counts.entry(key).or_default().add(raw.index, count);
             }
         }

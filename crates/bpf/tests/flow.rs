@@ -47,7 +47,7 @@ fn udp_flow_between_netns_is_counted_on_both_sides() {
     };
     assert_eq!(
         flows.get(&FlowKey {
-            netns: a.inode(),
+            netns: a.id(),
             direction: Direction::Egress,
             tuple
         }),
@@ -56,7 +56,7 @@ fn udp_flow_between_netns_is_counted_on_both_sides() {
     );
     assert_eq!(
         flows.get(&FlowKey {
-            netns: b.inode(),
+            netns: b.id(),
             direction: Direction::Ingress,
             tuple
         }),
@@ -69,7 +69,7 @@ fn udp_flow_between_netns_is_counted_on_both_sides() {
             .unwrap(),
     );
     assert!(
-        flows.keys().all(|k| k.netns != host),
+        flows.keys().all(|k| k.netns.inode != host),
         "host netns is skipped by default"
     );
 }

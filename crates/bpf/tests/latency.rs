@@ -73,12 +73,12 @@ fn slow_tcp_and_udp_readers_show_socket_queue_latency() {
     assert_eq!(udp_waited, 6);
 
     let histograms = probe.histograms().unwrap();
-    let tcp = &histograms[&(ns.inode(), L4Protocol::Tcp)];
+    let tcp = &histograms[&(ns.id(), L4Protocol::Tcp)];
     assert!(
         tcp.count_at_least(Duration::from_millis(128)) >= 1,
         "{tcp:?}"
     );
-    let udp = &histograms[&(ns.inode(), L4Protocol::Udp)];
+    let udp = &histograms[&(ns.id(), L4Protocol::Udp)];
     assert_eq!(udp.count(), 2, "{udp:?}");
     assert_eq!(
         udp.count_at_least(Duration::from_millis(128)),
@@ -86,14 +86,14 @@ fn slow_tcp_and_udp_readers_show_socket_queue_latency() {
         "150 ms lands in the 128–256 ms bucket"
     );
     let slow = probe.slow_counts().unwrap();
-    let tcp_slow = slow[&(ns.inode(), L4Protocol::Tcp)];
+    let tcp_slow = slow[&(ns.id(), L4Protocol::Tcp)];
     assert!(tcp_slow.over_100ms >= 1, "{tcp_slow:?}");
     assert!(
         tcp_slow.over_1ms >= tcp_slow.over_100ms,
         "cumulative: {tcp_slow:?}"
     );
     assert_eq!(
-        slow[&(ns.inode(), L4Protocol::Udp)],
+        slow[&(ns.id(), L4Protocol::Udp)],
         SlowCounts {
             over_1ms: 1,
             over_slow_threshold: 1,
@@ -142,25 +142,25 @@ fn receive_path_latency_is_attributed_to_the_receiving_netns() {
     );
     let histograms = probe.histograms().unwrap();
     // The client receives the server's 100 bytes over veth, then reads them 200 ms later.
-    let to_tcp = &histograms[&(client_ns.inode(), RxStage::ToTcp)];
+    let to_tcp = &histograms[&(client_ns.id(), RxStage::ToTcp)];
     assert!(to_tcp.count() >= 1, "{to_tcp:?}");
     assert_eq!(
         to_tcp.count_at_least(Duration::from_millis(100)),
         0,
         "kernel processing is fast: {to_tcp:?}"
     );
-    let to_user = &histograms[&(client_ns.inode(), RxStage::ToUserCopy)];
+    let to_user = &histograms[&(client_ns.id(), RxStage::ToUserCopy)];
     assert!(
         to_user.count_at_least(Duration::from_millis(128)) >= 1,
         "{to_user:?}"
     );
     let slow = probe.slow_counts().unwrap();
     let to_tcp_slow = slow
-        .get(&(client_ns.inode(), RxStage::ToTcp))
+        .get(&(client_ns.id(), RxStage::ToTcp))
         .copied()
         .unwrap_or_default();
     assert_eq!(to_tcp_slow.over_100ms, 0, "{to_tcp_slow:?}");
-    let to_user_slow = slow[&(client_ns.inode(), RxStage::ToUserCopy)];
+    let to_user_slow = slow[&(client_ns.id(), RxStage::ToUserCopy)];
     assert!(to_user_slow.over_100ms >= 1, "{to_user_slow:?}");
     assert!(
         to_user_slow.over_slow_threshold >= 1,
@@ -293,10 +293,10 @@ fn segments_held_in_a_locked_socket_backlog_count_as_slow_receive_processing() {
     client.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"held");
 
-    let slow = probe.slow_counts().unwrap()[&(client_ns.inode(), RxStage::ToTcp)];
+    let slow = probe.slow_counts().unwrap()[&(client_ns.id(), RxStage::ToTcp)];
     assert!(slow.over_100ms >= 1, "{slow:?}");
     assert!(slow.over_slow_threshold >= slow.over_100ms, "{slow:?}");
-    let to_tcp = &probe.histograms().unwrap()[&(client_ns.inode(), RxStage::ToTcp)];
+    let to_tcp = &probe.histograms().unwrap()[&(client_ns.id(), RxStage::ToTcp)];
     assert!(
         to_tcp.count() > slow.over_slow_threshold,
         "the fast exchange and the handshake are not slow: {to_tcp:?} {slow:?}"
@@ -324,22 +324,22 @@ fn rate_limited_qdisc_shows_queueing_latency_on_its_netns() {
         socket.local_addr().unwrap()
     });
     let histograms = probe.histograms().unwrap();
-    let qdisc = &histograms[&(a.inode(), TxStage::Qdisc)];
+    let qdisc = &histograms[&(a.id(), TxStage::Qdisc)];
     assert!(qdisc.count() >= 30, "{qdisc:?}");
     assert!(
         qdisc.count_at_least(Duration::from_millis(128)) >= 10,
         "{qdisc:?}"
     );
-    assert!(histograms[&(a.inode(), TxStage::Driver)].count() >= 30);
+    assert!(histograms[&(a.id(), TxStage::Driver)].count() >= 30);
     let slow = probe.slow_counts().unwrap();
-    let qdisc_slow = slow[&(a.inode(), TxStage::Qdisc)];
+    let qdisc_slow = slow[&(a.id(), TxStage::Qdisc)];
     assert!(qdisc_slow.over_100ms >= 10, "{qdisc_slow:?}");
     assert!(
         qdisc_slow.over_slow_threshold >= qdisc_slow.over_100ms,
         "over 50 ms includes over 100 ms: {qdisc_slow:?}"
     );
     let driver_slow = slow
-        .get(&(a.inode(), TxStage::Driver))
+        .get(&(a.id(), TxStage::Driver))
         .copied()
         .unwrap_or_default();
     assert_eq!(

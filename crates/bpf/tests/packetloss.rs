@@ -16,7 +16,7 @@ fn key(ns: &Netns, probe: &PacketLoss, reason: &str, l4: L4Protocol) -> DropKey 
         .value(reason)
         .expect("reason exists on this kernel") as u32;
     DropKey {
-        netns: ns.inode(),
+        netns: ns.id(),
         reason: DropReason {
             code,
             name: reason.into(),

@@ -25,7 +25,7 @@ fn connect_to_closed_port_counts_a_sent_and_a_received_reset_with_tuples() {
     let at = |kind, state| {
         counts
             .get(&ResetKey {
-                netns: ns.inode(),
+                netns: ns.id(),
                 kind,
                 state,
             })
@@ -97,7 +97,7 @@ fn aborted_established_connection_resets_in_established_state() {
     });
     let counts = probe.counts().unwrap();
     let key = ResetKey {
-        netns: ns.inode(),
+        netns: ns.id(),
         kind: ResetKind::Received,
         state: TcpState::Established,
     };
@@ -136,7 +136,7 @@ fn dropped_segments_of_an_established_connection_are_retransmitted_and_counted()
     let counts = probe.counts().unwrap();
     let retransmits = counts
         .get(&RetransKey {
-            netns: ns.inode(),
+            netns: ns.id(),
             state: TcpState::Established,
         })
         .copied()

@@ -2,7 +2,9 @@
 //! (`packetloss.rs`, `tcpreset.rs`, ...): args → `bpf::Options`, one loader shared by a probe's
 //! metric and event halves, loader errors → `ProbeError` (so `/status` says why a probe is
 //! `Failed`), histograms → Prometheus buckets, and event accounting (what the kernel's token
-//! bucket sampled away and what a full ring buffer lost).
+//! bucket sampled away and what a full ring buffer lost), and the netns identity check: maps key
+//! a netns by inode and cookie, an entry whose inode the scrape holds under another cookie is a
+//! dead namespace's, reported for no one and deleted from the map before it is read.
 //!
 //! Each adapter only says how its loader's values become samples and events; nothing here
 //! knows a particular probe. Must not touch the kernel except through `bpf`.
@@ -84,9 +86,39 @@ pub(crate) trait Loader: Sized + Send + 'static {
 /// The metric half: how in-kernel aggregates become samples.
 pub(crate) trait MetricSource: Loader {
     const METRICS: &'static [MetricDesc];
-    /// Whole-node data (softirq, block I/O) uses `Scope::Node` without `for_netns`.
+    /// Whole-node data (softirq, block I/O) uses `Scope::Node` without `for_netns`; netns-keyed
+    /// data goes through [`for_live_netns`].
     fn collect(&self, out: &mut Samples<'_>) -> Result<(), bpf::Error>;
+
+    /// Deletes the entries of dead netns ([`Samples::is_dead_netns`]) from the probe's
+    /// netns-keyed maps, so they do not fill them; [`forget_dead_netns`] writes it.
+    fn forget_dead_netns(&mut self, _out: &Samples<'_>) -> Result<(), bpf::Error> {
+        Ok(())
+    }
 }
+
+/// Samples of the netns the kernel counted `netns` for; `None` when that namespace is dead (its
+/// inode names a newer one now).
+pub(crate) fn for_live_netns<'s>(
+    out: &'s mut Samples<'_>,
+    netns: bpf::Netns,
+) -> Option<Samples<'s>> {
+    out.for_live_netns(u64::from(netns.inode.0), netns.cookie.0)
+}
+
+/// [`MetricSource::forget_dead_netns`] for a loader with netns-keyed maps (`forget_netns`).
+macro_rules! forget_dead_netns {
+    () => {
+        fn forget_dead_netns(
+            &mut self,
+            out: &$crate::registry::Samples<'_>,
+        ) -> Result<(), bpf::Error> {
+            self.forget_netns(|netns| out.is_dead_netns(u64::from(netns.inode.0), netns.cookie.0))
+                .map(drop)
+        }
+    };
+}
+pub(crate) use forget_dead_netns;
 
 /// The event half: how sampled kernel events become agent events.
 pub(crate) trait EventSource: Loader {
@@ -145,7 +177,7 @@ impl<P: MetricSource> MetricProbe for EbpfMetrics<P> {
     }
 
     fn scope(&self) -> Scope {
-        // Maps are keyed by netns inode (or node-wide): read once per scrape.
+        // Maps are keyed by netns (or node-wide): read once per scrape.
         Scope::Node
     }
 
@@ -154,7 +186,9 @@ impl<P: MetricSource> MetricProbe for EbpfMetrics<P> {
     }
 
     fn collect(&self, out: &mut Samples<'_>) -> Result<(), ProbeError> {
-        lock(&self.loader).collect(out).map_err(probe_error)
+        let mut loader = lock(&self.loader);
+        loader.forget_dead_netns(out).map_err(probe_error)?;
+        loader.collect(out).map_err(probe_error)
     }
 
     fn health(&self) -> ProbeHealth {

@@ -3,7 +3,7 @@
 
 use bpf::flow::{Direction, Flow};
 
-use super::ebpf::{MetricSource, forward_loader};
+use super::ebpf::{MetricSource, for_live_netns, forget_dead_netns, forward_loader};
 use crate::probe::MetricDesc;
 use crate::registry::{Samples, Value};
 
@@ -23,6 +23,8 @@ static METRICS: [MetricDesc; 2] = [
 
 impl MetricSource for Flow {
     const METRICS: &'static [MetricDesc] = &METRICS;
+
+    forget_dead_netns!();
 
     fn collect(&self, out: &mut Samples<'_>) -> Result<(), bpf::Error> {
         for (key, counters) in self.flows()? {
@@ -46,7 +48,9 @@ impl MetricSource for Flow {
                 &dst,
                 &dport,
             ];
-            let mut netns = out.for_netns(u64::from(key.netns.0));
+            let Some(mut netns) = for_live_netns(out, key.netns) else {
+                continue;
+            };
             netns.add(&METRICS[0], &labels, Value::Counter(counters.bytes));
             netns.add(&METRICS[1], &labels, Value::Counter(counters.packets));
         }

@@ -7,7 +7,8 @@
 use bpf::kernellatency::{KernelLatency, RxStage};
 
 use super::ebpf::{
-    EventSource, MetricSource, forward_loader, histogram, histogram_value, kernel_event,
+    EventSource, MetricSource, for_live_netns, forget_dead_netns, forward_loader, histogram,
+    histogram_value, kernel_event,
 };
 use crate::events::{EventBatch, EventType};
 use crate::probe::MetricDesc;
@@ -44,10 +45,14 @@ fn stage(stage: RxStage) -> &'static str {
 impl MetricSource for KernelLatency {
     const METRICS: &'static [MetricDesc] = &METRICS;
 
+    forget_dead_netns!();
+
     fn collect(&self, out: &mut Samples<'_>) -> Result<(), bpf::Error> {
         let slow = self.slow_counts()?;
         for (key @ (netns, rx_stage), hist) in self.histograms()? {
-            let mut netns = out.for_netns(u64::from(netns.0));
+            let Some(mut netns) = for_live_netns(out, netns) else {
+                continue;
+            };
             netns.add(&METRICS[0], &[stage(rx_stage)], histogram_value(&hist));
             // KubeSkoop's rx path ends at local delivery; to_user also holds socket queueing.
             if rx_stage == RxStage::ToTcp {

@@ -5,7 +5,8 @@
 use bpf::netiftxlat::{NetifTxLatency, TxStage};
 
 use super::ebpf::{
-    EventSource, MetricSource, forward_loader, histogram, histogram_value, kernel_event,
+    EventSource, MetricSource, for_live_netns, forget_dead_netns, forward_loader, histogram,
+    histogram_value, kernel_event,
 };
 use crate::events::{EventBatch, EventType};
 use crate::probe::MetricDesc;
@@ -35,6 +36,8 @@ static METRICS: [MetricDesc; 3] = [
 impl MetricSource for NetifTxLatency {
     const METRICS: &'static [MetricDesc] = &METRICS;
 
+    forget_dead_netns!();
+
     fn collect(&self, out: &mut Samples<'_>) -> Result<(), bpf::Error> {
         let slow = self.slow_counts()?;
         for (key @ (netns, stage), hist) in self.histograms()? {
@@ -42,7 +45,9 @@ impl MetricSource for NetifTxLatency {
                 TxStage::Qdisc => ("qdisc", &METRICS[1]),
                 TxStage::Driver => ("driver", &METRICS[2]),
             };
-            let mut netns = out.for_netns(u64::from(netns.0));
+            let Some(mut netns) = for_live_netns(out, netns) else {
+                continue;
+            };
             netns.add(&METRICS[0], &[label], histogram_value(&hist));
             let over = slow.get(&key).copied().unwrap_or_default();
             netns.add(over_100ms, &[], Value::Counter(over.over_100ms));

@@ -4,7 +4,9 @@
 
 use bpf::packetloss::PacketLoss;
 
-use super::ebpf::{EventSource, MetricSource, forward_loader, kernel_event};
+use super::ebpf::{
+    EventSource, MetricSource, for_live_netns, forget_dead_netns, forward_loader, kernel_event,
+};
 use crate::events::{EventBatch, EventType};
 use crate::probe::MetricDesc;
 use crate::registry::{Samples, Value};
@@ -28,9 +30,13 @@ static METRICS: [MetricDesc; 2] = [
 impl MetricSource for PacketLoss {
     const METRICS: &'static [MetricDesc] = &METRICS;
 
+    forget_dead_netns!();
+
     fn collect(&self, out: &mut Samples<'_>) -> Result<(), bpf::Error> {
         for (key, count) in self.counts()? {
-            let mut netns = out.for_netns(u64::from(key.netns.0));
+            let Some(mut netns) = for_live_netns(out, key.netns) else {
+                continue;
+            };
             netns.add(
                 &METRICS[0],
                 &[&key.reason.name, &key.l4.name()],

@@ -7,7 +7,8 @@
 use bpf::socketlatency::SocketLatency;
 
 use super::ebpf::{
-    EventSource, MetricSource, forward_loader, histogram, histogram_value, kernel_event,
+    EventSource, MetricSource, for_live_netns, forget_dead_netns, forward_loader, histogram,
+    histogram_value, kernel_event,
 };
 use crate::events::{EventBatch, EventType};
 use crate::probe::MetricDesc;
@@ -39,12 +40,16 @@ static METRICS: [MetricDesc; 3] = [
 impl MetricSource for SocketLatency {
     const METRICS: &'static [MetricDesc] = &METRICS;
 
+    forget_dead_netns!();
+
     fn collect(&self, out: &mut Samples<'_>) -> Result<(), bpf::Error> {
         let slow = self.slow_counts()?;
         for (key @ (netns, protocol), hist) in self.histograms()? {
             let protocol = protocol.name();
             let over = slow.get(&key).copied().unwrap_or_default();
-            let mut netns = out.for_netns(u64::from(netns.0));
+            let Some(mut netns) = for_live_netns(out, netns) else {
+                continue;
+            };
             netns.add(&METRICS[0], &[&protocol], histogram_value(&hist));
             netns.add(&METRICS[1], &[&protocol], Value::Counter(over.over_1ms));
             netns.add(&METRICS[2], &[&protocol], Value::Counter(over.over_100ms));

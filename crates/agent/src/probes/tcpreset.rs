@@ -4,7 +4,9 @@
 
 use bpf::tcpreset::{ResetKind, TcpReset};
 
-use super::ebpf::{EventSource, MetricSource, forward_loader, kernel_event};
+use super::ebpf::{
+    EventSource, MetricSource, for_live_netns, forget_dead_netns, forward_loader, kernel_event,
+};
 use crate::events::{EventBatch, EventType};
 use crate::probe::MetricDesc;
 use crate::registry::{Samples, Value};
@@ -29,9 +31,14 @@ fn direction(kind: ResetKind) -> &'static str {
 impl MetricSource for TcpReset {
     const METRICS: &'static [MetricDesc] = &METRICS;
 
+    forget_dead_netns!();
+
     fn collect(&self, out: &mut Samples<'_>) -> Result<(), bpf::Error> {
         for (key, count) in self.counts()? {
-            out.for_netns(u64::from(key.netns.0)).add(
+            let Some(mut netns) = for_live_netns(out, key.netns) else {
+                continue;
+            };
+            netns.add(
                 &METRICS[0],
                 &[direction(key.kind), &key.state.name()],
                 Value::Counter(count),

@@ -3,7 +3,9 @@
 
 use bpf::tcpretrans::TcpRetrans;
 
-use super::ebpf::{EventSource, MetricSource, forward_loader, kernel_event};
+use super::ebpf::{
+    EventSource, MetricSource, for_live_netns, forget_dead_netns, forward_loader, kernel_event,
+};
 use crate::events::{EventBatch, EventType};
 use crate::probe::MetricDesc;
 use crate::registry::{Samples, Value};
@@ -20,13 +22,14 @@ static METRICS: [MetricDesc; 1] = [MetricDesc::counter(
 impl MetricSource for TcpRetrans {
     const METRICS: &'static [MetricDesc] = &METRICS;
 
+    forget_dead_netns!();
+
     fn collect(&self, out: &mut Samples<'_>) -> Result<(), bpf::Error> {
         for (key, count) in self.counts()? {
-            out.for_netns(u64::from(key.netns.0)).add(
-                &METRICS[0],
-                &[&key.state.name()],
-                Value::Counter(count),
-            );
+            let Some(mut netns) = for_live_netns(out, key.netns) else {
+                continue;
+            };
+            netns.add(&METRICS[0], &[&key.state.name()], Value::Counter(count));
         }
         Ok(())
     }

@@ -70,7 +70,7 @@ int BPF_PROG(on_block_rq_complete, struct request *rq, blk_status_t error, unsig
 	__u32 op = rq->cmd_flags & REQ_OP_MASK;
 	__u16 kind = op == REQ_OP_READ ? BIO_READ : op == REQ_OP_WRITE ? BIO_WRITE : BIO_OTHER;
 	/* Scope = major:minor packed like the kernel's dev_t (12:20 bits). */
-	if (latency_record(&bio_latency, &bio_slow, (major << 20) | minor, kind, latency) && event_sampled()) {
+	if (latency_record(&bio_latency, &bio_slow, (major << 20) | minor, 0, kind, latency) && event_sampled()) {
 		struct ns_bio_event event = {
 			.timestamp_ns = now,
 			.latency_ns = latency,

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use crate::error::Error;
 use crate::net::{comm_to_string, monotonic_ns_to_system_time};
 use crate::object::{
-    Attachment, ObjectSpec, ProbeObject, impl_probe_common, slow_threshold_global,
+    Attachment, ObjectSpec, ProbeObject, Scope, impl_probe_common, slow_threshold_global,
 };
 use crate::options::Options;
 use crate::stats::{Log2Histogram, SlowCounts};
@@ -134,7 +134,7 @@ impl BioLatency {
 }
 
 /// The kernel's scope is major:minor packed like a dev_t (12:20 bits).
-fn key(dev: u32, op: u16) -> Option<(BlockDevice, BlockOp)> {
+fn key(Scope { id: dev, .. }: Scope, op: u16) -> Option<(BlockDevice, BlockOp)> {
     Some((
         BlockDevice {
             major: dev >> 20,

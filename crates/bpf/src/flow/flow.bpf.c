@@ -15,8 +15,9 @@ const volatile __u64 skip_netns = 0;
 
 struct ns_flow_key {
 	struct ns_tuple tuple;
-	__u32 netns;
+	struct ns_netns netns;
 	__u32 direction;
+	__u32 pad;
 };
 
 struct ns_flow_value {
@@ -34,7 +35,7 @@ struct {
 static __always_inline void count(const struct sk_buff *skb, const unsigned char *l3, __u32 direction)
 {
 	struct ns_flow_key key = { .direction = direction, .netns = netns_of_dev(skb->dev) };
-	if (!l3 || (skip_netns && key.netns == skip_netns))
+	if (!l3 || (skip_netns && key.netns.inum == skip_netns))
 		return;
 	__u32 bytes = tuple_from_l3(l3, bpf_ntohs(skb->protocol), &key.tuple);
 	if (!bytes)

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 
 use crate::error::Error;
-use crate::net::{NetnsInode, RawTuple, Tuple};
+use crate::net::{Netns, RawNetns, RawTuple, Tuple};
 use crate::object::{Attachment, ObjectSpec, ProbeObject, impl_probe_common};
 use crate::options::Options;
 
@@ -22,7 +22,7 @@ pub enum Direction {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FlowKey {
-    pub netns: NetnsInode,
+    pub netns: Netns,
     pub direction: Direction,
     pub tuple: Tuple,
 }
@@ -37,8 +37,9 @@ pub struct FlowCounters {
 #[derive(Clone, Copy)]
 struct RawFlowKey {
     tuple: RawTuple,
-    netns: u32,
+    netns: RawNetns,
     direction: u32,
+    pad: u32,
 }
 
 #[repr(C)]
@@ -90,6 +91,13 @@ impl Flow {
         Ok(Self { object })
     }
 
+    /// Deletes the counts of the network namespaces `is_dead` picks (a dead namespace's
+    /// entries: see [`Netns`]); returns how many entries went.
+    pub fn forget_netns(&mut self, is_dead: impl Fn(Netns) -> bool) -> Result<usize, Error> {
+        self.object
+            .forget::<RawFlowKey, RawFlowValue>("flows", |key| is_dead(key.netns.decode()))
+    }
+
     /// Counters of the flows currently in the map, summed over CPUs.
     pub fn flows(&self) -> Result<HashMap<FlowKey, FlowCounters>, Error> {
         let mut flows = HashMap::new();
@@ -107,7 +115,7 @@ impl Flow {
             };
             let counters: &mut FlowCounters = flows
                 .entry(FlowKey {
-                    netns: NetnsInode(key.netns),
+                    netns: key.netns.decode(),
                     direction,
                     tuple,
                 })

@@ -15,8 +15,7 @@ enum ns_rx_stage {
 struct ns_rx_start {
 	__u64 received_ns;
 	__u64 head;
-	__u32 netns;
-	__u32 pad;
+	struct ns_netns netns;
 };
 
 struct {
@@ -62,15 +61,15 @@ static __always_inline void record(const struct sk_buff *skb, __u32 stage, bool 
 	}
 	__u64 now = bpf_ktime_get_ns();
 	__u64 latency = now - start->received_ns;
-	__u32 netns = start->netns;
+	struct ns_netns netns = start->netns;
 	if (done)
 		bpf_map_delete_elem(&rx_in_flight, &key);
-	if (!latency_record(&rx_latency, &rx_slow, netns, stage, latency) || !event_sampled())
+	if (!latency_record(&rx_latency, &rx_slow, netns.inum, netns.cookie, stage, latency) || !event_sampled())
 		return;
 	struct ns_rx_event event = {
 		.timestamp_ns = now,
 		.latency_ns = latency,
-		.netns = netns,
+		.netns = netns.inum,
 		.stage = stage,
 	};
 	const unsigned char *l3 = skb_network_header_or_null(skb);

@@ -8,9 +8,9 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use crate::error::Error;
-use crate::net::{NetnsInode, RawTuple, Tuple, monotonic_ns_to_system_time};
+use crate::net::{Netns, NetnsInode, RawTuple, Tuple, monotonic_ns_to_system_time};
 use crate::object::{
-    Attachment, ObjectSpec, ProbeObject, impl_probe_common, slow_threshold_global,
+    Attachment, ObjectSpec, ProbeObject, Scope, impl_probe_common, slow_threshold_global,
 };
 use crate::options::Options;
 use crate::stats::{Log2Histogram, SlowCounts};
@@ -95,14 +95,21 @@ impl KernelLatency {
     }
 
     /// Latency histograms since load, per receiving netns and stage.
-    pub fn histograms(&self) -> Result<HashMap<(NetnsInode, RxStage), Log2Histogram>, Error> {
+    pub fn histograms(&self) -> Result<HashMap<(Netns, RxStage), Log2Histogram>, Error> {
         self.object.histograms("rx_latency", key)
     }
 
     /// Samples over 1 ms, over `Options::slow_threshold` and over 100 ms since load, keyed
     /// like [`Self::histograms`].
-    pub fn slow_counts(&self) -> Result<HashMap<(NetnsInode, RxStage), SlowCounts>, Error> {
+    pub fn slow_counts(&self) -> Result<HashMap<(Netns, RxStage), SlowCounts>, Error> {
         self.object.slow_counts("rx_slow", key)
+    }
+
+    /// Deletes the histograms and slow counts of the network namespaces `is_dead` picks (a
+    /// dead namespace's entries: see [`Netns`]); returns how many entries went.
+    pub fn forget_netns(&mut self, is_dead: impl Fn(Netns) -> bool) -> Result<usize, Error> {
+        self.object
+            .forget_latency_netns("rx_latency", "rx_slow", is_dead)
     }
 
     pub fn drain_events(&mut self) -> Vec<RxLatencyEvent> {
@@ -122,6 +129,6 @@ impl KernelLatency {
     }
 }
 
-fn key(netns: u32, stage: u16) -> Option<(NetnsInode, RxStage)> {
-    Some((NetnsInode(netns), RxStage::from_raw(u32::from(stage))?))
+fn key(scope: Scope, stage: u16) -> Option<(Netns, RxStage)> {
+    Some((scope.netns(), RxStage::from_raw(u32::from(stage))?))
 }

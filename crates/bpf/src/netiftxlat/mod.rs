@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use crate::error::Error;
-use crate::net::{NetnsInode, RawTuple, Tuple, monotonic_ns_to_system_time};
+use crate::net::{Netns, NetnsInode, RawTuple, Tuple, monotonic_ns_to_system_time};
 use crate::object::{
-    Attachment, ObjectSpec, ProbeObject, impl_probe_common, slow_threshold_global,
+    Attachment, ObjectSpec, ProbeObject, Scope, impl_probe_common, slow_threshold_global,
 };
 use crate::options::Options;
 use crate::stats::{Log2Histogram, SlowCounts};
@@ -95,14 +95,21 @@ impl NetifTxLatency {
     }
 
     /// Latency histograms since load, per device netns and stage.
-    pub fn histograms(&self) -> Result<HashMap<(NetnsInode, TxStage), Log2Histogram>, Error> {
+    pub fn histograms(&self) -> Result<HashMap<(Netns, TxStage), Log2Histogram>, Error> {
         self.object.histograms("tx_latency", key)
     }
 
     /// Samples over 1 ms, over `Options::slow_threshold` and over 100 ms since load, keyed
     /// like [`Self::histograms`].
-    pub fn slow_counts(&self) -> Result<HashMap<(NetnsInode, TxStage), SlowCounts>, Error> {
+    pub fn slow_counts(&self) -> Result<HashMap<(Netns, TxStage), SlowCounts>, Error> {
         self.object.slow_counts("tx_slow", key)
+    }
+
+    /// Deletes the histograms and slow counts of the network namespaces `is_dead` picks (a
+    /// dead namespace's entries: see [`Netns`]); returns how many entries went.
+    pub fn forget_netns(&mut self, is_dead: impl Fn(Netns) -> bool) -> Result<usize, Error> {
+        self.object
+            .forget_latency_netns("tx_latency", "tx_slow", is_dead)
     }
 
     pub fn drain_events(&mut self) -> Vec<TxLatencyEvent> {
@@ -123,6 +130,6 @@ impl NetifTxLatency {
     }
 }
 
-fn key(netns: u32, stage: u16) -> Option<(NetnsInode, TxStage)> {
-    Some((NetnsInode(netns), TxStage::from_raw(u32::from(stage))?))
+fn key(scope: Scope, stage: u16) -> Option<(Netns, TxStage)> {
+    Some((scope.netns(), TxStage::from_raw(u32::from(stage))?))
 }

@@ -39,13 +39,13 @@ struct ns_tx_event {
 static __always_inline void record(const struct sk_buff *skb, const struct net_device *dev, __u32 stage,
 				   __u64 latency, __u64 now)
 {
-	__u32 netns = netns_of_dev(dev);
-	if (!latency_record(&tx_latency, &tx_slow, netns, stage, latency) || !event_sampled())
+	struct ns_netns netns = netns_of_dev(dev);
+	if (!latency_record(&tx_latency, &tx_slow, netns.inum, netns.cookie, stage, latency) || !event_sampled())
 		return;
 	struct ns_tx_event event = {
 		.timestamp_ns = now,
 		.latency_ns = latency,
-		.netns = netns,
+		.netns = netns.inum,
 		.ifindex = dev ? dev->ifindex : 0,
 		.stage = stage,
 	};

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use crate::error::Error;
 use crate::net::monotonic_ns_to_system_time;
 use crate::object::{
-    Attachment, ObjectSpec, ProbeObject, impl_probe_common, slow_threshold_global,
+    Attachment, ObjectSpec, ProbeObject, Scope, impl_probe_common, slow_threshold_global,
 };
 use crate::options::Options;
 use crate::stats::{Log2Histogram, SlowCounts};
@@ -66,7 +66,7 @@ fn phase(raw: u16) -> Option<SoftirqPhase> {
     }
 }
 
-fn key(vec: u32, ph: u16) -> Option<(SoftirqVector, SoftirqPhase)> {
+fn key(Scope { id: vec, .. }: Scope, ph: u16) -> Option<(SoftirqVector, SoftirqPhase)> {
     Some((vector(vec)?, phase(ph)?))
 }
 

@@ -56,7 +56,7 @@ static __always_inline struct ns_softirq_vector_times *times_for(unsigned int ve
 
 static __always_inline void record(unsigned int vec, __u16 phase, __u64 latency, __u64 now)
 {
-	if (!latency_record(&softirq_latency, &softirq_slow, vec, phase, latency) || !event_sampled())
+	if (!latency_record(&softirq_latency, &softirq_slow, vec, 0, phase, latency) || !event_sampled())
 		return;
 	struct ns_softirq_event event = {
 		.timestamp_ns = now,

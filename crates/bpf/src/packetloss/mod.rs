@@ -13,7 +13,8 @@ use crate::btf::{EnumNames, probe_enum_names};
 use crate::error::Error;
 use crate::kallsyms::KernelSymbols;
 use crate::net::{
-    L3Protocol, L4Protocol, NetnsInode, RawTuple, Tuple, monotonic_ns_to_system_time,
+    L3Protocol, L4Protocol, Netns, NetnsInode, RawNetns, RawTuple, Tuple,
+    monotonic_ns_to_system_time,
 };
 use crate::object::{Attachment, ObjectSpec, ProbeObject, impl_probe_common};
 use crate::options::Options;
@@ -32,7 +33,7 @@ pub struct DropReason {
 /// One in-kernel counter's key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DropKey {
-    pub netns: NetnsInode,
+    pub netns: Netns,
     pub reason: DropReason,
     pub l3: L3Protocol,
     pub l4: L4Protocol,
@@ -58,7 +59,7 @@ pub struct DropEvent {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct RawDropKey {
-    netns: u32,
+    netns: RawNetns,
     reason: u32,
     l3_protocol: u16,
     l4_protocol: u8,
@@ -130,7 +131,7 @@ impl PacketLoss {
         let mut counts = HashMap::with_capacity(raw.len());
         for (key, count) in raw {
             let key = DropKey {
-                netns: NetnsInode(key.netns),
+                netns: key.netns.decode(),
                 reason: self.reason(key.reason),
                 l3: L3Protocol::from(key.l3_protocol),
                 l4: L4Protocol::from(key.l4_protocol),
@@ -138,6 +139,13 @@ impl PacketLoss {
             *counts.entry(key).or_insert(0) += count;
         }
         Ok(counts)
+    }
+
+    /// Deletes the counts of the network namespaces `is_dead` picks (a dead namespace's
+    /// entries: see [`Netns`]); returns how many entries went.
+    pub fn forget_netns(&mut self, is_dead: impl Fn(Netns) -> bool) -> Result<usize, Error> {
+        self.object
+            .forget::<RawDropKey, u64>("drop_counts", |key| is_dead(key.netns.decode()))
     }
 
     /// Takes the sampled drop events waiting in the ring buffer.

@@ -1,5 +1,5 @@
 /* packetloss: every skb freed as a drop (skb:kfree_skb, which since 5.17 carries the drop
- * reason) is counted per {netns, reason, L3 protocol, L4 protocol} in a per-CPU hash; a
+ * reason) is counted per {netns (inode and cookie), reason, L3 protocol, L4 protocol} in a per-CPU hash; a
  * token-bucket sample of drops is pushed as events with the 5-tuple and, optionally, the
  * kernel stack. Reason names are resolved in user space from the running kernel's BTF. */
 #include "common.bpf.h"
@@ -9,7 +9,7 @@
 const volatile __u64 capture_stack = 0;
 
 struct ns_drop_key {
-	__u32 netns;
+	struct ns_netns netns;
 	__u32 reason;
 	__u16 l3_protocol;
 	__u8 l4_protocol;
@@ -66,7 +66,7 @@ int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_re
 	struct ns_drop_event event = {
 		.timestamp_ns = bpf_ktime_get_ns(),
 		.location = (__u64)location,
-		.netns = key.netns,
+		.netns = key.netns.inum,
 		.reason = reason,
 		.l3_protocol = key.l3_protocol,
 	};

@@ -8,10 +8,10 @@ use std::time::{Duration, SystemTime};
 
 use crate::error::Error;
 use crate::net::{
-    L4Protocol, NetnsInode, RawTuple, Tuple, comm_to_string, monotonic_ns_to_system_time,
+    L4Protocol, Netns, NetnsInode, RawTuple, Tuple, comm_to_string, monotonic_ns_to_system_time,
 };
 use crate::object::{
-    Attachment, ObjectSpec, ProbeObject, impl_probe_common, slow_threshold_global,
+    Attachment, ObjectSpec, ProbeObject, Scope, impl_probe_common, slow_threshold_global,
 };
 use crate::options::Options;
 use crate::stats::{Log2Histogram, SlowCounts};
@@ -82,14 +82,21 @@ impl SocketLatency {
     }
 
     /// Read-latency histograms since load, per netns and transport protocol.
-    pub fn histograms(&self) -> Result<HashMap<(NetnsInode, L4Protocol), Log2Histogram>, Error> {
+    pub fn histograms(&self) -> Result<HashMap<(Netns, L4Protocol), Log2Histogram>, Error> {
         self.object.histograms("read_latency", key)
     }
 
     /// Reads over 1 ms, over `Options::slow_threshold` and over 100 ms since load, keyed like
     /// [`Self::histograms`].
-    pub fn slow_counts(&self) -> Result<HashMap<(NetnsInode, L4Protocol), SlowCounts>, Error> {
+    pub fn slow_counts(&self) -> Result<HashMap<(Netns, L4Protocol), SlowCounts>, Error> {
         self.object.slow_counts("read_slow", key)
+    }
+
+    /// Deletes the histograms and slow counts of the network namespaces `is_dead` picks (a
+    /// dead namespace's entries: see [`Netns`]); returns how many entries went.
+    pub fn forget_netns(&mut self, is_dead: impl Fn(Netns) -> bool) -> Result<usize, Error> {
+        self.object
+            .forget_latency_netns("read_latency", "read_slow", is_dead)
     }
 
     pub fn drain_events(&mut self) -> Vec<SlowReadEvent> {
@@ -109,7 +116,7 @@ impl SocketLatency {
 }
 
 /// The kernel keys by `sk_protocol`, an IP protocol number.
-fn key(netns: u32, protocol: u16) -> Option<(NetnsInode, L4Protocol)> {
+fn key(scope: Scope, protocol: u16) -> Option<(Netns, L4Protocol)> {
     let protocol = u8::try_from(protocol).ok()?;
-    Some((NetnsInode(netns), L4Protocol::from(protocol)))
+    Some((scope.netns(), L4Protocol::from(protocol)))
 }

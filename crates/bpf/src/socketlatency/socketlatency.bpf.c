@@ -50,13 +50,13 @@ int BPF_PROG(on_sock_recv_length, struct sock *sk, int ret, int flags)
 	__u64 now = bpf_ktime_get_ns();
 	__u64 latency = now - *since;
 	bpf_map_delete_elem(&unread_since, &key);
-	__u32 netns = netns_of_sock(sk);
-	if (!latency_record(&read_latency, &read_slow, netns, sk->sk_protocol, latency) || !event_sampled())
+	struct ns_netns netns = netns_of_sock(sk);
+	if (!latency_record(&read_latency, &read_slow, netns.inum, netns.cookie, sk->sk_protocol, latency) || !event_sampled())
 		return 0;
 	struct ns_sock_event event = {
 		.timestamp_ns = now,
 		.latency_ns = latency,
-		.netns = netns,
+		.netns = netns.inum,
 		.tgid = bpf_get_current_pid_tgid() >> 32,
 	};
 	bpf_get_current_comm(event.comm, sizeof(event.comm));

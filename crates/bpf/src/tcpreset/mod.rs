@@ -8,7 +8,9 @@ use std::time::SystemTime;
 
 use crate::btf::{EnumNames, probe_enum_names};
 use crate::error::Error;
-use crate::net::{NetnsInode, RawTuple, TcpState, Tuple, monotonic_ns_to_system_time};
+use crate::net::{
+    Netns, NetnsInode, RawNetns, RawTuple, TcpState, Tuple, monotonic_ns_to_system_time,
+};
 use crate::object::{Attachment, ObjectSpec, ProbeObject, impl_probe_common};
 use crate::options::Options;
 
@@ -37,7 +39,7 @@ impl ResetKind {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ResetKey {
-    pub netns: NetnsInode,
+    pub netns: Netns,
     pub kind: ResetKind,
     pub state: TcpState,
 }
@@ -58,9 +60,10 @@ pub struct ResetEvent {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct RawResetKey {
-    netns: u32,
+    netns: RawNetns,
     kind: u16,
     state: u16,
+    pad: u32,
 }
 
 #[repr(C)]
@@ -124,7 +127,7 @@ impl TcpReset {
                 let kind = ResetKind::from_raw(key.kind)?;
                 Some((
                     ResetKey {
-                        netns: NetnsInode(key.netns),
+                        netns: key.netns.decode(),
                         kind,
                         state: TcpState::from(u32::from(key.state)),
                     },
@@ -132,6 +135,13 @@ impl TcpReset {
                 ))
             })
             .collect())
+    }
+
+    /// Deletes the counts of the network namespaces `is_dead` picks (a dead namespace's
+    /// entries: see [`Netns`]); returns how many entries went.
+    pub fn forget_netns(&mut self, is_dead: impl Fn(Netns) -> bool) -> Result<usize, Error> {
+        self.object
+            .forget::<RawResetKey, u64>("reset_counts", |key| is_dead(key.netns.decode()))
     }
 
     pub fn drain_events(&mut self) -> Vec<ResetEvent> {

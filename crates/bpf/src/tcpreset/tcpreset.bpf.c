@@ -11,9 +11,10 @@ enum ns_reset_kind {
 };
 
 struct ns_reset_key {
-	__u32 netns;
+	struct ns_netns netns;
 	__u16 kind;
 	__u16 state;
+	__u32 pad;
 };
 
 struct {
@@ -47,7 +48,7 @@ static __always_inline void record(const struct sock *sk, const struct sk_buff *
 		return;
 	struct ns_reset_event event = {
 		.timestamp_ns = bpf_ktime_get_ns(),
-		.netns = key.netns,
+		.netns = key.netns.inum,
 		.kind = kind,
 		.state = key.state,
 		.reason = reason,

@@ -6,13 +6,15 @@ use std::collections::HashMap;
 use std::time::SystemTime;
 
 use crate::error::Error;
-use crate::net::{NetnsInode, RawTuple, TcpState, Tuple, monotonic_ns_to_system_time};
+use crate::net::{
+    Netns, NetnsInode, RawNetns, RawTuple, TcpState, Tuple, monotonic_ns_to_system_time,
+};
 use crate::object::{Attachment, ObjectSpec, ProbeObject, impl_probe_common};
 use crate::options::Options;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RetransKey {
-    pub netns: NetnsInode,
+    pub netns: Netns,
     pub state: TcpState,
 }
 
@@ -27,8 +29,9 @@ pub struct RetransEvent {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct RawRetransKey {
-    netns: u32,
+    netns: RawNetns,
     state: u32,
+    pad: u32,
 }
 
 #[repr(C)]
@@ -79,13 +82,20 @@ impl TcpRetrans {
             .map(|(key, count)| {
                 (
                     RetransKey {
-                        netns: NetnsInode(key.netns),
+                        netns: key.netns.decode(),
                         state: TcpState::from(key.state),
                     },
                     count,
                 )
             })
             .collect())
+    }
+
+    /// Deletes the counts of the network namespaces `is_dead` picks (a dead namespace's
+    /// entries: see [`Netns`]); returns how many entries went.
+    pub fn forget_netns(&mut self, is_dead: impl Fn(Netns) -> bool) -> Result<usize, Error> {
+        self.object
+            .forget::<RawRetransKey, u64>("retrans_counts", |key| is_dead(key.netns.decode()))
     }
 
     pub fn drain_events(&mut self) -> Vec<RetransEvent> {

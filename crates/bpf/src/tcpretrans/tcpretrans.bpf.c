@@ -5,8 +5,9 @@
 #include "common.bpf.h"
 
 struct ns_retrans_key {
-	__u32 netns;
+	struct ns_netns netns;
 	__u32 state;
+	__u32 pad;
 };
 
 struct {
@@ -35,7 +36,7 @@ int BPF_PROG(on_tcp_retransmit_skb, const struct sock *sk, const struct sk_buff 
 		return 0;
 	struct ns_retrans_event event = {
 		.timestamp_ns = bpf_ktime_get_ns(),
-		.netns = key.netns,
+		.netns = key.netns.inum,
 		.state = key.state,
 	};
 	tuple_from_sock(sk, &event.tuple);

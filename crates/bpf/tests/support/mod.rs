@@ -7,7 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use bpf::NetnsInode;
+use bpf::{Netns as NetnsId, NetnsCookie, NetnsInode};
 
 pub struct Netns {
     pub name: String,
@@ -37,6 +37,31 @@ impl Netns {
                 .expect("netns file")
                 .ino() as u32,
         )
+    }
+
+    /// The namespace as the probes key it: inode and cookie.
+    pub fn id(&self) -> NetnsId {
+        NetnsId {
+            inode: self.inode(),
+            cookie: self.run(|| NetnsCookie::of_current_thread().expect("SO_NETNS_COOKIE")),
+        }
+    }
+
+    /// Deletes this namespace and creates new ones until one gets its inode (the kernel hands
+    /// a freed netns inode to the next namespace once the old one is cleaned up, which happens
+    /// asynchronously; other tests' namespaces may take it first).
+    pub fn replace_with_same_inode(self, tag: &str) -> Netns {
+        let inode = self.inode();
+        drop(self);
+        for _ in 0..100 {
+            let candidate = Netns::new(tag);
+            if candidate.inode() == inode {
+                return candidate;
+            }
+            drop(candidate);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("the kernel did not hand netns inode {inode:?} to a new namespace");
     }
 
     /// Runs a shell command inside the namespace; panics with its output on failure.
