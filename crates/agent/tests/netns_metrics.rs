@@ -9,7 +9,7 @@ mod common;
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use agent::health::AgentMetrics;
@@ -24,12 +24,23 @@ use common::{PodPair, agent_with, enter, ip, lab_podmap, sample, write_inventory
 
 const PROBES: &str = "metrics:\n  probes:\n    - name: netdev\n    - name: tcp\n    - name: ip\n    - name: tcpext\n    - name: sock\n    - name: tcpsummary\n    - name: qdisc\n    - name: conntrack\n    - name: softnet\n    - name: fd\n    - name: io\n    - name: udp\n";
 
+/// The inode-reuse test needs the freed inode to go to the namespace it creates next, so no
+/// other test of this binary may create a namespace meanwhile: they share, it excludes.
+static NETNS_CREATION: RwLock<()> = RwLock::new(());
+
+fn creating_namespaces() -> RwLockReadGuard<'static, ()> {
+    NETNS_CREATION
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
 fn series(metric: &str, pod: &str) -> String {
     format!("netsleuth_{metric}{{k8s_node=\"node-1\",k8s_namespace=\"default\",k8s_pod=\"{pod}\"}}")
 }
 
 #[test]
 fn tcp_traffic_between_lab_pods_moves_each_pods_own_counters() {
+    let _shared = creating_namespaces();
     let pods = PodPair::new("m1");
     let agent = agent_with(PROBES, pods.podmap("node-1"));
     // Veths default to `noqueue` (no root qdisc to count): give the client's one a real qdisc.
@@ -84,6 +95,7 @@ fn tcp_traffic_between_lab_pods_moves_each_pods_own_counters() {
 
 #[test]
 fn pod_limit_cuts_pods_but_keeps_the_node_and_says_what_was_cut() {
+    let _shared = creating_namespaces();
     let pods = PodPair::new("m2");
     let agent = agent_with(
         "metrics:\n  podLimit: 1\n  probes: [{name: netdev}]\n",
@@ -107,6 +119,7 @@ fn pod_limit_cuts_pods_but_keeps_the_node_and_says_what_was_cut() {
 
 #[test]
 fn metrics_output_passes_promtool_check_metrics() {
+    let _shared = creating_namespaces();
     let pods = PodPair::new("m3");
     let agent = agent_with(PROBES, pods.podmap("node-1"));
     pods.tcp_traffic(8081, 1, 10);
@@ -133,6 +146,7 @@ fn metrics_output_passes_promtool_check_metrics() {
 
 #[test]
 fn missing_kernel_module_marks_only_that_probe_failed_with_the_reason() {
+    let _shared = creating_namespaces();
     // IPVS is not available on this host (no ip_vs module); the others keep running.
     let agent = agent_with(
         "metrics:\n  probes: [{name: ipvs}, {name: netdev}]\n",
@@ -239,6 +253,9 @@ fn pod_value<'a>(out: &'a ScrapeOutput, metric: &str, pod: &str) -> Option<&'a V
 
 #[test]
 fn a_reused_netns_inode_carries_neither_the_dead_pods_labels_nor_its_counters() {
+    let _alone = NETNS_CREATION
+        .write()
+        .unwrap_or_else(PoisonError::into_inner);
     let labs = tempfile::tempdir().unwrap();
     let old = Netns::add("hpd-reuse-old");
     write_inventory(labs.path(), "reuse", &[("old", "hpd-reuse-old")]);
@@ -338,6 +355,7 @@ impl Drop for Child {
 
 #[test]
 fn fd_and_io_count_the_processes_living_in_the_pods_netns() {
+    let _shared = creating_namespaces();
     let pods = PodPair::new("m4");
     let agent = agent_with(
         "metrics:\n  probes: [{name: fd}, {name: io}]\n",
