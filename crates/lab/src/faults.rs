@@ -670,12 +670,7 @@ impl Fault {
                     "fault service-no-local-endpoint",
                     &fault_service_yaml(dst.name(), "8080", extra),
                 )?)?;
-                let node_port = lab
-                    .state()
-                    .service("default", "fault-web")
-                    .and_then(|s| s.spec.as_ref()?.ports.as_ref()?.first()?.node_port)
-                    .and_then(|p| u16::try_from(p).ok())
-                    .ok_or_else(|| LabError::Invalid("fault-web got no NodePort".into()))?;
+                let node_port = lab.state().node_port("default", "fault-web")?;
                 // From another node: neither a pod nor local, so kube-proxy keeps it on node-1.
                 probe = ProbeRequest {
                     src: format!("node/{}", node2.name),

@@ -22,6 +22,7 @@ use model::{Inventory, NetnsLocation};
 use serde::{Deserialize, Serialize};
 
 use crate::sha256::hex_prefix;
+use crate::LabError;
 
 pub const CLUSTER_CIDR: Ipv4Net = ipv4_net([10, 244, 0, 0], 16);
 pub const SERVICE_CIDR: Ipv4Net = ipv4_net([10, 96, 0, 0], 16);
@@ -170,6 +171,15 @@ impl LabState {
             s.metadata.namespace.as_deref().unwrap_or("default") == namespace
                 && s.metadata.name.as_deref() == Some(name)
         })
+    }
+
+    /// The NodePort the lab gave the first port of Service `namespace/name`: an error naming the
+    /// Service when it has none.
+    pub fn node_port(&self, namespace: &str, name: &str) -> Result<u16, LabError> {
+        self.service(namespace, name)
+            .and_then(|s| s.spec.as_ref()?.ports.as_ref()?.first()?.node_port)
+            .and_then(|p| u16::try_from(p).ok())
+            .ok_or_else(|| LabError::Invalid(format!("Service {namespace}/{name} got no NodePort")))
     }
 
     /// Netns of the underlay (bridge or router) that connects the nodes' `eth0`s.

@@ -109,12 +109,7 @@ pub struct Flow {
 /// node, other node; TCP, UDP, ICMP), to a Service from two nodes, to a NodePort, node to pod,
 /// to a hostNetwork pod, and out of the cluster.
 pub fn healthy_flows(lab: &Lab) -> Result<Vec<Flow>, LabError> {
-    let node_port = lab
-        .state()
-        .service("default", "web")
-        .and_then(|s| s.spec.as_ref()?.ports.as_ref()?.first()?.node_port)
-        .and_then(|p| u16::try_from(p).ok())
-        .ok_or_else(|| LabError::Invalid("Service default/web got no NodePort".into()))?;
+    let node_port = lab.state().node_port("default", "web")?;
     let flow = |what, src: &str, dst: &str, port, protocol| Flow {
         what,
         request: ProbeRequest {
