@@ -93,6 +93,19 @@ impl Drop for Netns {
     }
 }
 
+/// A new netns `name` that got `inode` from the kernel, if one does within 5 s.
+fn netns_with_inode(name: &str, inode: u64) -> Option<Netns> {
+    for _ in 0..100 {
+        let candidate = Netns::add(name);
+        if candidate.inode() == inode {
+            return Some(candidate);
+        }
+        drop(candidate);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
 fn drops(pod: &str) -> String {
     format!(
         "netsleuth_packetloss_total{{k8s_node=\"node-1\",k8s_namespace=\"default\",k8s_pod=\"{pod}\",reason=\"NETFILTER_DROP\",protocol=\"udp\"}}"
@@ -172,7 +185,6 @@ fn held(ids: &HashSet<u64>, cookie: u64, inode: u64) -> bool {
 #[test]
 fn a_pod_that_inherits_a_dead_pods_netns_inode_starts_from_zero_and_the_dead_entries_go() {
     let labs = tempfile::tempdir().unwrap();
-    let old = Netns::add("hph-reuse-old");
     write_inventory(labs.path(), "reuse", &[("old", "hph-reuse-old")]);
     let (drop_maps_before, read_maps_before) = (map_ids("drop_counts"), map_ids("read_latency"));
     let agent = agent_with(
@@ -191,32 +203,36 @@ fn a_pod_that_inherits_a_dead_pods_netns_inode_starts_from_zero_and_the_dead_ent
     let read_maps: HashSet<u64> = &map_ids("read_latency") - &read_maps_before;
     assert!(!drop_maps.is_empty() && !read_maps.is_empty());
 
-    old.dropped_datagrams(5);
-    old.slow_read();
-    old.slow_read();
-    let text = scrape_until(&agent, &drops("old"), 5.0);
-    assert_eq!(sample(&text, &drops("old")), Some(5.0), "{text}");
-    let text = scrape_until(&agent, &reads("old"), 2.0);
-    assert_eq!(sample(&text, &reads("old")), Some(2.0), "{text}");
-    let (old_inode, old_cookie) = (old.inode(), old.cookie());
-    assert!(held(&drop_maps, old_cookie, old_inode));
-    assert!(held(&read_maps, old_cookie, old_inode));
+    // The old pod counts, its netns goes, and new namespaces are made until one gets its inode
+    // (freed asynchronously once the agent's next scrape lets go of it). Other processes on the
+    // machine may take the inode first and keep it: then the whole round starts again with a
+    // fresh old pod (whose counts start from zero too: it has a new cookie).
+    let mut round = 0;
+    let (new, old_inode, old_cookie) = loop {
+        round += 1;
+        assert!(
+            round <= 5,
+            "the kernel did not hand a freed netns inode back in 5 rounds"
+        );
+        let old = Netns::add("hph-reuse-old");
+        agent.podmap().refresh();
+        old.dropped_datagrams(5);
+        old.slow_read();
+        old.slow_read();
+        let text = scrape_until(&agent, &drops("old"), 5.0);
+        assert_eq!(sample(&text, &drops("old")), Some(5.0), "{text}");
+        let text = scrape_until(&agent, &reads("old"), 2.0);
+        assert_eq!(sample(&text, &reads("old")), Some(2.0), "{text}");
+        let (old_inode, old_cookie) = (old.inode(), old.cookie());
+        assert!(held(&drop_maps, old_cookie, old_inode));
+        assert!(held(&read_maps, old_cookie, old_inode));
 
-    // The pod's netns goes; new namespaces until one gets its inode (the kernel frees the old
-    // one asynchronously once the agent's next scrape lets go of it).
-    drop(old);
-    agent.render_metrics();
-    let mut new = None;
-    for _ in 0..200 {
-        let candidate = Netns::add("hph-reuse-new");
-        if candidate.inode() == old_inode {
-            new = Some(candidate);
-            break;
+        drop(old);
+        agent.render_metrics();
+        if let Some(new) = netns_with_inode("hph-reuse-new", old_inode) {
+            break (new, old_inode, old_cookie);
         }
-        drop(candidate);
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let new = new.expect("the kernel did not hand the freed netns inode to a new namespace");
+    };
     assert_ne!(new.cookie(), old_cookie);
 
     write_inventory(labs.path(), "reuse", &[("new", "hph-reuse-new")]);
