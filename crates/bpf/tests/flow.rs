@@ -29,7 +29,7 @@ fn send(
 #[test]
 fn udp_flow_between_netns_is_counted_on_both_sides() {
     let (a, b) = (Netns::new("flowa"), Netns::new("flowb"));
-    let probe = Flow::load(&options()).expect("flow loads");
+    let mut probe = Flow::load(&options()).expect("flow loads");
     veth_pair(&a, &b, 43);
     let dst: SocketAddr = "10.77.43.2:5000".parse().unwrap();
     let src = send(&a, "10.77.43.1:0", dst, 10, 100);
@@ -72,6 +72,13 @@ fn udp_flow_between_netns_is_counted_on_both_sides() {
         flows.keys().all(|k| k.netns.inode != host),
         "host netns is skipped by default"
     );
+
+    // Forgetting a namespace (as the agent does for a dead one) deletes its flows only.
+    let a_id = a.id();
+    assert!(probe.forget_netns(|netns| netns == a_id).unwrap() >= 1);
+    let flows = probe.flows().unwrap();
+    assert!(flows.keys().all(|k| k.netns != a_id), "{flows:#?}");
+    assert!(flows.keys().any(|k| k.netns == b.id()), "{flows:#?}");
 }
 
 #[test]
