@@ -1,7 +1,8 @@
 /* packetloss: every skb freed as a drop (skb:kfree_skb, which since 5.17 carries the drop
- * reason) is counted per {netns (inode and cookie), reason, L3 protocol, L4 protocol} in a per-CPU hash; a
- * token-bucket sample of drops is pushed as events with the 5-tuple and, optionally, the
- * kernel stack. Reason names are resolved in user space from the running kernel's BTF. */
+ * reason) is counted per {netns (inode and cookie), reason, L3 protocol, L4 protocol} in a
+ * per-CPU hash; a token-bucket sample of drops is pushed as events (netns inode only) with the
+ * 5-tuple and, optionally, the kernel stack. Reason names are resolved in user space from the
+ * running kernel's BTF. */
 #include "common.bpf.h"
 
 #define MAX_STACK_DEPTH 16
