@@ -12,14 +12,14 @@
 //!
 //! A part that cannot be read is recorded in [`netstack::state::NetnsState::missing`] with the
 //! reason; nothing is silently left empty. Only failing to enter a namespace at all is an error.
-//! Veth peers are resolved across the namespaces collected together ([`snapshot`]). [`scope`]
-//! picks the namespaces a diagnosis question needs.
+//! Veth peers are resolved across the namespaces collected together ([`snapshot`]). Which
+//! namespaces to read is the caller's choice ([`NetnsFilter`]): choosing them for a diagnosis
+//! question is interpreting it, which `lab::live` does.
 //!
 //! This crate must not interpret state (that is `diagnose`'s job) nor change it: it only reads.
 
 pub mod netlink;
 pub mod procfs;
-pub mod scope;
 pub mod snapshot;
 mod thread;
 pub mod tools;

@@ -1,9 +1,12 @@
 //! A running lab read and diagnosed as a live cluster: the collector reads the lab's namespaces
-//! (for a question, only those on the nodes it involves — see `collect::scope`) and the engine
-//! diagnoses what was read. What `collect --lab`, `diagnose --lab`, `demo` and the tests share.
+//! (for a question, only those on the nodes it involves — the `scope` submodule picks them) and
+//! the engine diagnoses what was read. What `collect --lab`, `diagnose --lab`, `demo` and the
+//! tests share.
 //!
 //! This module only reads the lab, through the collector: it must not change it. It prints
 //! nothing; progress goes to the caller's callback and the result says what was read.
+
+mod scope;
 
 use std::time::{Duration, Instant};
 
@@ -66,7 +69,7 @@ impl Lab {
         let inventory = self.inventory();
         let src: EndpointSpec = query.src.parse().map_err(DiagnoseError::Source)?;
         let dst: EndpointSpec = query.dst.parse().map_err(DiagnoseError::Destination)?;
-        let filter = collect::scope::netns_for_query(&inventory, &src, &dst, query.dport);
+        let filter = scope::netns_for_query(&inventory, &src, &dst, query.dport);
         let started = Instant::now();
         let snapshot = collect::collect_inventory(&inventory, &filter, progress)?;
         let collect_took = started.elapsed();

@@ -1,6 +1,10 @@
 //! Which namespaces a question needs: for "can SRC reach DST on PORT", the nodes the packet and
 //! its reply can touch, so `diagnose --lab` reads those instead of the whole cluster.
 //!
+//! It lives with the live orchestration rather than in `collect`, because placing a question's
+//! endpoints is interpreting them (`diagnose::EndpointSpec`), and the collector decides nothing.
+//! It only reads the inventory; it must not read namespaces itself.
+//!
 //! Deliberately coarse and safe: every namespace of each involved node (its host netns and all
 //! its pods), plus every infrastructure namespace (the underlay the nodes talk through). Anything
 //! that cannot be placed on a node widens the scope to everything rather than guess.
@@ -8,11 +12,10 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
+use collect::NetnsFilter;
 use diagnose::EndpointSpec;
 use ipnet::IpNet;
 use model::{Inventory, NetnsOwner};
-
-use crate::NetnsFilter;
 
 /// The namespaces to read to answer `src → dst:port`.
 pub fn netns_for_query(
