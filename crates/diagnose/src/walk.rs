@@ -623,7 +623,7 @@ impl<'a> Walker<'a> {
             flight.bindings.push((id.clone(), b));
         }
         let target = gateway.unwrap_or(flight.packet.dst);
-        let tunnelled = match self.egress_checks(record, link, target, flight.packet.protocol) {
+        let tunnelled = match self.egress_checks(record, link, target, &flight.packet) {
             Err(idx) => {
                 return Visit::End(Ended::hop_stopped(flight, &id, before, steps, idx, self));
             }
@@ -665,7 +665,9 @@ impl<'a> Walker<'a> {
                 Some((owner.id.clone(), dev))
             })
         };
-        if let Err((idx, at_next)) = self.next_hop_checks(record, link, target, next.as_ref()) {
+        if let Err((idx, at_next)) =
+            self.next_hop_checks(record, link, &flight.packet, target, next.as_ref())
+        {
             if !at_next {
                 return Visit::End(Ended::hop_stopped(flight, &id, before, steps, idx, self));
             }

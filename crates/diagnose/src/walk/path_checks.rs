@@ -163,6 +163,45 @@ impl<'a> Walker<'a> {
         Some(self.push(found))
     }
 
+    /// The largest packet of the walk in progress at this hop. A full-size packet from the
+    /// sender: its first egress device's MTU (`link`, when this is the first egress), for TCP and
+    /// ICMP replies no larger than the forward packets. TCP also never sends more than the
+    /// receiver takes: the receiver's SYN announces an MSS from its route MTU back to the
+    /// sender, so a hop as narrow as the receiver's own link (a pod's veth behind a node with a
+    /// wider MTU) carries every segment. A datagram is as large as its sender makes it.
+    fn packet_size(&mut self, link: &Link, packet: &Packet) -> u32 {
+        let ceiling = match self.direction {
+            Direction::Reply if packet.protocol != Protocol::Udp => self.forward_size,
+            _ => None,
+        };
+        let full = *self
+            .full_size
+            .get_or_insert(ceiling.map_or(link.mtu, |c| c.min(link.mtu)));
+        match packet.protocol {
+            Protocol::Tcp => self.receiver_mtu(packet).map_or(full, |mtu| mtu.min(full)),
+            _ => full,
+        }
+    }
+
+    /// The MTU the receiver of `packet` derives its TCP MSS from: its route back to the
+    /// packet's source (the route's `mtu` metric, else its device's MTU). `None` when the
+    /// receiver is outside the snapshot or has no unicast route back.
+    fn receiver_mtu(&self, packet: &Packet) -> Option<u32> {
+        let receiver = self.index.owner_of(packet.dst)?;
+        // Not the walk's cached simulation: building that reports the receiver's unreadable
+        // rulesets, which only matter once the packet gets there.
+        let decision = Fib::new(&receiver.state).lookup(&FlowKey::to(packet.src));
+        let RouteOutcome::Unicast { nexthops } = decision.outcome else {
+            return None;
+        };
+        let device_mtu = receiver
+            .state
+            .link(&nexthops.into_iter().find_map(|h| h.dev)?)?
+            .mtu;
+        let route_mtu = decision.route.and_then(|r| r.mtu);
+        Some(route_mtu.map_or(device_mtu, |mtu| mtu.min(device_mtu)))
+    }
+
     /// Leaving by `link` towards `target`: the device must carry a full-size packet, and a
     /// tunnel device must resolve its remote end. `Ok(Some(tunnel))` says where a tunnel really
     /// sends the packet.
@@ -171,15 +210,9 @@ impl<'a> Walker<'a> {
         record: &'a NetnsRecord,
         link: &Link,
         target: IpAddr,
-        protocol: Protocol,
+        packet: &Packet,
     ) -> Result<Option<Tunnelled>, usize> {
-        let ceiling = match self.direction {
-            Direction::Reply if protocol != Protocol::Udp => self.forward_size,
-            _ => None,
-        };
-        let size = *self
-            .full_size
-            .get_or_insert(ceiling.map_or(link.mtu, |c| c.min(link.mtu)));
+        let size = self.packet_size(link, packet);
         if let Some(idx) = self.push_all(mtu::device(self.index, record, link, size)) {
             return Err(idx);
         }
@@ -274,6 +307,7 @@ impl<'a> Walker<'a> {
         &mut self,
         record: &'a NetnsRecord,
         link: &Link,
+        packet: &Packet,
         target: IpAddr,
         next: Option<&(String, String)>,
     ) -> Result<(), (usize, bool)> {
@@ -322,7 +356,7 @@ impl<'a> Walker<'a> {
                 return Err((idx, true));
             }
         }
-        let size = self.full_size.unwrap_or(link.mtu);
+        let size = self.packet_size(link, packet);
         let at_next = [
             next_record
                 .state

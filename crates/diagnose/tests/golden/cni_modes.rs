@@ -190,14 +190,20 @@ fn route_of<'a>(s: &'a mut Snapshot, ns: &str, dst: &str) -> &'a mut netstack::s
         .unwrap_or_else(|| panic!("no route {dst} in {ns}"))
 }
 
-/// node-1's pods and their host veths at `mtu` (a CNI config that forgot the tunnel).
-fn node1_pod_mtu(s: &mut Snapshot, mtu: u32, bridge: Option<&str>) {
-    for pod in ["node-1/default/web-1-1", "node-1/default/web-1-2"] {
-        link(s, pod, "eth0").mtu = mtu;
-    }
-    for l in netns(s, "node-1").links.iter_mut() {
-        if l.kind == netstack::state::LinkKind::Veth || Some(l.name.as_str()) == bridge {
-            l.mtu = mtu;
+/// Every pod and its host veth (and `bridge`) at `mtu`: a CNI config that forgot the tunnel, as
+/// every node applies it. Both ends of a TCP connection then announce an MSS above what the
+/// tunnel carries (one pod alone would not: the other's MSS keeps TCP below its own MTU).
+fn pods_mtu(s: &mut Snapshot, mtu: u32, bridge: Option<&str>) {
+    for record in &mut s.netns {
+        for l in record.state.links.iter_mut() {
+            let resized = match record.owner {
+                NetnsOwner::Pod { .. } => l.name == "eth0",
+                NetnsOwner::Host => l.kind == LinkKind::Veth || Some(l.name.as_str()) == bridge,
+                NetnsOwner::Infrastructure { .. } => false,
+            };
+            if resized {
+                l.mtu = mtu;
+            }
         }
     }
 }
@@ -394,7 +400,7 @@ fn flannel_vxlan() -> Vec<Case> {
         FindingCode::LinkMtuMismatch,
         "node-1",
         |s| {
-            node1_pod_mtu(s, 1500, Some("cni0"));
+            pods_mtu(s, 1500, Some("cni0"));
         },
     ));
 
@@ -540,7 +546,7 @@ fn calico_ipip() -> Vec<Case> {
         FindingCode::LinkMtuMismatch,
         "node-1",
         |s| {
-            node1_pod_mtu(s, 1500, None);
+            pods_mtu(s, 1500, None);
         },
     ));
 
