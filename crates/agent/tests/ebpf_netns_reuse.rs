@@ -18,92 +18,50 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use agent::agent::Agent;
-use common::{agent_with, enter, ip, lab_podmap, sample, write_inventory};
+use common::{agent_with, ip, lab_podmap, netns_with_inode, sample, write_inventory, Netns};
 
-/// A named netns with `lo` up, deleted on drop (even when the test fails).
-struct Netns {
-    name: String,
+/// The netns's cookie, as the kernel keys it in the probes' maps.
+fn cookie(netns: &Netns) -> u64 {
+    netns.run(|| bpf::NetnsCookie::of_current_thread().unwrap().0)
 }
 
-impl Netns {
-    fn add(name: &str) -> Netns {
-        let _ = Command::new("ip")
-            .args(["netns", "del", name])
-            .stderr(std::process::Stdio::null())
-            .status();
-        ip(&["netns", "add", name]);
-        ip(&["-n", name, "link", "set", "lo", "up"]);
-        Netns { name: name.into() }
-    }
-
-    fn inode(&self) -> u64 {
-        agent::podmap::netns_inode(format!("/run/netns/{}", self.name).as_ref()).unwrap()
-    }
-
-    /// The netns's cookie, as the kernel keys it in the probes' maps.
-    fn cookie(&self) -> u64 {
-        self.run(|| bpf::NetnsCookie::of_current_thread().unwrap().0)
-    }
-
-    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::spawn(move || {
-            enter(&path);
-            f()
-        })
-        .join()
-        .unwrap()
-    }
-
-    /// `count` UDP datagrams to port 7777, which the netns's OUTPUT chain drops.
-    fn dropped_datagrams(&self, count: usize) {
-        ip(&[
-            "netns", "exec", &self.name, "iptables", "-w", "-A", "OUTPUT", "-p", "udp", "--dport",
-            "7777", "-j", "DROP",
-        ]);
-        self.run(move || {
-            let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-            for _ in 0..count {
-                // The DROP makes send fail with EPERM; the drop happened.
-                let _ = socket.send_to(b"dropped", "127.0.0.1:7777");
-            }
-        });
-    }
-
-    /// One read of data that waited 20 ms in a TCP socket on the netns's loopback.
-    fn slow_read(&self) {
-        self.run(|| {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-            let (mut accepted, _) = listener.accept().unwrap();
-            accepted.write_all(b"waits").unwrap();
-            std::thread::sleep(Duration::from_millis(20));
-            let mut buf = [0u8; 5];
-            client.read_exact(&mut buf).unwrap();
-        });
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
-}
-
-/// A new netns `name` that got `inode` from the kernel, if one does within 5 s.
-fn netns_with_inode(name: &str, inode: u64) -> Option<Netns> {
-    for _ in 0..100 {
-        let candidate = Netns::add(name);
-        if candidate.inode() == inode {
-            return Some(candidate);
+/// `count` UDP datagrams to port 7777, which the netns's OUTPUT chain drops.
+fn dropped_datagrams(netns: &Netns, count: usize) {
+    ip(&[
+        "netns",
+        "exec",
+        netns.name(),
+        "iptables",
+        "-w",
+        "-A",
+        "OUTPUT",
+        "-p",
+        "udp",
+        "--dport",
+        "7777",
+        "-j",
+        "DROP",
+    ]);
+    netns.run(move || {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for _ in 0..count {
+            // The DROP makes send fail with EPERM; the drop happened.
+            let _ = socket.send_to(b"dropped", "127.0.0.1:7777");
         }
-        drop(candidate);
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
+    });
+}
+
+/// One read of data that waited 20 ms in a TCP socket on the netns's loopback.
+fn slow_read(netns: &Netns) {
+    netns.run(|| {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut accepted, _) = listener.accept().unwrap();
+        accepted.write_all(b"waits").unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let mut buf = [0u8; 5];
+        client.read_exact(&mut buf).unwrap();
+    });
 }
 
 fn drops(pod: &str) -> String {
@@ -216,14 +174,14 @@ fn a_pod_that_inherits_a_dead_pods_netns_inode_starts_from_zero_and_the_dead_ent
         );
         let old = Netns::add("hph-reuse-old");
         agent.podmap().refresh();
-        old.dropped_datagrams(5);
-        old.slow_read();
-        old.slow_read();
+        dropped_datagrams(&old, 5);
+        slow_read(&old);
+        slow_read(&old);
         let text = scrape_until(&agent, &drops("old"), 5.0);
         assert_eq!(sample(&text, &drops("old")), Some(5.0), "{text}");
         let text = scrape_until(&agent, &reads("old"), 2.0);
         assert_eq!(sample(&text, &reads("old")), Some(2.0), "{text}");
-        let (old_inode, old_cookie) = (old.inode(), old.cookie());
+        let (old_inode, old_cookie) = (old.inode(), cookie(&old));
         assert!(held(&drop_maps, old_cookie, old_inode));
         assert!(held(&read_maps, old_cookie, old_inode));
 
@@ -233,12 +191,12 @@ fn a_pod_that_inherits_a_dead_pods_netns_inode_starts_from_zero_and_the_dead_ent
             break (new, old_inode, old_cookie);
         }
     };
-    assert_ne!(new.cookie(), old_cookie);
+    assert_ne!(cookie(&new), old_cookie);
 
     write_inventory(labs.path(), "reuse", &[("new", "hph-reuse-new")]);
     agent.podmap().refresh();
-    new.dropped_datagrams(2);
-    new.slow_read();
+    dropped_datagrams(&new, 2);
+    slow_read(&new);
     let text = scrape_until(&agent, &drops("new"), 2.0);
     assert_eq!(sample(&text, &drops("new")), Some(2.0), "{text}");
     let text = scrape_until(&agent, &reads("new"), 1.0);
@@ -254,5 +212,5 @@ fn a_pod_that_inherits_a_dead_pods_netns_inode_starts_from_zero_and_the_dead_ent
         !held(&read_maps, old_cookie, old_inode),
         "the dead netns's read latencies were deleted"
     );
-    assert!(held(&drop_maps, new.cookie(), old_inode));
+    assert!(held(&drop_maps, cookie(&new), old_inode));
 }

@@ -14,13 +14,12 @@ use std::time::Duration;
 
 use agent::health::AgentMetrics;
 use agent::netns_files::NetnsFileCache;
-use agent::podmap::netns_inode;
 use agent::probe::{
     MetricDesc, MetricProbe, ProbeArgs, ProbeContext, ProbeError, Scope, SharedLoaders,
 };
 use agent::registry::{Samples, ScrapeOutput, Value};
-use agent::scrape::{ActiveMetricProbe, ScrapeSettings, scrape};
-use common::{PodPair, agent_with, enter, ip, lab_podmap, sample, write_inventory};
+use agent::scrape::{scrape, ActiveMetricProbe, ScrapeSettings};
+use common::{agent_with, lab_podmap, netns_with_inode, sample, write_inventory, Netns, PodPair};
 
 const PROBES: &str = "metrics:\n  probes:\n    - name: netdev\n    - name: tcp\n    - name: ip\n    - name: tcpext\n    - name: sock\n    - name: tcpsummary\n    - name: qdisc\n    - name: conntrack\n    - name: softnet\n    - name: fd\n    - name: io\n    - name: udp\n";
 
@@ -164,54 +163,18 @@ fn missing_kernel_module_marks_only_that_probe_failed_with_the_reason() {
         "{status}"
     );
     assert_eq!(probes[1]["state"], "Running");
-    assert!(
-        agent
-            .render_metrics()
-            .contains("netsleuth_netdev_rxbytes_total{")
-    );
+    assert!(agent
+        .render_metrics()
+        .contains("netsleuth_netdev_rxbytes_total{"));
 }
 
-/// A netns of ours with `lo` up, deleted on drop (if still there).
-struct Netns(String);
-
-impl Netns {
-    fn add(name: &str) -> Netns {
-        let netns = Netns(name.to_string());
-        netns.delete();
-        ip(&["netns", "add", name]);
-        ip(&["-n", name, "link", "set", "lo", "up"]);
-        netns
-    }
-
-    fn inode(&self) -> u64 {
-        netns_inode(format!("/run/netns/{}", self.0).as_ref()).unwrap()
-    }
-
-    fn delete(&self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.0])
-            .stderr(Stdio::null())
-            .status();
-    }
-
-    /// `n` TCP connects to a closed port on the netns's loopback: `n` active opens.
-    fn refused_connects(&self, n: usize) {
-        let path = format!("/run/netns/{}", self.0);
-        std::thread::spawn(move || {
-            enter(&path);
-            for _ in 0..n {
-                assert!(TcpStream::connect(("127.0.0.1", 9)).is_err());
-            }
-        })
-        .join()
-        .unwrap();
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        self.delete();
-    }
+/// `n` TCP connects to a closed port on the netns's loopback: `n` active opens.
+fn refused_connects(netns: &Netns, n: usize) {
+    netns.run(move || {
+        for _ in 0..n {
+            assert!(TcpStream::connect(("127.0.0.1", 9)).is_err());
+        }
+    });
 }
 
 static KEYED: MetricDesc = MetricDesc::counter("test", "inode_keyed", "Counted per netns inode");
@@ -257,8 +220,6 @@ fn a_reused_netns_inode_carries_neither_the_dead_pods_labels_nor_its_counters() 
         .write()
         .unwrap_or_else(PoisonError::into_inner);
     let labs = tempfile::tempdir().unwrap();
-    let old = Netns::add("hpd-reuse-old");
-    write_inventory(labs.path(), "reuse", &[("old", "hpd-reuse-old")]);
     let podmap = lab_podmap("node-1", labs.path());
     let context = ProbeContext {
         node: "node-1".into(),
@@ -266,7 +227,7 @@ fn a_reused_netns_inode_carries_neither_the_dead_pods_labels_nor_its_counters() 
         shared: SharedLoaders::default(),
     };
     let tcp = agent::probes::spec("tcp").unwrap().metrics.unwrap();
-    let keyed_inode = Arc::new(AtomicU64::new(old.inode()));
+    let keyed_inode = Arc::new(AtomicU64::new(0));
     let probes = [
         active(tcp(&ProbeArgs::default(), &context).unwrap()),
         active(Box::new(InodeKeyed(keyed_inode.clone()))),
@@ -285,38 +246,43 @@ fn a_reused_netns_inode_carries_neither_the_dead_pods_labels_nor_its_counters() 
         )
     };
 
-    old.refused_connects(3);
-    let out = run();
-    assert_eq!(
-        pod_value(&out, "tcp_activeopens", "old"),
-        Some(&Value::Counter(3))
-    );
-    assert_eq!(
-        pod_value(&out, "test_inode_keyed", "old"),
-        Some(&Value::Counter(1))
-    );
+    let mut round = 0;
+    let new = loop {
+        round += 1;
+        assert!(
+            round <= 5,
+            "the kernel did not hand a freed netns inode back in 5 rounds"
+        );
+        let old = Netns::add("hpd-reuse-old");
+        write_inventory(labs.path(), "reuse", &[("old", "hpd-reuse-old")]);
+        podmap.refresh();
+        keyed_inode.store(old.inode(), Ordering::Relaxed);
+        refused_connects(&old, 3);
+        let out = run();
+        assert_eq!(
+            pod_value(&out, "tcp_activeopens", "old"),
+            Some(&Value::Counter(3))
+        );
+        assert_eq!(
+            pod_value(&out, "test_inode_keyed", "old"),
+            Some(&Value::Counter(1))
+        );
 
-    // The pod's netns goes; the pod map (not refreshed) still maps its inode to it. The next
-    // scrape skips it and lets go of its files, so the kernel can free the namespace.
-    let old_inode = old.inode();
-    old.delete();
-    let out = run();
-    assert_eq!(pod_value(&out, "tcp_activeopens", "old"), None);
-    assert_eq!(files.netns_count(), 1, "only the node's netns stays held");
+        // The pod's netns goes; the pod map (not refreshed) still maps its inode to it. The next
+        // scrape skips it and lets go of its files, so the kernel can free the namespace.
+        let old_inode = old.inode();
+        old.delete();
+        let out = run();
+        assert_eq!(pod_value(&out, "tcp_activeopens", "old"), None);
+        assert_eq!(files.netns_count(), 1, "only the node's netns stays held");
 
-    // New namespaces until one gets the dead pod's inode (the kernel reuses the lowest free
-    // one once the old namespace is cleaned up, asynchronously).
-    let mut new = None;
-    for _ in 0..100 {
-        let candidate = Netns::add("hpd-reuse-new");
-        if candidate.inode() == old_inode {
-            new = Some(candidate);
-            break;
+        // New namespaces until one gets the dead pod's inode. No other test of this binary makes
+        // namespaces meanwhile, but another process on the machine may take the inode first and
+        // keep it: then the whole round starts again with a fresh old pod.
+        if let Some(new) = netns_with_inode("hpd-reuse-new", old_inode) {
+            break new;
         }
-        drop(candidate);
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let new = new.expect("the kernel did not hand the freed netns inode to a new namespace");
+    };
 
     // Unmapped, the new namespace is the node's as far as inode-keyed data goes: never the
     // dead pod's, although the stale pod map still lists that inode for it.
@@ -328,7 +294,7 @@ fn a_reused_netns_inode_carries_neither_the_dead_pods_labels_nor_its_counters() 
     );
 
     // Mapped as its own pod: its counters start from its own zero, not the old pod's 3.
-    new.refused_connects(1);
+    refused_connects(&new, 1);
     write_inventory(labs.path(), "reuse", &[("new", "hpd-reuse-new")]);
     podmap.refresh();
     let out = run();

@@ -14,7 +14,7 @@ use agent::config::Config;
 use agent::podmap::{PodMap, PodMapSources};
 use model::snapshot::{NetnsOwner, SnapshotSource, SourceKind};
 use model::{Inventory, NetnsLocation};
-use nix::sched::{CloneFlags, setns};
+use nix::sched::{setns, CloneFlags};
 
 pub fn ip(args: &[&str]) {
     let status = Command::new("ip").args(args).status().expect("run ip");
@@ -150,6 +150,67 @@ impl Drop for PodPair {
             .stderr(std::process::Stdio::null())
             .status();
     }
+}
+
+/// A named netns with `lo` up, deleted on drop (even when the test fails).
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    pub fn add(name: &str) -> Netns {
+        let netns = Netns { name: name.into() };
+        netns.delete();
+        ip(&["netns", "add", name]);
+        ip(&["-n", name, "link", "set", "lo", "up"]);
+        netns
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn inode(&self) -> u64 {
+        agent::podmap::netns_inode(format!("/run/netns/{}", self.name).as_ref()).unwrap()
+    }
+
+    /// Runs `f` on a thread inside the netns.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            enter(&path);
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+
+    pub fn delete(&self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        self.delete();
+    }
+}
+
+/// A new netns `name` that got `inode` from the kernel (which hands a freed inode to the next
+/// namespace once the old one is cleaned up, asynchronously), if one does within 5 s.
+pub fn netns_with_inode(name: &str, inode: u64) -> Option<Netns> {
+    for _ in 0..100 {
+        let candidate = Netns::add(name);
+        if candidate.inode() == inode {
+            return Some(candidate);
+        }
+        drop(candidate);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    None
 }
 
 pub fn enter(path: &str) {
