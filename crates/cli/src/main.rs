@@ -7,6 +7,11 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+/// mimalloc instead of glibc's malloc: its per-thread heaps make the small allocations of reading a
+/// large `iptables-save` on all cores cheap (docs/benchmarks.md, iptables section).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Kubernetes network diagnosis and monitoring.
 ///
 /// Ask why traffic does not get through (`diagnose`), gather the state it reasons about
