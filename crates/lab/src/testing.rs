@@ -99,6 +99,16 @@ pub fn healthy_spec(
     })
 }
 
+/// Bytes a TCP flow writes (and needs echoed) when full-size segments matter: many segments,
+/// each as large as the MSS the receiver announced allows.
+const LARGE_WRITE: usize = 64 * 1024;
+
+/// `flow` writing [`LARGE_WRITE`] bytes instead of only connecting.
+fn large_write(mut flow: Flow) -> Flow {
+    flow.request.payload = LARGE_WRITE;
+    flow
+}
+
 /// One flow a healthy cluster carries.
 pub struct Flow {
     pub what: &'static str,
@@ -107,7 +117,8 @@ pub struct Flow {
 
 /// Every kind of flow a cluster carries, on a lab built from [`healthy_spec`]: pod to pod (same
 /// node, other node; TCP, UDP, ICMP), to a Service from two nodes, to a NodePort, node to pod,
-/// to a hostNetwork pod, and out of the cluster.
+/// to a hostNetwork pod, and out of the cluster. Node to pod goes to two other nodes (across
+/// calico-crosssubnet's router, encapsulated, and on the same subnet, not) with a large write.
 pub fn healthy_flows(lab: &Lab) -> Result<Vec<Flow>, LabError> {
     let node_port = lab.state().node_port("default", "web")?;
     let flow = |what, src: &str, dst: &str, port, protocol| Flow {
@@ -171,13 +182,22 @@ pub fn healthy_flows(lab: &Lab) -> Result<Vec<Flow>, LabError> {
             node_port,
             Protocol::Tcp,
         ),
-        flow(
+        large_write(flow(
             "node to pod",
             "node/node-1",
             "default/pod-2-1",
             8080,
             Protocol::Tcp,
-        ),
+        )),
+        // calico-crosssubnet: node-3 shares node-1's subnet, so this one is routed without
+        // encapsulation into a pod veth narrower (the VXLAN MTU) than the node's.
+        large_write(flow(
+            "node to pod, other node on the same subnet",
+            "node/node-1",
+            "default/pod-3-1",
+            8080,
+            Protocol::Tcp,
+        )),
         flow(
             "pod to hostNetwork pod",
             pod,
