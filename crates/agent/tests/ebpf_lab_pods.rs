@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use agent::agent::Agent;
 use agent::events::Event;
-use common::{PodPair, agent_with, sample};
+use common::{agent_with, sample, PodPair};
 use tokio::sync::broadcast;
 
 /// How long the agent gets to show what the kernel counted (probes are read per scrape, events

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use agent::podmap::{CriState, Owner, PodMap, PodMapSources, ProcRoots, Source, cri, netns_inode};
+use agent::podmap::{cri, netns_inode, CriState, Owner, PodMap, PodMapSources, ProcRoots, Source};
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
     LinuxPodSandboxConfig, PodSandboxConfig, PodSandboxMetadata, RemovePodSandboxRequest,

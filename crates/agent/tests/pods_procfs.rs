@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agent::podmap::{CriState, Owner, PodMap, PodMapSources, ProcRoots, Source, netns_inode};
+use agent::podmap::{netns_inode, CriState, Owner, PodMap, PodMapSources, ProcRoots, Source};
 use agent::status::Status;
 
 /// The cgroup2 mount point (`/sys/fs/cgroup` on a pure v2 host, `/sys/fs/cgroup/unified` on

@@ -13,14 +13,14 @@ use agent::config::{Config, SinkConfig};
 use agent::events::{Event, EventBatch, EventBus, EventType};
 use agent::health::AgentMetrics;
 use agent::podmap::PodMap;
-use axum::Router;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::routing::post;
+use axum::Router;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
 
 /// One push the server received.
 struct Pushed {

@@ -40,10 +40,10 @@ pub use btf::{BtfError, EnumNames, KernelBtf};
 pub use error::Error;
 pub use kallsyms::KernelSymbols;
 pub use net::{
-    L3Protocol, L4Protocol, Netns, NetnsCookie, NetnsInode, TcpState, Tuple,
-    monotonic_ns_to_system_time,
+    monotonic_ns_to_system_time, L3Protocol, L4Protocol, Netns, NetnsCookie, NetnsInode, TcpState,
+    Tuple,
 };
-pub use object::{MapFill, ProgramRuntime, RuntimeStatsGuard, enable_runtime_stats};
+pub use object::{enable_runtime_stats, MapFill, ProgramRuntime, RuntimeStatsGuard};
 pub use options::Options;
 pub use stats::{Log2Histogram, ProbeStats, SlowCounts};
 

@@ -8,7 +8,7 @@ use std::net::{SocketAddr, UdpSocket};
 
 use bpf::flow::{Direction, Flow, FlowCounters, FlowKey};
 use bpf::{L4Protocol, NetnsInode, Options, Tuple};
-use support::{Netns, options, veth_pair};
+use support::{options, veth_pair, Netns};
 
 fn send(
     ns: &Netns,

@@ -16,7 +16,7 @@ use bpf::netiftxlat::{NetifTxLatency, TxStage};
 use bpf::netsoftirq::{NetSoftirq, SoftirqPhase, SoftirqVector};
 use bpf::socketlatency::SocketLatency;
 use bpf::{L4Protocol, Options, SlowCounts};
-use support::{Netns, options, veth_pair};
+use support::{options, veth_pair, Netns};
 
 fn with_threshold(threshold: Duration) -> Options {
     Options {
@@ -398,11 +398,9 @@ fn net_rx_softirq_wait_and_run_times_are_recorded() {
     assert_eq!(run.over_100ms, 0, "{run:?}");
     let events = probe.drain_events();
     let cpus = std::thread::available_parallelism().unwrap().get() as u32;
-    assert!(
-        events
-            .iter()
-            .any(|e| e.vector == SoftirqVector::NetRx && e.phase == SoftirqPhase::Run)
-    );
+    assert!(events
+        .iter()
+        .any(|e| e.vector == SoftirqVector::NetRx && e.phase == SoftirqPhase::Run));
     assert!(
         events.iter().all(|e| e.cpu < cpus),
         "cpu is filled in (KubeSkoop's was always 0)"

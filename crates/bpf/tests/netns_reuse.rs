@@ -7,10 +7,10 @@ mod support;
 
 use std::net::UdpSocket;
 
+use bpf::packetloss::{DropKey, DropReason, PacketLoss};
 use bpf::L3Protocol;
 use bpf::L4Protocol;
-use bpf::packetloss::{DropKey, DropReason, PacketLoss};
-use support::{Netns, options};
+use support::{options, Netns};
 
 fn no_socket_udp(ns: &Netns, probe: &PacketLoss) -> DropKey {
     let code = probe

@@ -8,7 +8,7 @@ use std::net::{SocketAddr, UdpSocket};
 
 use bpf::packetloss::{DropKey, DropReason, PacketLoss};
 use bpf::{L3Protocol, L4Protocol, Options};
-use support::{Netns, options};
+use support::{options, Netns};
 
 fn key(ns: &Netns, probe: &PacketLoss, reason: &str, l4: L4Protocol) -> DropKey {
     let code = probe

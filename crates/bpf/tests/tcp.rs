@@ -11,7 +11,7 @@ use std::time::Duration;
 use bpf::tcpreset::{ResetKey, ResetKind, TcpReset};
 use bpf::tcpretrans::{RetransKey, TcpRetrans};
 use bpf::{L4Protocol, TcpState};
-use support::{Netns, options};
+use support::{options, Netns};
 
 #[test]
 fn connect_to_closed_port_counts_a_sent_and_a_received_reset_with_tuples() {

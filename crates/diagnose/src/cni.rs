@@ -27,7 +27,7 @@ use netstack::fib::{RouteDecision, RouteOutcome};
 use netstack::packet::Packet;
 use netstack::state::{LinkKind, NetnsState, RouteType};
 
-use crate::endpoint::{Index, describe, internal_ip};
+use crate::endpoint::{describe, internal_ip, Index};
 use crate::walk::finding;
 
 const FLANNEL_BACKEND: &str = "flannel.alpha.coreos.com/backend-type";
@@ -696,7 +696,7 @@ fn cni_agent(cni: CniMode) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::synthetic::{ClusterSize, cluster};
+    use crate::synthetic::{cluster, ClusterSize};
 
     fn snapshot(cni: CniMode) -> Snapshot {
         let mut s = cluster(

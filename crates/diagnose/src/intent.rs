@@ -3,8 +3,8 @@
 //! checks (`service`) and the NetworkPolicy comparison (`policy::check`) over the paths it found.
 //! Owns no rule of its own: it only orders the calls and hands each the walk's results.
 
-use model::NetnsRecord;
 use model::diagnosis::Direction;
+use model::NetnsRecord;
 use netstack::packet::Packet;
 
 use crate::endpoint::Index;

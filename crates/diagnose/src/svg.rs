@@ -11,8 +11,8 @@
 
 use std::fmt::Write;
 
-use model::Level;
 use model::diagnosis::{Diagnosis, Direction, Hop, Verdict};
+use model::Level;
 
 use crate::render::{evidence_text, place_text};
 

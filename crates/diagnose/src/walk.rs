@@ -26,10 +26,10 @@ use netstack::packet::{Packet, Protocol};
 use netstack::state::{LinkKind, OperState, StatePart};
 
 use crate::cni::Datapath;
-use crate::endpoint::{Index, describe};
+use crate::endpoint::{describe, Index};
 use crate::owner::{classify_drop, hand_added_hint};
-use crate::policy::PolicyIndex;
 use crate::policy::check::{explain_enforcement, is_enforcement};
+use crate::policy::PolicyIndex;
 
 mod ipvs;
 mod path_checks;

@@ -6,10 +6,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use model::Inventory;
 use model::snapshot::NetnsOwner;
+use model::Inventory;
 
-use super::{Entity, Owner, Source, netns_inode};
+use super::{netns_inode, Entity, Owner, Source};
 
 pub fn read_inventories(dir: &Path, found: &mut Vec<Entity>, problems: &mut Vec<String>) {
     let read = match std::fs::read_dir(dir) {

@@ -373,23 +373,21 @@ impl PodMap {
         let wake = self.wake.clone();
         std::thread::Builder::new()
             .name("pods-refresh".into())
-            .spawn(move || {
-                loop {
-                    {
-                        let asked = wake.asked.lock().unwrap_or_else(|p| p.into_inner());
-                        let (mut asked, _) = wake
-                            .condvar
-                            .wait_timeout_while(asked, every, |asked| !*asked)
-                            .unwrap_or_else(|p| p.into_inner());
-                        *asked = false;
-                    }
-                    let Some(map) = map.upgrade() else {
-                        return;
-                    };
-                    map.refresh();
-                    drop(map);
-                    std::thread::sleep(MIN_REFRESH_GAP);
+            .spawn(move || loop {
+                {
+                    let asked = wake.asked.lock().unwrap_or_else(|p| p.into_inner());
+                    let (mut asked, _) = wake
+                        .condvar
+                        .wait_timeout_while(asked, every, |asked| !*asked)
+                        .unwrap_or_else(|p| p.into_inner());
+                    *asked = false;
                 }
+                let Some(map) = map.upgrade() else {
+                    return;
+                };
+                map.refresh();
+                drop(map);
+                std::thread::sleep(MIN_REFRESH_GAP);
             })?;
         Ok(())
     }

@@ -6,7 +6,7 @@
 use bpf::biolatency::{BioLatency, BlockOp};
 
 use super::ebpf::{
-    EventSource, MetricSource, forward_loader, histogram, histogram_value, kernel_event,
+    forward_loader, histogram, histogram_value, kernel_event, EventSource, MetricSource,
 };
 use crate::events::{EventBatch, EventType};
 use crate::probe::MetricDesc;

@@ -3,7 +3,7 @@
 
 use bpf::flow::{Direction, Flow};
 
-use super::ebpf::{MetricSource, for_live_netns, forget_dead_netns, forward_loader};
+use super::ebpf::{for_live_netns, forget_dead_netns, forward_loader, MetricSource};
 use crate::probe::MetricDesc;
 use crate::registry::{Samples, Value};
 

@@ -7,8 +7,8 @@
 use bpf::kernellatency::{KernelLatency, RxStage};
 
 use super::ebpf::{
-    EventSource, MetricSource, for_live_netns, forget_dead_netns, forward_loader, histogram,
-    histogram_value, kernel_event,
+    for_live_netns, forget_dead_netns, forward_loader, histogram, histogram_value, kernel_event,
+    EventSource, MetricSource,
 };
 use crate::events::{EventBatch, EventType};
 use crate::probe::MetricDesc;

@@ -5,7 +5,7 @@
 use bpf::packetloss::PacketLoss;
 
 use super::ebpf::{
-    EventSource, MetricSource, for_live_netns, forget_dead_netns, forward_loader, kernel_event,
+    for_live_netns, forget_dead_netns, forward_loader, kernel_event, EventSource, MetricSource,
 };
 use crate::events::{EventBatch, EventType};
 use crate::probe::MetricDesc;

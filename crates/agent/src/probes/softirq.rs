@@ -9,7 +9,7 @@ use std::time::Duration;
 use bpf::netsoftirq::{NetSoftirq, SoftirqPhase, SoftirqVector};
 
 use super::ebpf::{
-    EventSource, MetricSource, forward_loader, histogram, histogram_value, kernel_event,
+    forward_loader, histogram, histogram_value, kernel_event, EventSource, MetricSource,
 };
 use crate::events::{EventBatch, EventType};
 use crate::probe::MetricDesc;

@@ -20,8 +20,8 @@ use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bpf::Options;
 use bpf::packetloss::PacketLoss;
+use bpf::Options;
 
 type BoxError = Box<dyn std::error::Error>;
 

@@ -9,7 +9,7 @@ use std::os::unix::fs::MetadataExt;
 
 use crate::error::Error;
 use crate::net::{Netns, RawNetns, RawTuple, Tuple};
-use crate::object::{Attachment, ObjectSpec, ProbeObject, impl_probe_common};
+use crate::object::{impl_probe_common, Attachment, ObjectSpec, ProbeObject};
 use crate::options::Options;
 
 const PROBE: &str = "flow";

@@ -8,9 +8,9 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use crate::error::Error;
-use crate::net::{Netns, NetnsInode, RawTuple, Tuple, monotonic_ns_to_system_time};
+use crate::net::{monotonic_ns_to_system_time, Netns, NetnsInode, RawTuple, Tuple};
 use crate::object::{
-    Attachment, ObjectSpec, ProbeObject, Scope, impl_probe_common, slow_threshold_global,
+    impl_probe_common, slow_threshold_global, Attachment, ObjectSpec, ProbeObject, Scope,
 };
 use crate::options::Options;
 use crate::stats::{Log2Histogram, SlowCounts};

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use crate::error::Error;
 use crate::net::monotonic_ns_to_system_time;
 use crate::object::{
-    Attachment, ObjectSpec, ProbeObject, Scope, impl_probe_common, slow_threshold_global,
+    impl_probe_common, slow_threshold_global, Attachment, ObjectSpec, ProbeObject, Scope,
 };
 use crate::options::Options;
 use crate::stats::{Log2Histogram, SlowCounts};

@@ -9,14 +9,14 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::SystemTime;
 
-use crate::btf::{EnumNames, probe_enum_names};
+use crate::btf::{probe_enum_names, EnumNames};
 use crate::error::Error;
 use crate::kallsyms::KernelSymbols;
 use crate::net::{
-    L3Protocol, L4Protocol, Netns, NetnsInode, RawNetns, RawTuple, Tuple,
-    monotonic_ns_to_system_time,
+    monotonic_ns_to_system_time, L3Protocol, L4Protocol, Netns, NetnsInode, RawNetns, RawTuple,
+    Tuple,
 };
-use crate::object::{Attachment, ObjectSpec, ProbeObject, impl_probe_common};
+use crate::object::{impl_probe_common, Attachment, ObjectSpec, ProbeObject};
 use crate::options::Options;
 
 const PROBE: &str = "packetloss";

@@ -6,12 +6,12 @@
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-use crate::btf::{EnumNames, probe_enum_names};
+use crate::btf::{probe_enum_names, EnumNames};
 use crate::error::Error;
 use crate::net::{
-    Netns, NetnsInode, RawNetns, RawTuple, TcpState, Tuple, monotonic_ns_to_system_time,
+    monotonic_ns_to_system_time, Netns, NetnsInode, RawNetns, RawTuple, TcpState, Tuple,
 };
-use crate::object::{Attachment, ObjectSpec, ProbeObject, impl_probe_common};
+use crate::object::{impl_probe_common, Attachment, ObjectSpec, ProbeObject};
 use crate::options::Options;
 
 const PROBE: &str = "tcpreset";

@@ -7,9 +7,9 @@ use std::time::SystemTime;
 
 use crate::error::Error;
 use crate::net::{
-    Netns, NetnsInode, RawNetns, RawTuple, TcpState, Tuple, monotonic_ns_to_system_time,
+    monotonic_ns_to_system_time, Netns, NetnsInode, RawNetns, RawTuple, TcpState, Tuple,
 };
-use crate::object::{Attachment, ObjectSpec, ProbeObject, impl_probe_common};
+use crate::object::{impl_probe_common, Attachment, ObjectSpec, ProbeObject};
 use crate::options::Options;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -7,15 +7,15 @@ use std::net::IpAddr;
 
 use model::{Evidence, Finding, FindingCode, Level, NetnsOwner, NetnsRecord, Owner};
 use netstack::fib::neigh::{
-    ArpAnswer, NeighbourResolution, NoArpAnswer, VxlanForwarding, answers_arp, resolve_neighbour,
-    vxlan_forward,
+    answers_arp, resolve_neighbour, vxlan_forward, ArpAnswer, NeighbourResolution, NoArpAnswer,
+    VxlanForwarding,
 };
 use netstack::fib::{Fib, RouteDecision, RouteOutcome};
 use netstack::state::{Link, LinkKind, OperState, Scope};
 
 use super::sysctl_evidence;
 use crate::cni::Datapath;
-use crate::endpoint::{Index, describe};
+use crate::endpoint::{describe, Index};
 use crate::policy::namespace_of;
 use crate::walk::finding;
 
@@ -593,7 +593,7 @@ pub fn no_carrier(record: &NetnsRecord, link: &Link) -> Finding {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::synthetic::{ClusterSize, cluster};
+    use crate::synthetic::{cluster, ClusterSize};
     use model::CniMode;
 
     /// A pod manifest without `metadata.namespace` lives in "default", as the API server files

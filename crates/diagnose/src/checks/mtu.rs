@@ -8,7 +8,7 @@
 use model::{Evidence, Finding, FindingCode, Level, NetnsRecord};
 use netstack::state::{Link, LinkKind};
 
-use crate::endpoint::{Index, describe};
+use crate::endpoint::{describe, Index};
 use crate::walk::finding;
 
 fn link_evidence(link: &Link, netns: &str) -> Evidence {

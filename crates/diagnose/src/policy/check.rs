@@ -19,10 +19,10 @@ use std::net::IpAddr;
 use model::{Evidence, Finding, FindingCode, Level, NetnsRecord, Owner, Place};
 use netstack::packet::Packet;
 
-use super::{Flow, Isolation, PolicyDirection, PolicyIndex, PolicyRef, namespace_of};
-use crate::PathEnd;
+use super::{namespace_of, Flow, Isolation, PolicyDirection, PolicyIndex, PolicyRef};
 use crate::endpoint::Index;
 use crate::owner::is_policy_chain;
+use crate::PathEnd;
 
 /// Whether a finding code is a drop in a NetworkPolicy enforcement chain.
 pub fn is_enforcement(code: FindingCode) -> bool {

@@ -4,9 +4,9 @@
 //! ports resolved on the destination pod, endPort, ipBlock `except`, hostNetwork pods.
 
 use super::*;
-use model::Snapshot;
 use model::snapshot::{SnapshotSource, SourceKind};
-use serde_json::{Value, json};
+use model::Snapshot;
+use serde_json::{json, Value};
 
 /// Two namespaces (default: team=a; other: team=b; "bare" has no Namespace object), pods with
 /// declared ports, and a hostNetwork pod on a node address.

@@ -30,9 +30,9 @@ use model::{Evidence, Finding, FindingCode, Level, NetnsOwner, Owner, Place};
 use netstack::netfilter::Netfilter;
 use netstack::packet::Protocol;
 
-use crate::Query;
 use crate::endpoint::{EndpointSpec, Index};
 use crate::policy::namespace_of;
+use crate::Query;
 
 /// How the destination addresses the Service.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -24,7 +24,7 @@ use netstack::iptables::{MatchKind, Ruleset, TableName, Target};
 use netstack::ipvs::{IpvsProtocol, IpvsTable};
 use netstack::netfilter::{Netfilter, RuleRef, RuleSource};
 
-use super::{Access, Backend, Context, Frontend, port_protocol};
+use super::{port_protocol, Access, Backend, Context, Frontend};
 
 /// `ip:port` of an endpoint.
 type Address = (IpAddr, u16);

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::discovery::v1::EndpointConditions;
 use lab::kube_proxy::{render_kube_proxy_iptables, synthetic_services};
 
-use super::proxy::{Programmed, compare, iptables_endpoints, ipvs_endpoints};
+use super::proxy::{compare, iptables_endpoints, ipvs_endpoints, Programmed};
 use super::*;
 
 fn endpoint(ready: Option<bool>, serving: Option<bool>, terminating: Option<bool>) -> Endpoint {

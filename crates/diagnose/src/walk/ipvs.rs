@@ -12,7 +12,7 @@ use model::{Evidence, FindingCode, Level, Owner};
 use netstack::ipvs::{ForwardMethod, IpvsTable};
 use netstack::packet::Packet;
 
-use super::{Ended, Flight, Visit, Walker, finding};
+use super::{finding, Ended, Flight, Visit, Walker};
 use crate::endpoint::describe;
 
 impl Walker<'_> {

@@ -14,7 +14,7 @@ use netstack::netfilter::HookOutcome;
 use netstack::packet::{Packet, Protocol};
 use netstack::state::{Link, LinkKind, OperState};
 
-use super::{Flight, Walker, finding};
+use super::{finding, Flight, Walker};
 use crate::checks::{conntrack, devices, mtu, sysctl};
 use crate::endpoint::describe;
 use crate::owner::{hand_added_hint, owner_of_rule};

@@ -18,18 +18,18 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use diagnose::synthetic::{ClusterSize, flannel_host_gw};
+use diagnose::synthetic::{flannel_host_gw, ClusterSize};
 use k8s_openapi::api::core::v1::{ObjectReference, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use lab::kube_proxy::{KubeProxyInput, render_kube_proxy_iptables};
+use lab::kube_proxy::{render_kube_proxy_iptables, KubeProxyInput};
 use lab::plan::{LabState, PodPlan};
 use model::diagnosis::Verdict;
 use model::{CniMode, FindingCode, KubeProxyMode, Snapshot};
 use netstack::state::{Address, LinkKind, OperState, Route, RouteType, Scope};
 
-use super::{Case, diagnose_tcp, ipv4_rules, netns, tcp_query};
+use super::{diagnose_tcp, ipv4_rules, netns, tcp_query, Case};
 
 const FOLDER: &str = "flannel-host-gw";
 
@@ -500,11 +500,10 @@ fn enforcement_rules_that_deny_what_the_policies_allow_are_called_stale() {
         "{}",
         text(&d)
     );
-    assert!(
-        f.hint
-            .as_deref()
-            .is_some_and(|h| h.contains("policy agent on node-2"))
-    );
+    assert!(f
+        .hint
+        .as_deref()
+        .is_some_and(|h| h.contains("policy agent on node-2")));
 }
 
 #[test]
