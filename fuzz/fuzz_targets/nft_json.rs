@@ -73,10 +73,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(rules) = netstack::nft::parse(&dump) else {
         return;
     };
-    let nf = Netfilter {
-        nftables: Some(rules),
-        ..Netfilter::default()
-    };
+    let nf = Netfilter::with_nftables(rules);
     let mut tcp = Packet::new(
         "10.0.0.2".parse().unwrap(),
         "127.0.0.1".parse().unwrap(),

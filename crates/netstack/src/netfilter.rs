@@ -347,13 +347,27 @@ impl Netfilter {
                 }),
             }
         }
-        nf.iptables_copies = nf.nftables.as_ref().map_or_else(Vec::new, |nft| {
+        nf.find_iptables_copies();
+        (nf, problems)
+    }
+
+    /// Netfilter of a netns that has only an nft ruleset (no iptables-save dump, no ipsets).
+    pub fn with_nftables(nftables: crate::nft::Ruleset) -> Netfilter {
+        let mut nf = Netfilter {
+            nftables: Some(nftables),
+            ..Netfilter::default()
+        };
+        nf.find_iptables_copies();
+        nf
+    }
+
+    fn find_iptables_copies(&mut self) {
+        self.iptables_copies = self.nftables.as_ref().map_or_else(Vec::new, |nft| {
             nft.tables
                 .iter()
-                .map(|table| nf.is_iptables_copy(table))
+                .map(|table| self.is_iptables_copy(table))
                 .collect()
         });
-        (nf, problems)
     }
 
     /// Whether an nft table is iptables-nft's view of a table the iptables-save dump of its

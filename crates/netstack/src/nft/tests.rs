@@ -53,10 +53,7 @@ fn node() -> Ruleset {
 }
 
 fn run(rs: Ruleset, hook: Hook, packet: &Packet) -> Vec<HookOutcome> {
-    let nf = Netfilter {
-        nftables: Some(rs),
-        ..Netfilter::default()
-    };
+    let nf = Netfilter::with_nftables(rs);
     nf.run_hook(hook, packet, &Ctx)
 }
 
