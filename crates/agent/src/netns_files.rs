@@ -75,8 +75,10 @@ pub(crate) struct NetnsFiles {
     /// setns(2) uses.
     netns: File,
     files: HashMap<&'static str, Option<File>>,
-    /// The netns's cookie (`SO_NETNS_COOKIE`), once learned: held open, the netns keeps it.
-    cookie: Option<u64>,
+    /// The netns's cookie (`SO_NETNS_COOKIE`): `None` until asked, `Some(None)` when this
+    /// kernel cannot say (before 5.14), so the netns is not entered again every scrape to ask.
+    /// Held open, the netns keeps its cookie.
+    cookie: Option<Option<u64>>,
 }
 
 impl NetnsFiles {
@@ -100,7 +102,7 @@ impl NetnsFiles {
 
     /// The netns's cookie, if [`NetnsVisit::learn_cookie`] learned it.
     pub(crate) fn cookie(&self) -> Option<u64> {
-        self.cookie
+        self.cookie.flatten()
     }
 }
 
@@ -155,15 +157,16 @@ impl<'a> NetnsVisit<'a> {
     }
 
     /// Learns the netns's cookie (eBPF maps key a netns by inode and cookie) the first time the
-    /// netns is visited: a socket made inside it says (entering it once).
-    pub(crate) fn learn_cookie(&mut self) -> io::Result<u64> {
-        if let Some(cookie) = self.files.cookie {
-            return Ok(cookie);
+    /// netns is visited: a socket made inside it says (entering it once). The first failure
+    /// is returned, later visits answer `None` without entering.
+    pub(crate) fn learn_cookie(&mut self) -> io::Result<Option<u64>> {
+        if let Some(known) = self.files.cookie {
+            return Ok(known);
         }
         self.enter()?;
-        let cookie = bpf::NetnsCookie::of_current_thread()?.0;
-        self.files.cookie = Some(cookie);
-        Ok(cookie)
+        let cookie = bpf::NetnsCookie::of_current_thread().map(|c| c.0);
+        self.files.cookie = Some(cookie.as_ref().ok().copied());
+        cookie.map(Some)
     }
 }
 
