@@ -306,7 +306,8 @@ pub(crate) fn namespace_of(
     meta.namespace.as_deref().unwrap_or("default")
 }
 
-fn pod_key(pod: &Pod) -> String {
+/// `namespace/name` of a pod, its namespace defaulted as [`namespace_of`] does.
+pub(crate) fn pod_key(pod: &Pod) -> String {
     format!(
         "{}/{}",
         namespace_of(&pod.metadata),

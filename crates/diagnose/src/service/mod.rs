@@ -31,7 +31,7 @@ use netstack::netfilter::Netfilter;
 use netstack::packet::Protocol;
 
 use crate::endpoint::{EndpointSpec, Index};
-use crate::policy::namespace_of;
+use crate::policy::{namespace_of, pod_key};
 use crate::Query;
 
 /// How the destination addresses the Service.
@@ -648,14 +648,6 @@ fn selected_pods<'a>(
             selector.iter().all(|(k, v)| labels.get(k) == Some(v))
         })
         .collect()
-}
-
-fn pod_key(pod: &Pod) -> String {
-    format!(
-        "{}/{}",
-        namespace_of(&pod.metadata),
-        pod.metadata.name.as_deref().unwrap_or_default()
-    )
 }
 
 /// A container port: (name, number).
